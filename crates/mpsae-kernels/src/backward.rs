@@ -1,0 +1,146 @@
+//! The exact backward pass through the pursuit, sparse: O(n·k·d), no `n x c` tensor.
+//!
+//! The argmax has no gradient, so only the picked atoms receive one. With `Dm = D·mask` the
+//! encode dictionary and `D` the decode one, going back over the steps `t = k..1` of a row:
+//!
+//! ```text
+//! gv   = g_xhat·D_j - gr·Dm_j + g_v[t]        (gr = dL/dr_t, starts at dL/dresidual)
+//! dD_j  += v·g_xhat                             (decode: x_hat = Σ v_t D_{j_t})
+//! dDm_j += gv·r_{t-1} - v·gr                    (the correlation v = r_{t-1}·Dm_j and the update)
+//! gr    += gv·Dm_j                              (r_t = r_{t-1} - v·Dm_j)
+//! ```
+//!
+//! and at the end `dL/dx = gr` (plus the loss's own direct term, added by the caller),
+//! `dL/dD = dD + mask·dDm`. The residuals `r_{t-1}` are recomputed from `x` and the picks with the
+//! same operations as the forward pass, so they are bitwise the ones the forward used.
+
+use crate::pursuit::NO_ATOM;
+use crate::{axpy, dot, Par};
+use rayon::prelude::*;
+
+/// Inputs of the backward pass. Shapes: `x`, `g_xhat`, `g_residual` are `n x d`; `atoms`,
+/// `values`, `g_values` are `n x k`; `dict_encode`, `dict_decode` are `c x d`; `mask` is `c`.
+#[derive(Clone, Copy)]
+pub struct Grads<'a> {
+    /// Input rows.
+    pub x: &'a [f32],
+    /// Number of rows.
+    pub n: usize,
+    /// Row dimension.
+    pub d: usize,
+    /// Number of atoms.
+    pub c: usize,
+    /// Number of pursuit steps.
+    pub k: usize,
+    /// The dictionary the pursuit used (`D·mask` with dropout).
+    pub dict_encode: &'a [f32],
+    /// The dictionary the decode used (`D`).
+    pub dict_decode: &'a [f32],
+    /// Dropout mask over atoms (0 or 1), if any.
+    pub mask: Option<&'a [f32]>,
+    /// Picked atoms, in pursuit order.
+    pub atoms: &'a [u32],
+    /// Picked values.
+    pub values: &'a [f32],
+    /// dL/dx_hat.
+    pub g_xhat: &'a [f32],
+    /// dL/d(final residual), if the loss depends on it.
+    pub g_residual: Option<&'a [f32]>,
+    /// dL/d(value of each pick), i.e. dL/dcodes at the picked atoms, if the loss depends on codes.
+    pub g_values: Option<&'a [f32]>,
+}
+
+/// Gradients with respect to the dictionary (`c x d`, written to `g_dict`, overwritten) and to
+/// the input through the pursuit (`n x d`, written to `g_x`, overwritten).
+///
+/// Rows are split into `par.degree()` parts, each with its own `c x d` accumulator, summed in a
+/// fixed order: the result depends on the thread count, never on scheduling.
+pub fn backward(g: &Grads, par: Par, g_dict: &mut [f32], g_x: &mut [f32]) {
+    let (n, d, c, k) = (g.n, g.d, g.c, g.k);
+    assert_eq!(g.x.len(), n * d);
+    assert_eq!(g.atoms.len(), n * k);
+    assert_eq!(g.values.len(), n * k);
+    assert_eq!(g.g_xhat.len(), n * d);
+    assert_eq!(g_dict.len(), c * d);
+    assert_eq!(g_x.len(), n * d);
+    let parts = par.degree().min(n.max(1));
+    let rows_per = n.div_ceil(parts).max(1);
+    g_dict.fill(0.0);
+    let mut extra: Vec<Vec<f32>> = (1..parts).map(|_| vec![0f32; c * d]).collect();
+    {
+        let mut accs: Vec<&mut [f32]> = Vec::with_capacity(parts);
+        accs.push(g_dict);
+        for e in extra.iter_mut() {
+            accs.push(e.as_mut_slice());
+        }
+        let work = |(part, (acc, gx)): (usize, (&mut &mut [f32], &mut [f32]))| {
+            let r0 = part * rows_per;
+            let mut hist = vec![0f32; (k + 1) * d];
+            for (i, gx_row) in gx.chunks_mut(d).enumerate() {
+                backward_row(g, r0 + i, &mut hist, acc, gx_row);
+            }
+        };
+        let it = accs.iter_mut().zip(g_x.chunks_mut(rows_per * d)).enumerate();
+        match par {
+            Par::Seq => it.for_each(work),
+            Par::Rayon(_) => it.collect::<Vec<_>>().into_par_iter().for_each(work),
+        }
+    }
+    if !extra.is_empty() {
+        let add = |(i, dst): (usize, &mut [f32])| {
+            for e in &extra {
+                let src = &e[i * d..(i + 1) * d];
+                dst.iter_mut().zip(src).for_each(|(a, b)| *a += b);
+            }
+        };
+        match par {
+            Par::Seq => g_dict.chunks_mut(d).enumerate().for_each(add),
+            Par::Rayon(_) => g_dict.par_chunks_mut(d).enumerate().with_min_len(64).for_each(add),
+        }
+    }
+}
+
+fn backward_row(g: &Grads, row: usize, hist: &mut [f32], acc: &mut [f32], gr: &mut [f32]) {
+    let (d, k) = (g.d, g.k);
+    let atoms = &g.atoms[row * k..(row + 1) * k];
+    let values = &g.values[row * k..(row + 1) * k];
+    let g_xhat = &g.g_xhat[row * d..(row + 1) * d];
+    // r_0 .. r_k, recomputed exactly as the forward did.
+    hist[..d].copy_from_slice(&g.x[row * d..(row + 1) * d]);
+    for t in 0..k {
+        let (prev, next) = hist[t * d..(t + 2) * d].split_at_mut(d);
+        next.copy_from_slice(prev);
+        if atoms[t] != NO_ATOM {
+            let j = atoms[t] as usize;
+            axpy(-values[t], &g.dict_encode[j * d..(j + 1) * d], next);
+        }
+    }
+    match g.g_residual {
+        Some(gres) => gr.copy_from_slice(&gres[row * d..(row + 1) * d]),
+        None => gr.fill(0.0),
+    }
+    for t in (0..k).rev() {
+        if atoms[t] == NO_ATOM {
+            continue;
+        }
+        let j = atoms[t] as usize;
+        let v = values[t];
+        let dj = &g.dict_decode[j * d..(j + 1) * d];
+        let dmj = &g.dict_encode[j * d..(j + 1) * d];
+        let mut gv = dot(g_xhat, dj) - dot(gr, dmj);
+        if let Some(gvals) = g.g_values {
+            gv += gvals[row * k + t];
+        }
+        let acc_j = &mut acc[j * d..(j + 1) * d];
+        let m = g.mask.map_or(1.0, |m| m[j]);
+        let r_prev = &hist[t * d..(t + 1) * d];
+        if m != 0.0 {
+            for i in 0..d {
+                acc_j[i] += v * g_xhat[i] + m * (gv * r_prev[i] - v * gr[i]);
+            }
+        } else {
+            axpy(v, g_xhat, acc_j);
+        }
+        axpy(gv, dmj, gr);
+    }
+}

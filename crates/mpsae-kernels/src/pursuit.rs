@@ -1,0 +1,476 @@
+//! k-step matching pursuit with the signed argmax.
+//!
+//! For each row `x` (residual `r₀ = x`), step `t = 1..k`:
+//! correlate `r_{t-1}` with every atom of the encode dictionary `Dm` (`c x d`), take the atom `j`
+//! with the largest **signed** correlation (first index on exact ties), `v = r_{t-1}·Dm_j`,
+//! `r_t = r_{t-1} - v·Dm_j`. The picks `(j_t, v_t)` are kept in pursuit order.
+//!
+//! Three ways to get the correlations of every step, same picks up to float rounding:
+//! - [`Strategy::Plain`]: one `R·Dmᵀ` product per step (the reference's cost, `2·n·c·d·k`).
+//! - [`Strategy::Gram`]: one `X·Dmᵀ` product, then `a_t = a_{t-1} - v·G[j]` with the full Gram
+//!   matrix `G = Dm·Dmᵀ` (`c x c`, supplied by the caller so it can be reused across batches).
+//! - [`Strategy::GramPicked`]: one `X·Dmᵀ` product, then per step only the Gram rows of the atoms
+//!   picked in that step (`u_t x c`, `u_t` distinct atoms), so no `c x c` matrix is ever held.
+//!
+//! [`choose_strategy`] picks one from the problem's shape and a memory budget. In the Gram
+//! strategies the correlation vector only drives the argmax: the value `v` is recomputed exactly
+//! as the dot product of the residual with the atom, so the codes do not drift.
+
+use crate::matmul::matmul_abt;
+use crate::{argmax, axpy, dot, Par};
+use rayon::prelude::*;
+
+/// Atom index of a pick that did not happen (the row stopped early on its tolerance).
+pub const NO_ATOM: u32 = u32::MAX;
+
+/// How the correlations of each pursuit step are obtained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// A dense `R·Dmᵀ` product at every step.
+    Plain,
+    /// Updates from the full Gram matrix (caller-supplied, `c x c`).
+    Gram,
+    /// Updates from Gram rows computed for the picked atoms only.
+    GramPicked,
+}
+
+impl Strategy {
+    /// Short name for logs and benchmarks.
+    pub fn name(self) -> &'static str {
+        match self {
+            Strategy::Plain => "plain",
+            Strategy::Gram => "gram",
+            Strategy::GramPicked => "gram-picked",
+        }
+    }
+}
+
+/// Estimated cost of each strategy, in flop-equivalents, and the bytes of scratch it needs.
+#[derive(Clone, Copy, Debug)]
+pub struct StrategyCost {
+    /// Which strategy this is.
+    pub strategy: Strategy,
+    /// Estimated work, in flop-equivalents (memory-bound updates weighted).
+    pub flops: f64,
+    /// Scratch memory needed, in bytes.
+    pub bytes: f64,
+}
+
+/// Weight of one streamed correlation update (`a -= v·G[j]`, memory-bound) against one flop.
+const UPDATE_WEIGHT: f64 = 6.0;
+
+/// The cost model behind [`choose_strategy`]: estimated work and memory of each strategy for
+/// `n` rows, `c` atoms, dimension `d`, `k` steps. `gram_cached` says the Gram matrix is already
+/// available (inference with a fixed dictionary), so its cost is not counted.
+pub fn strategy_costs(n: usize, c: usize, d: usize, k: usize, gram_cached: bool) -> [StrategyCost; 3] {
+    let (n, c, d, k) = (n as f64, c as f64, d as f64, k as f64);
+    let first = 2.0 * n * c * d;
+    let updates = n * (k - 1.0).max(0.0) * c * UPDATE_WEIGHT;
+    // Expected number of distinct atoms among n picks spread over c atoms.
+    let distinct = c * (1.0 - (-n / c).exp());
+    let gram_flops = if gram_cached { 0.0 } else { c * c * d };
+    let tile_bytes = 4.0 * c * 512.0 * rayon::current_num_threads() as f64;
+    [
+        StrategyCost { strategy: Strategy::Plain, flops: first * k, bytes: tile_bytes },
+        StrategyCost {
+            strategy: Strategy::Gram,
+            flops: gram_flops + first + updates,
+            bytes: 4.0 * c * c + tile_bytes,
+        },
+        StrategyCost {
+            strategy: Strategy::GramPicked,
+            flops: first + (k - 1.0).max(0.0) * 2.0 * distinct * c * d + updates,
+            bytes: 4.0 * (n * c + distinct * c),
+        },
+    ]
+}
+
+/// The cheapest strategy whose scratch fits in `memory_budget` bytes (Plain always fits).
+pub fn choose_strategy(
+    n: usize,
+    c: usize,
+    d: usize,
+    k: usize,
+    gram_cached: bool,
+    memory_budget: usize,
+) -> Strategy {
+    if k <= 1 {
+        return Strategy::Plain;
+    }
+    strategy_costs(n, c, d, k, gram_cached)
+        .into_iter()
+        .filter(|s| s.strategy == Strategy::Plain || s.bytes <= memory_budget as f64)
+        .min_by(|a, b| a.flops.total_cmp(&b.flops))
+        .map(|s| s.strategy)
+        .unwrap_or(Strategy::Plain)
+}
+
+/// The inputs of one pursuit.
+#[derive(Clone, Copy)]
+pub struct Problem<'a> {
+    /// Input rows, `n x d`.
+    pub x: &'a [f32],
+    /// Number of rows.
+    pub n: usize,
+    /// Row dimension.
+    pub d: usize,
+    /// Encode dictionary `Dm`, `c x d`, one atom per row.
+    pub dict: &'a [f32],
+    /// Number of atoms.
+    pub c: usize,
+    /// Number of pursuit steps.
+    pub k: usize,
+    /// Stop a row once `‖r‖ <= tol·‖x‖` (its remaining picks are [`NO_ATOM`] with value 0).
+    pub tol: Option<f32>,
+}
+
+/// What a pursuit produces. All buffers are row-major with `k` entries (or `d`) per row.
+#[derive(Clone, Debug, Default)]
+pub struct Output {
+    /// Picked atom of each row and step, `n x k` ([`NO_ATOM`] after an early stop).
+    pub atoms: Vec<u32>,
+    /// Value of each pick, `n x k`.
+    pub values: Vec<f32>,
+    /// Final residual, `n x d`.
+    pub residual: Vec<f32>,
+    /// Squared residual norm after each step, `n x k`.
+    pub energy: Vec<f32>,
+}
+
+impl Output {
+    /// Buffers sized for `n` rows, `k` steps, dimension `d`.
+    pub fn with_shape(n: usize, k: usize, d: usize) -> Self {
+        Output {
+            atoms: vec![NO_ATOM; n * k],
+            values: vec![0.0; n * k],
+            residual: vec![0.0; n * d],
+            energy: vec![0.0; n * k],
+        }
+    }
+}
+
+/// Row-tile size: big enough for an efficient product, small enough to share the rows out.
+fn tile_rows(n: usize, par: Par) -> usize {
+    n.div_ceil(par.degree()).clamp(1, 256)
+}
+
+/// Per-row pursuit state while its correlations are live.
+struct RowState<'a> {
+    r: &'a mut [f32],
+    atoms: &'a mut [u32],
+    values: &'a mut [f32],
+    energy: &'a mut [f32],
+    stop_sq: f32,
+    done: bool,
+}
+
+impl RowState<'_> {
+    /// True when the row has reached its tolerance before step `t` (and records the stop).
+    fn check_stop(&mut self, t: usize) -> bool {
+        if !self.done && self.stop_sq > 0.0 {
+            let before = if t == 0 { dot(self.r, self.r) } else { self.energy[t - 1] };
+            if before <= self.stop_sq {
+                self.done = true;
+            }
+        }
+        if self.done {
+            self.energy[t] = if t > 0 { self.energy[t - 1] } else { dot(self.r, self.r) };
+        }
+        self.done
+    }
+
+    fn apply(&mut self, t: usize, j: usize, v: f32, dict: &[f32], d: usize) {
+        axpy(-v, &dict[j * d..(j + 1) * d], self.r);
+        self.atoms[t] = j as u32;
+        self.values[t] = v;
+        self.energy[t] = dot(self.r, self.r);
+    }
+}
+
+fn stop_sq(x: &[f32], tol: Option<f32>) -> f32 {
+    match tol {
+        Some(t) if t > 0.0 => {
+            let s = t * t * dot(x, x);
+            // A zero row stops at once.
+            if s == 0.0 {
+                f32::MIN_POSITIVE
+            } else {
+                s
+            }
+        }
+        _ => 0.0,
+    }
+}
+
+/// Runs the pursuit. `gram` must be the `c x c` Gram matrix of `p.dict` when `strategy` is
+/// [`Strategy::Gram`] (ignored otherwise). `out` is resized as needed.
+pub fn pursuit(p: &Problem, strategy: Strategy, gram: Option<&[f32]>, par: Par, out: &mut Output) {
+    let (n, d, c, k) = (p.n, p.d, p.c, p.k);
+    assert_eq!(p.x.len(), n * d, "pursuit: x shape");
+    assert_eq!(p.dict.len(), c * d, "pursuit: dictionary shape");
+    if out.atoms.len() != n * k || out.residual.len() != n * d {
+        *out = Output::with_shape(n, k, d);
+    } else {
+        out.atoms.fill(NO_ATOM);
+        out.values.fill(0.0);
+        out.energy.fill(0.0);
+    }
+    out.residual.copy_from_slice(p.x);
+    if n == 0 || k == 0 || c == 0 {
+        return;
+    }
+    match strategy {
+        Strategy::Plain | Strategy::Gram => {
+            let g = if strategy == Strategy::Gram {
+                let g = gram.expect("pursuit: Strategy::Gram needs the Gram matrix");
+                assert_eq!(g.len(), c * c, "pursuit: Gram shape");
+                Some(g)
+            } else {
+                None
+            };
+            let t = tile_rows(n, par);
+            let tiles = out
+                .residual
+                .chunks_mut(t * d)
+                .zip(out.atoms.chunks_mut(t * k))
+                .zip(out.values.chunks_mut(t * k))
+                .zip(out.energy.chunks_mut(t * k))
+                .enumerate();
+            let run = |(i, (((r, a), v), e)): (usize, (((&mut [f32], &mut [u32]), &mut [f32]), &mut [f32]))| {
+                let x = &p.x[i * t * d..i * t * d + r.len()];
+                pursue_tile(p, g, x, r, a, v, e);
+            };
+            match par {
+                Par::Seq => tiles.for_each(run),
+                Par::Rayon(_) => tiles.collect::<Vec<_>>().into_par_iter().for_each(run),
+            }
+        }
+        Strategy::GramPicked => pursue_picked(p, par, out),
+    }
+}
+
+/// Plain or full-Gram pursuit of one tile of rows, on the calling thread.
+#[allow(clippy::too_many_arguments)]
+fn pursue_tile(
+    p: &Problem,
+    gram: Option<&[f32]>,
+    x: &[f32],
+    r: &mut [f32],
+    atoms: &mut [u32],
+    values: &mut [f32],
+    energy: &mut [f32],
+) {
+    let (d, c, k) = (p.d, p.c, p.k);
+    let rows = r.len() / d;
+    let mut corr = vec![0f32; rows * c];
+    matmul_abt(r, p.dict, &mut corr, rows, c, d, Par::Seq);
+    let mut states: Vec<RowState> = r
+        .chunks_mut(d)
+        .zip(atoms.chunks_mut(k))
+        .zip(values.chunks_mut(k))
+        .zip(energy.chunks_mut(k))
+        .zip(x.chunks(d))
+        .map(|((((r, a), v), e), x)| RowState {
+            r,
+            atoms: a,
+            values: v,
+            energy: e,
+            stop_sq: stop_sq(x, p.tol),
+            done: false,
+        })
+        .collect();
+    match gram {
+        Some(g) => {
+            for (s, a) in states.iter_mut().zip(corr.chunks_mut(c)) {
+                for t in 0..k {
+                    if s.check_stop(t) {
+                        continue;
+                    }
+                    let (j, _) = argmax(a);
+                    let v = dot(s.r, &p.dict[j * d..(j + 1) * d]);
+                    s.apply(t, j, v, p.dict, d);
+                    if t + 1 < k {
+                        axpy(-v, &g[j * c..(j + 1) * c], a);
+                    }
+                }
+            }
+        }
+        None => {
+            let mut resid = vec![0f32; rows * d];
+            for t in 0..k {
+                if t > 0 {
+                    for (dst, s) in resid.chunks_mut(d).zip(&states) {
+                        dst.copy_from_slice(s.r);
+                    }
+                    matmul_abt(&resid, p.dict, &mut corr, rows, c, d, Par::Seq);
+                }
+                for (s, a) in states.iter_mut().zip(corr.chunks(c)) {
+                    if s.check_stop(t) {
+                        continue;
+                    }
+                    let (j, v) = argmax(a);
+                    s.apply(t, j, v, p.dict, d);
+                }
+            }
+        }
+    }
+}
+
+/// Pursuit with the Gram rows of the atoms picked at each step only.
+fn pursue_picked(p: &Problem, par: Par, out: &mut Output) {
+    let (n, d, c, k) = (p.n, p.d, p.c, p.k);
+    let mut corr = vec![0f32; n * c];
+    matmul_abt(p.x, p.dict, &mut corr, n, c, d, par);
+    let stops: Vec<f32> = p.x.chunks(d).map(|x| stop_sq(x, p.tol)).collect();
+    let mut done = vec![false; n];
+    let mut slot = vec![u32::MAX; c];
+    let mut picked_rows: Vec<f32> = Vec::new();
+    let mut gsub: Vec<f32> = Vec::new();
+    let chunk = tile_rows(n, par);
+    for t in 0..k {
+        // 1. Argmax and exact value for every live row; apply the step to the residual.
+        let step = |(((((a, r), atoms), values), energy), (done, stop)): (
+            ((((&mut [f32], &mut [f32]), &mut [u32]), &mut [f32]), &mut [f32]),
+            (&mut bool, &f32),
+        )| {
+            let mut s = RowState { r, atoms, values, energy, stop_sq: *stop, done: *done };
+            if !s.check_stop(t) {
+                let (j, _) = argmax(a);
+                let v = dot(s.r, &p.dict[j * d..(j + 1) * d]);
+                s.apply(t, j, v, p.dict, d);
+            }
+            *done = s.done;
+        };
+        let it = corr
+            .chunks_mut(c)
+            .zip(out.residual.chunks_mut(d))
+            .zip(out.atoms.chunks_mut(k))
+            .zip(out.values.chunks_mut(k))
+            .zip(out.energy.chunks_mut(k))
+            .zip(done.iter_mut().zip(stops.iter()));
+        match par {
+            Par::Seq => it.for_each(step),
+            Par::Rayon(_) => it.collect::<Vec<_>>().into_par_iter().with_min_len(chunk.min(64)).for_each(step),
+        }
+        if t + 1 == k {
+            break;
+        }
+        // 2. Distinct atoms picked at this step, and their Gram rows.
+        let mut uniq: Vec<u32> = Vec::new();
+        for row in 0..n {
+            let j = out.atoms[row * k + t];
+            if j != NO_ATOM && slot[j as usize] == u32::MAX {
+                slot[j as usize] = uniq.len() as u32;
+                uniq.push(j);
+            }
+        }
+        if uniq.is_empty() {
+            continue;
+        }
+        let u = uniq.len();
+        picked_rows.resize(u * d, 0.0);
+        for (dst, &j) in picked_rows.chunks_mut(d).zip(&uniq) {
+            dst.copy_from_slice(&p.dict[j as usize * d..(j as usize + 1) * d]);
+        }
+        gsub.resize(u * c, 0.0);
+        matmul_abt(&picked_rows, p.dict, &mut gsub, u, c, d, par);
+        // 3. Correlation updates.
+        let update = |(row, a): (usize, &mut [f32])| {
+            let j = out.atoms[row * k + t];
+            if j != NO_ATOM {
+                let s = slot[j as usize] as usize;
+                axpy(-out.values[row * k + t], &gsub[s * c..(s + 1) * c], a);
+            }
+        };
+        match par {
+            Par::Seq => corr.chunks_mut(c).enumerate().for_each(update),
+            Par::Rayon(_) => corr.par_chunks_mut(c).enumerate().for_each(update),
+        }
+        for &j in &uniq {
+            slot[j as usize] = u32::MAX;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn random_problem(n: usize, d: usize, c: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let x: Vec<f32> = (0..n * d).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let mut dict: Vec<f32> = (0..c * d).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        for a in dict.chunks_mut(d) {
+            let norm = dot(a, a).sqrt();
+            a.iter_mut().for_each(|v| *v /= norm);
+        }
+        (x, dict)
+    }
+
+    #[test]
+    fn strategies_agree_and_reconstruct() {
+        let (n, d, c, k) = (300, 24, 200, 7);
+        let (x, dict) = random_problem(n, d, c, 3);
+        let p = Problem { x: &x, n, d, dict: &dict, c, k, tol: None };
+        let mut g = vec![0f32; c * c];
+        crate::matmul::gram(&dict, &mut g, c, d, Par::Seq);
+        let mut outs = Vec::new();
+        for s in [Strategy::Plain, Strategy::Gram, Strategy::GramPicked] {
+            for par in [Par::Seq, Par::rayon()] {
+                let mut o = Output::default();
+                pursuit(&p, s, Some(&g), par, &mut o);
+                outs.push(o);
+            }
+        }
+        for o in &outs[1..] {
+            assert_eq!(o.atoms, outs[0].atoms);
+            for (a, b) in o.values.iter().zip(&outs[0].values) {
+                assert!((a - b).abs() < 1e-4);
+            }
+        }
+        // x = residual + sum v·atom, residual energy never increases with unit atoms.
+        let o = &outs[0];
+        for row in 0..n {
+            let mut rec = o.residual[row * d..(row + 1) * d].to_vec();
+            for t in 0..k {
+                let j = o.atoms[row * k + t] as usize;
+                axpy(o.values[row * k + t], &dict[j * d..(j + 1) * d], &mut rec);
+                if t > 0 {
+                    assert!(o.energy[row * k + t] <= o.energy[row * k + t - 1] * (1.0 + 1e-5));
+                }
+            }
+            for (a, b) in rec.iter().zip(&x[row * d..(row + 1) * d]) {
+                assert!((a - b).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn tolerance_stops_rows_early() {
+        let (n, d, c, k) = (50, 16, 64, 12);
+        let (x, dict) = random_problem(n, d, c, 4);
+        let p = Problem { x: &x, n, d, dict: &dict, c, k, tol: Some(0.5) };
+        let mut o = Output::default();
+        pursuit(&p, Strategy::Plain, None, Par::Seq, &mut o);
+        let mut stopped = 0;
+        for row in 0..n {
+            let xn = dot(&x[row * d..(row + 1) * d], &x[row * d..(row + 1) * d]);
+            let used = o.atoms[row * k..(row + 1) * k].iter().filter(|&&a| a != NO_ATOM).count();
+            if used < k {
+                stopped += 1;
+                assert!(o.energy[row * k + used - 1] <= 0.25 * xn * (1.0 + 1e-6));
+                assert!(used == 1 || o.energy[row * k + used - 2] > 0.25 * xn);
+            }
+        }
+        assert!(stopped > 0);
+    }
+
+    #[test]
+    fn cost_model_prefers_gram_for_big_batches_and_respects_memory() {
+        assert_eq!(choose_strategy(4096, 16384, 768, 16, false, 8 << 30), Strategy::Gram);
+        assert_ne!(choose_strategy(4096, 65536, 768, 16, false, 8 << 30), Strategy::Gram);
+        assert_eq!(choose_strategy(1024, 16384, 768, 1, false, 8 << 30), Strategy::Plain);
+        assert_eq!(choose_strategy(64, 16384, 768, 16, true, 8 << 30), Strategy::Gram);
+    }
+}
