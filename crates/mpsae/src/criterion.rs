@@ -1,0 +1,177 @@
+//! Training criteria: the loss and its gradients with respect to everything it reads.
+//!
+//! Every criterion has overcomplete's signature `criterion(x, x_hat, residual, codes,
+//! dictionary)` and returns, besides the loss, the gradients the sparse backward needs.
+
+use crate::model::Codes;
+
+/// What a criterion reads. Matrices are row-major: `x`, `x_hat`, `residual` are `n x d`,
+/// `dictionary` is `c x d` (the training dictionary, `normalize(W)·exp(m)`).
+#[derive(Clone, Copy)]
+pub struct CriterionInput<'a> {
+    /// The input batch.
+    pub x: &'a [f32],
+    /// The reconstruction.
+    pub x_hat: &'a [f32],
+    /// The final pursuit residual (`x - x_hat` up to rounding).
+    pub residual: &'a [f32],
+    /// The sparse codes.
+    pub codes: &'a Codes,
+    /// The dictionary.
+    pub dictionary: &'a [f32],
+    /// Rows.
+    pub n: usize,
+    /// Row dimension.
+    pub d: usize,
+}
+
+/// A criterion's loss and gradients. Absent gradients are zero.
+#[derive(Clone, Debug, Default)]
+pub struct CriterionOutput {
+    /// The loss.
+    pub loss: f64,
+    /// dL/dx_hat, `n x d`.
+    pub g_x_hat: Vec<f32>,
+    /// dL/dx through the loss's own use of `x`, `n x d`.
+    pub g_x: Option<Vec<f32>>,
+    /// dL/dresidual, `n x d`.
+    pub g_residual: Option<Vec<f32>>,
+    /// dL/d(value of each pick), `n x k` (see [`Codes::gradient_of_dense`]).
+    pub g_codes: Option<Vec<f32>>,
+    /// dL/ddictionary, `c x d`.
+    pub g_dictionary: Option<Vec<f32>>,
+    /// Named parts of the loss, for logs (`recon`, `revive`, ...).
+    pub parts: Vec<(&'static str, f64)>,
+}
+
+/// A training loss. Implement it to train with your own objective.
+pub trait Criterion: Send + Sync {
+    /// Short name for logs and configuration files.
+    fn name(&self) -> String;
+    /// The loss and its gradients.
+    fn evaluate(&self, input: &CriterionInput) -> CriterionOutput;
+}
+
+/// The mean squared error `mean((x - x_hat)²)` over all `n·d` entries (the default).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Mse;
+
+/// Loss and gradients of the MSE, shared by the criteria that build on it.
+fn mse_parts(input: &CriterionInput) -> (f64, Vec<f32>, Vec<f32>) {
+    let nd = input.x.len().max(1) as f64;
+    let scale = (2.0 / nd) as f32;
+    let mut sum = 0f64;
+    let mut g_x_hat = Vec::with_capacity(input.x.len());
+    let mut g_x = Vec::with_capacity(input.x.len());
+    for (&a, &b) in input.x.iter().zip(input.x_hat) {
+        let diff = a - b;
+        sum += diff as f64 * diff as f64;
+        g_x_hat.push(-scale * diff);
+        g_x.push(scale * diff);
+    }
+    (sum / nd, g_x_hat, g_x)
+}
+
+impl Criterion for Mse {
+    fn name(&self) -> String {
+        "mse".into()
+    }
+
+    fn evaluate(&self, input: &CriterionInput) -> CriterionOutput {
+        let (loss, g_x_hat, g_x) = mse_parts(input);
+        CriterionOutput {
+            loss,
+            g_x_hat,
+            g_x: Some(g_x),
+            parts: vec![("recon", loss)],
+            ..Default::default()
+        }
+    }
+}
+
+/// The auxiliary "revive" loss of overcomplete's MpSAE documentation:
+/// `mse - coefficient · mean((residual · dictionaryᵀ)[:, dead])`, where an atom is dead in the
+/// batch when its largest code over the batch (`codes.amax(0)`, zeros included) is below
+/// `threshold`, and the term is applied only when more than `min_dead` atoms are dead.
+#[derive(Clone, Copy, Debug)]
+pub struct Revive {
+    /// Atoms whose batch maximum code is below this are dead (1e-2).
+    pub threshold: f32,
+    /// The term applies when strictly more atoms than this are dead (10).
+    pub min_dead: usize,
+    /// Weight of the term (1e-2).
+    pub coefficient: f64,
+}
+
+impl Default for Revive {
+    fn default() -> Self {
+        Revive { threshold: 1e-2, min_dead: 10, coefficient: 1e-2 }
+    }
+}
+
+impl Revive {
+    /// The batch's dead-atom mask (`codes.amax(0) < threshold`).
+    pub fn dead_mask(&self, codes: &Codes) -> Vec<bool> {
+        let c = codes.c;
+        let mut max = vec![f32::NEG_INFINITY; c];
+        let mut rows_with = vec![0usize; c];
+        for i in 0..codes.n {
+            for (a, v) in codes.row_dense(i) {
+                max[a] = max[a].max(v);
+                rows_with[a] += 1;
+            }
+        }
+        (0..c)
+            .map(|a| {
+                let m = if rows_with[a] < codes.n { max[a].max(0.0) } else { max[a] };
+                m < self.threshold
+            })
+            .collect()
+    }
+}
+
+impl Criterion for Revive {
+    fn name(&self) -> String {
+        "revive".into()
+    }
+
+    fn evaluate(&self, input: &CriterionInput) -> CriterionOutput {
+        let (recon, g_x_hat, g_x) = mse_parts(input);
+        let mut out = CriterionOutput {
+            loss: recon,
+            g_x_hat,
+            g_x: Some(g_x),
+            parts: vec![("recon", recon)],
+            ..Default::default()
+        };
+        let dead = self.dead_mask(input.codes);
+        let ndead = dead.iter().filter(|&&b| b).count();
+        if ndead <= self.min_dead || input.n == 0 {
+            return out;
+        }
+        let (n, d) = (input.n, input.d);
+        // mean over n·ndead of r_i·D_j = (Σ_i r_i)·(Σ_dead D_j) / (n·ndead).
+        let mut sum_r = vec![0f64; d];
+        for r in input.residual.chunks(d) {
+            sum_r.iter_mut().zip(r).for_each(|(s, &v)| *s += v as f64);
+        }
+        let mut sum_d = vec![0f64; d];
+        for (atom, _) in input.dictionary.chunks(d).zip(&dead).filter(|(_, &b)| b) {
+            sum_d.iter_mut().zip(atom).for_each(|(s, &v)| *s += v as f64);
+        }
+        let denom = (n * ndead) as f64;
+        let term = sum_r.iter().zip(&sum_d).map(|(a, b)| a * b).sum::<f64>() / denom;
+        out.loss = recon - self.coefficient * term;
+        out.parts.push(("revive", term));
+        let coef = -self.coefficient / denom;
+        let g_row: Vec<f32> = sum_d.iter().map(|&s| (coef * s) as f32).collect();
+        out.g_residual = Some(g_row.iter().copied().cycle().take(n * d).collect());
+        let g_atom: Vec<f32> = sum_r.iter().map(|&s| (coef * s) as f32).collect();
+        let mut g_dict = vec![0f32; input.dictionary.len()];
+        for (row, _) in g_dict.chunks_mut(d).zip(&dead).filter(|(_, &b)| b) {
+            row.copy_from_slice(&g_atom);
+        }
+        out.g_dictionary = Some(g_dict);
+        out
+    }
+}

@@ -1,0 +1,3 @@
+//! Activation data: `.npy` and `.safetensors` files, memory-mapped, converted to f32 per batch.
+
+pub mod convert;

@@ -1,0 +1,30 @@
+//! How the model runs its kernels: threads, pursuit strategy and memory budget.
+
+use mpsae_kernels::pursuit::{choose_strategy, Strategy};
+use mpsae_kernels::Par;
+
+/// Execution settings of a model (not part of its configuration: they change speed, not results
+/// beyond float rounding).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Engine {
+    /// Parallelism of every kernel.
+    pub par: Par,
+    /// Force a pursuit strategy; `None` lets the cost model choose per call.
+    pub strategy: Option<Strategy>,
+    /// Scratch memory the pursuit may use (Gram matrix, correlations), in bytes.
+    pub memory_budget: usize,
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Engine { par: Par::rayon(), strategy: None, memory_budget: 8 << 30 }
+    }
+}
+
+impl Engine {
+    /// The strategy for a pursuit of `n` rows over `c` atoms of dimension `d` with `k` steps.
+    pub fn strategy_for(&self, n: usize, c: usize, d: usize, k: usize, gram_cached: bool) -> Strategy {
+        self.strategy
+            .unwrap_or_else(|| choose_strategy(n, c, d, k, gram_cached, self.memory_budget))
+    }
+}

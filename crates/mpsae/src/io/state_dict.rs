@@ -1,0 +1,155 @@
+//! The model as a safetensors file with overcomplete's state-dict keys.
+//!
+//! | key | shape | when |
+//! |---|---|---|
+//! | `dictionary._weights` | `[c, d]` F32 | always |
+//! | `dictionary.multiplier` | `[]` F32 | always (a buffer holding 0 when not trained) |
+//! | `encoder.weight` | `[c, d]` F32 | untied encoder |
+//! | `encoder.bias` | `[c]` F32 | encoder with a bias |
+//! | `encoder.tied_to._weights`, `encoder.tied_to.multiplier` | as the dictionary | tied encoder |
+//!
+//! so `MpSAE.load_state_dict(safetensors.torch.load_file(path))` takes a file written here, and a
+//! file saved by overcomplete loads here. The rest of the configuration (k, dropout,
+//! normalisation, ...) is kept as JSON in the safetensors metadata under `mpsae_config`; the
+//! preprocessing (centring/scaling), when used, under `mpsae_preprocess`.
+
+use crate::config::{EncoderKind, SaeConfig};
+use crate::io::atomic::write_atomic;
+use crate::model::MpSae;
+use crate::{Error, Result};
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Metadata key of the model configuration.
+pub const CONFIG_KEY: &str = "mpsae_config";
+
+/// One tensor read from a file, converted to f32.
+#[derive(Clone, Debug)]
+pub struct Tensor {
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Values, row-major.
+    pub data: Vec<f32>,
+}
+
+/// The serialized bytes of a model (see the module docs), with `extra` metadata entries.
+pub fn model_to_bytes(model: &MpSae, extra: &[(String, String)]) -> Result<Vec<u8>> {
+    let (c, d) = (model.nb_concepts(), model.input_dim());
+    let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let w = bytes(model.weights());
+    let m = bytes(&[model.multiplier()]);
+    let (ew, eb) = model.encoder_parameters();
+    let ew = ew.map(bytes);
+    let eb = eb.map(bytes);
+    let mut views: Vec<(String, TensorView)> = Vec::new();
+    views.push(("dictionary._weights".into(), view(vec![c, d], &w)));
+    views.push(("dictionary.multiplier".into(), view(vec![], &m)));
+    if let Some(ew) = &ew {
+        views.push(("encoder.weight".into(), view(vec![c, d], ew)));
+    }
+    if let Some(eb) = &eb {
+        views.push(("encoder.bias".into(), view(vec![c], eb)));
+    }
+    if matches!(model.config().encoder, EncoderKind::Tied { .. }) {
+        views.push(("encoder.tied_to._weights".into(), view(vec![c, d], &w)));
+        views.push(("encoder.tied_to.multiplier".into(), view(vec![], &m)));
+    }
+    let config = serde_json::to_string(model.config()).expect("config serialises");
+    let mut meta: HashMap<String, String> = extra.iter().cloned().collect();
+    meta.insert(CONFIG_KEY.into(), config);
+    meta.insert("format".into(), "pt".into());
+    safetensors::serialize(views, &Some(meta)).map_err(|e| Error::Shape(format!("cannot serialise the model: {e}")))
+}
+
+fn view(shape: Vec<usize>, data: &[u8]) -> TensorView<'_> {
+    TensorView::new(Dtype::F32, shape, data).expect("shape matches data")
+}
+
+/// Saves the model (atomically) with overcomplete's state-dict keys.
+pub fn save_model(model: &MpSae, path: &Path, extra: &[(String, String)]) -> Result<()> {
+    write_atomic(path, &model_to_bytes(model, extra)?)
+}
+
+/// Reads every tensor and the metadata of a safetensors file (f32, f16, bf16 or f64 tensors are
+/// converted to f32; other dtypes are reported).
+pub fn read_tensors(path: &Path, bytes: &[u8]) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+    let (_, meta) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| Error::file(path, format!("not a valid safetensors file ({e})")))?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::file(path, format!("not a valid safetensors file ({e})")))?;
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        let data = crate::data::convert::to_f32(view.dtype(), view.data())
+            .map_err(|msg| Error::file(path, format!("tensor '{name}': {msg}")))?;
+        out.insert(name, Tensor { shape: view.shape().to_vec(), data });
+    }
+    Ok((out, meta.metadata().clone().unwrap_or_default()))
+}
+
+/// Loads a model file. The configuration comes from the file's metadata when mpsae wrote it;
+/// for a plain overcomplete state dict, pass `config` (its shapes must match), or the shapes give
+/// `d` and `c` with the reference's defaults (`k = 1`, `l2`, no dropout, multiplier trained if
+/// non-zero). Also returns the file's metadata.
+pub fn load_model(path: &Path, config: Option<SaeConfig>) -> Result<(MpSae, HashMap<String, String>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let (mut tensors, meta) = read_tensors(path, &bytes)?;
+    let w = tensors
+        .remove("dictionary._weights")
+        .ok_or_else(|| Error::file(path, "no 'dictionary._weights' tensor: not an MP-SAE state dict"))?;
+    if w.shape.len() != 2 || w.shape[0] == 0 || w.shape[1] == 0 {
+        return Err(Error::file(path, format!("'dictionary._weights' has shape {:?}, expected [c, d]", w.shape)));
+    }
+    let (c, d) = (w.shape[0], w.shape[1]);
+    let m = match tensors.remove("dictionary.multiplier") {
+        Some(t) if t.data.len() == 1 && t.shape.is_empty() => t.data[0],
+        Some(t) => {
+            return Err(Error::file(path, format!("'dictionary.multiplier' has shape {:?}, expected []", t.shape)))
+        }
+        None => return Err(Error::file(path, "no 'dictionary.multiplier' tensor (a state dict always has it)")),
+    };
+    let encoder_weight = tensors.remove("encoder.weight");
+    let encoder_bias = tensors.remove("encoder.bias");
+    let tied = tensors.remove("encoder.tied_to._weights").is_some();
+    tensors.remove("encoder.tied_to.multiplier");
+    let mut cfg = match (meta.get(CONFIG_KEY), config) {
+        (_, Some(cfg)) => cfg,
+        (Some(json), None) => serde_json::from_str::<SaeConfig>(json)
+            .map_err(|e| Error::file(path, format!("bad '{CONFIG_KEY}' metadata: {e}")))?,
+        (None, None) => {
+            let mut cfg = SaeConfig::new(d, c);
+            cfg.use_multiplier = m != 0.0;
+            cfg
+        }
+    };
+    if meta.get(CONFIG_KEY).is_none() {
+        cfg.encoder = match (tied, &encoder_weight, &encoder_bias) {
+            (true, _, b) => EncoderKind::Tied { bias: b.is_some() },
+            (false, Some(_), b) => EncoderKind::Untied { bias: b.is_some() },
+            _ => EncoderKind::Identity,
+        };
+    }
+    if cfg.input_dim != d || cfg.nb_concepts != c {
+        return Err(Error::file(
+            path,
+            format!("dictionary is {c} x {d} but the configuration says {} x {}", cfg.nb_concepts, cfg.input_dim),
+        ));
+    }
+    let mut model = MpSae::from_weights(cfg, w.data, m, 0).map_err(|e| Error::file(path, e.to_string()))?;
+    let check = |t: &Option<Tensor>, shape: &[usize], name: &str| -> Result<()> {
+        match t {
+            Some(t) if t.shape != shape => Err(Error::file(path, format!("'{name}' has shape {:?}, expected {shape:?}", t.shape))),
+            _ => Ok(()),
+        }
+    };
+    check(&encoder_weight, &[c, d], "encoder.weight")?;
+    check(&encoder_bias, &[c], "encoder.bias")?;
+    model
+        .set_encoder_parameters(encoder_weight.map(|t| t.data), encoder_bias.map(|t| t.data))
+        .map_err(|e| Error::file(path, e.to_string()))?;
+    if let Some(name) = tensors.keys().find(|k| !k.starts_with("mpsae.")) {
+        return Err(Error::file(path, format!("unexpected tensor '{name}' in an MP-SAE state dict")));
+    }
+    Ok((model, meta))
+}

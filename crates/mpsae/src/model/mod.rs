@@ -1,0 +1,9 @@
+//! The MP-SAE model: dictionary, normalisation, codes and the `MpSae` itself.
+
+mod codes;
+mod mp_sae;
+mod normalization;
+
+pub use codes::Codes;
+pub use mp_sae::{EncodeOptions, Encoded, Forward, Gradients, MpSae, TrainingPass};
+pub use normalization::{NormalizeFn, Normalization};

@@ -1,0 +1,604 @@
+//! `MpSae`: overcomplete's `MpSAE`, with the same numbers and a sparse, Gram-accelerated engine.
+
+use crate::config::{EncoderKind, SaeConfig};
+use crate::criterion::{Criterion, CriterionInput, CriterionOutput};
+use crate::engine::Engine;
+use crate::model::{Codes, Normalization};
+use crate::{Error, Result};
+use mpsae_kernels::backward::{backward, Grads};
+use mpsae_kernels::matmul::gram;
+use mpsae_kernels::pursuit::{pursuit, Output, Problem, Strategy};
+use mpsae_kernels::{axpy, Par};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// A Matching Pursuit Sparse Autoencoder.
+///
+/// Same semantics as overcomplete 0.3.0's `MpSAE` (see the crate docs for the few deliberate
+/// differences): the dictionary `D = normalize(W)·exp(m)` (`c x d`, one atom per row) is
+/// re-normalised in place before every training-mode use; each row is encoded by `k` greedy steps
+/// of matching pursuit with the signed argmax; `x_hat = Σ v_t·D_{j_t}`.
+pub struct MpSae {
+    config: SaeConfig,
+    /// Raw parameter `W` (`dictionary._weights`), `c x d`.
+    weights: Vec<f32>,
+    /// `m` (`dictionary.multiplier`).
+    multiplier: f32,
+    /// Encoder parameters (never used by encode): weight `c x d` (untied) and bias `c`.
+    encoder_weight: Option<Vec<f32>>,
+    encoder_bias: Option<Vec<f32>>,
+    training: bool,
+    /// Eval mode's fused dictionary `normalize(W)·exp(m)`, and its Gram matrix once computed.
+    fused: Option<Vec<f32>>,
+    fused_gram: Option<Vec<f32>>,
+    rng: ChaCha8Rng,
+    engine: Engine,
+}
+
+/// Result of [`MpSae::encode`].
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    /// Final residual, `n x d`.
+    pub residual: Vec<f32>,
+    /// Sparse codes.
+    pub codes: Codes,
+    /// Squared residual norm of each row after each step, `n x k`.
+    pub energy: Vec<f32>,
+}
+
+/// Result of [`MpSae::forward`]: the reference's `(residual, codes, x_hat)`.
+#[derive(Clone, Debug)]
+pub struct Forward {
+    /// Final residual, `n x d` (what the reference calls `pre_codes`).
+    pub residual: Vec<f32>,
+    /// Sparse codes (dense form: [`Codes::to_dense`]).
+    pub codes: Codes,
+    /// Reconstruction `codes · D`, `n x d`.
+    pub x_hat: Vec<f32>,
+    /// Squared residual norm of each row after each step, `n x k`.
+    pub energy: Vec<f32>,
+}
+
+/// Gradients of a loss with respect to the model's parameters and its input.
+#[derive(Clone, Debug)]
+pub struct Gradients {
+    /// dL/dW (`dictionary._weights`), `c x d`: `exp(m)·dL/dD`, without the normalisation's
+    /// Jacobian, as the reference.
+    pub weights: Vec<f32>,
+    /// dL/dm, present when the multiplier is trained.
+    pub multiplier: Option<f32>,
+    /// dL/dx, `n x d`.
+    pub input: Vec<f32>,
+}
+
+/// A training-mode forward pass with its loss and gradients.
+#[derive(Clone, Debug)]
+pub struct TrainingPass {
+    /// The forward outputs.
+    pub forward: Forward,
+    /// The criterion's loss and its parts.
+    pub criterion: CriterionOutput,
+    /// The gradients.
+    pub grads: Gradients,
+    /// The pursuit strategy that was used.
+    pub strategy: Strategy,
+}
+
+/// Options of an encode beyond the model's own.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EncodeOptions<'a> {
+    /// Number of pursuit steps (default: the model's `k`). MP can change its sparsity at
+    /// inference time.
+    pub k: Option<usize>,
+    /// Stop a row once its residual norm is at most this fraction of its input norm.
+    pub tol: Option<f32>,
+    /// An explicit dropout mask over atoms (entries 0 or 1, not rescaled), used instead of a drawn
+    /// one in training mode.
+    pub mask: Option<&'a [f32]>,
+}
+
+impl MpSae {
+    /// A new model with the reference's xavier-uniform init (`U(±sqrt(6/(c+d)))`), drawn from a
+    /// ChaCha8 generator seeded with `seed` (also the dropout generator's seed).
+    pub fn new(config: SaeConfig, seed: u64) -> Result<Self> {
+        config.validate()?;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (c, d) = (config.nb_concepts, config.input_dim);
+        let bound = (6.0 / (c + d) as f64).sqrt() as f32;
+        let weights = (0..c * d).map(|_| rng.gen_range(-bound..=bound)).collect();
+        let mut model = MpSae::assemble(config, weights, 0.0, rng);
+        model.build_encoder(true);
+        Ok(model)
+    }
+
+    /// A model with the given raw weights `W` (`c x d`) and multiplier `m` (the reference's
+    /// `initializer`, or a loaded state dict).
+    pub fn from_weights(config: SaeConfig, weights: Vec<f32>, multiplier: f32, seed: u64) -> Result<Self> {
+        config.validate()?;
+        let expected = config.nb_concepts * config.input_dim;
+        if weights.len() != expected {
+            return Err(Error::Shape(format!(
+                "initializer has {} values, the dictionary needs {} x {} = {expected}",
+                weights.len(),
+                config.nb_concepts,
+                config.input_dim
+            )));
+        }
+        if !multiplier.is_finite() || weights.iter().any(|v| !v.is_finite()) {
+            return Err(Error::invalid("weights", "contain NaN or infinite values"));
+        }
+        let mut model = MpSae::assemble(config, weights, multiplier, ChaCha8Rng::seed_from_u64(seed));
+        model.build_encoder(true);
+        Ok(model)
+    }
+
+    fn assemble(config: SaeConfig, weights: Vec<f32>, multiplier: f32, rng: ChaCha8Rng) -> Self {
+        MpSae {
+            config,
+            weights,
+            multiplier,
+            encoder_weight: None,
+            encoder_bias: None,
+            training: true,
+            fused: None,
+            fused_gram: None,
+            rng,
+            engine: Engine::default(),
+        }
+    }
+
+    /// Creates the encoder parameters the configuration asks for.
+    fn build_encoder(&mut self, copy_from_dictionary: bool) {
+        let (c, d) = (self.config.nb_concepts, self.config.input_dim);
+        let (weight, bias) = match self.config.encoder {
+            EncoderKind::Identity => (false, false),
+            EncoderKind::Tied { bias } => (false, bias),
+            EncoderKind::Untied { bias } => (true, bias),
+        };
+        self.encoder_weight = weight.then(|| {
+            if copy_from_dictionary {
+                self.get_dictionary()
+            } else {
+                let bound = (6.0 / (c + d) as f64).sqrt() as f32;
+                (0..c * d).map(|_| self.rng.gen_range(-bound..=bound)).collect()
+            }
+        });
+        self.encoder_bias = bias.then(|| vec![0.0; c]);
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SaeConfig {
+        &self.config
+    }
+
+    /// Input dimension `d`.
+    pub fn input_dim(&self) -> usize {
+        self.config.input_dim
+    }
+
+    /// Number of concepts `c`.
+    pub fn nb_concepts(&self) -> usize {
+        self.config.nb_concepts
+    }
+
+    /// The execution settings.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Changes the execution settings (threads, strategy, memory budget).
+    pub fn set_engine(&mut self, engine: Engine) {
+        self.engine = engine;
+    }
+
+    /// Changes the number of pursuit steps used from now on.
+    pub fn set_k(&mut self, k: usize) -> Result<()> {
+        if k == 0 {
+            return Err(Error::invalid("k", "the number of pursuit steps must be at least 1"));
+        }
+        self.config.k = k;
+        Ok(())
+    }
+
+    /// Changes the dropout probability (none, or in `[0, 1)`).
+    pub fn set_dropout(&mut self, dropout: Option<f32>) -> Result<()> {
+        crate::config::validate_dropout(dropout)?;
+        self.config.dropout = dropout;
+        Ok(())
+    }
+
+    /// Replaces the normalisation (e.g. a custom one after loading a model that used it).
+    pub fn set_normalization(&mut self, normalization: Normalization) {
+        self.config.normalization = normalization;
+        self.invalidate();
+    }
+
+    /// The raw parameter `W` (`dictionary._weights`), `c x d`.
+    pub fn weights(&self) -> &[f32] {
+        &self.weights
+    }
+
+    /// The multiplier `m` (`dictionary.multiplier`).
+    pub fn multiplier(&self) -> f32 {
+        self.multiplier
+    }
+
+    /// Mutable access to the trained parameters, `W` and `m` (for optimisers). Invalidates the
+    /// eval-mode fused dictionary, which is rebuilt on the next eval-mode use.
+    pub fn parameters_mut(&mut self) -> (&mut [f32], &mut f32) {
+        self.invalidate();
+        (&mut self.weights, &mut self.multiplier)
+    }
+
+    /// Sets `W` and `m` (as `load_state_dict` does). Unlike the reference, an eval-mode model
+    /// then uses the new weights (its fused dictionary is rebuilt).
+    pub fn set_parameters(&mut self, weights: Vec<f32>, multiplier: f32) -> Result<()> {
+        if weights.len() != self.weights.len() {
+            return Err(Error::Shape(format!(
+                "weights have {} values, the dictionary has {}",
+                weights.len(),
+                self.weights.len()
+            )));
+        }
+        self.weights = weights;
+        self.multiplier = multiplier;
+        self.invalidate();
+        Ok(())
+    }
+
+    /// The encoder's parameters `(weight, bias)`, if any (unused by encode).
+    pub fn encoder_parameters(&self) -> (Option<&[f32]>, Option<&[f32]>) {
+        (self.encoder_weight.as_deref(), self.encoder_bias.as_deref())
+    }
+
+    /// Sets the encoder's parameters (from a state dict); shapes must match the configuration.
+    pub fn set_encoder_parameters(&mut self, weight: Option<Vec<f32>>, bias: Option<Vec<f32>>) -> Result<()> {
+        let (c, d) = (self.config.nb_concepts, self.config.input_dim);
+        if weight.as_ref().is_some_and(|w| w.len() != c * d) || bias.as_ref().is_some_and(|b| b.len() != c) {
+            return Err(Error::Shape("encoder parameters do not match the dictionary's shape".into()));
+        }
+        if weight.is_some() != self.encoder_weight.is_some() || bias.is_some() != self.encoder_bias.is_some() {
+            return Err(Error::Shape("encoder parameters do not match the encoder kind".into()));
+        }
+        self.encoder_weight = weight;
+        self.encoder_bias = bias;
+        Ok(())
+    }
+
+    /// Ties the encoder to the dictionary (`D` transposed), optionally with a bias, like the
+    /// reference's `tied(bias)`. The MP encode never uses an encoder: this only changes the state
+    /// dict (keys `encoder.tied_to.*` and `encoder.bias`), for compatibility.
+    pub fn tied(&mut self, bias: bool) -> &mut Self {
+        self.config.encoder = EncoderKind::Tied { bias };
+        self.build_encoder(false);
+        self
+    }
+
+    /// Gives the encoder its own weights, copied from the current dictionary or xavier-initialised,
+    /// like the reference's `untied(bias, copy_from_dictionary)`. Unused by the MP encode, as there.
+    pub fn untied(&mut self, bias: bool, copy_from_dictionary: bool) -> &mut Self {
+        self.config.encoder = EncoderKind::Untied { bias };
+        self.build_encoder(copy_from_dictionary);
+        self
+    }
+
+    /// Whether the model is in training mode.
+    pub fn is_training(&self) -> bool {
+        self.training
+    }
+
+    /// Training mode: the dictionary is re-normalised at every use and dropout applies.
+    pub fn train(&mut self) -> &mut Self {
+        self.training = true;
+        self.invalidate();
+        self
+    }
+
+    /// Eval mode: normalises `W` in place once and uses the fused dictionary
+    /// `normalize(W)·exp(m)` from then on; no dropout. Unlike the reference, the configured dropout
+    /// comes back with [`MpSae::train`].
+    pub fn eval(&mut self) -> &mut Self {
+        if self.training || self.fused.is_none() {
+            let d = self.training_dictionary();
+            self.fused = Some(d);
+            self.fused_gram = None;
+        }
+        self.training = false;
+        self
+    }
+
+    fn invalidate(&mut self) {
+        self.fused = None;
+        self.fused_gram = None;
+    }
+
+    /// Normalises `W` in place and returns `W·exp(m)` (the training-mode dictionary).
+    fn training_dictionary(&mut self) -> Vec<f32> {
+        self.config.normalization.apply(&mut self.weights, self.config.input_dim);
+        let scale = self.multiplier.exp();
+        if scale == 1.0 {
+            self.weights.clone()
+        } else {
+            self.weights.iter().map(|&w| w * scale).collect()
+        }
+    }
+
+    /// The dictionary `c x d`, as the reference's `get_dictionary()`: in training mode `W` is
+    /// normalised in place and `normalize(W)·exp(m)` returned; in eval mode the fused dictionary.
+    pub fn get_dictionary(&mut self) -> Vec<f32> {
+        if self.training {
+            self.training_dictionary()
+        } else {
+            self.ensure_fused().to_vec()
+        }
+    }
+
+    /// `normalize(W)·exp(m)` without touching `W` (what the next training-mode use will see), or
+    /// the fused dictionary in eval mode.
+    pub fn clone_dictionary(&self) -> Vec<f32> {
+        if let (false, Some(f)) = (self.training, &self.fused) {
+            return f.clone();
+        }
+        let mut w = self.weights.clone();
+        self.config.normalization.apply(&mut w, self.config.input_dim);
+        let scale = self.multiplier.exp();
+        w.iter_mut().for_each(|v| *v *= scale);
+        w
+    }
+
+    fn ensure_fused(&mut self) -> &[f32] {
+        if self.fused.is_none() {
+            let d = self.training_dictionary();
+            self.fused = Some(d);
+            self.fused_gram = None;
+        }
+        self.fused.as_deref().unwrap()
+    }
+
+    /// Computes and keeps the Gram matrix of the eval-mode dictionary, so that encoding many
+    /// batches pays for it once. Needs `4·c²` bytes; does nothing in training mode.
+    pub fn prepare_gram(&mut self) {
+        if self.training || self.fused_gram.is_some() {
+            return;
+        }
+        let (c, d, par) = (self.config.nb_concepts, self.config.input_dim, self.engine.par);
+        let dict = self.ensure_fused().to_vec();
+        let mut g = vec![0f32; c * c];
+        gram(&dict, &mut g, c, d, par);
+        self.fused_gram = Some(g);
+    }
+
+    fn rows_of(&self, x: &[f32]) -> Result<usize> {
+        let d = self.config.input_dim;
+        if x.len() % d != 0 {
+            return Err(Error::Shape(format!(
+                "input has {} values, not a whole number of rows of dimension {d}",
+                x.len()
+            )));
+        }
+        Ok(x.len() / d)
+    }
+
+    /// Draws the dropout mask of one encode call (one Bernoulli(1-p) per atom, not rescaled).
+    fn draw_mask(&mut self) -> Option<Vec<f32>> {
+        let p = self.config.dropout?;
+        let keep = 1.0 - p as f64;
+        Some((0..self.config.nb_concepts).map(|_| if self.rng.gen_bool(keep) { 1.0 } else { 0.0 }).collect())
+    }
+
+    /// The generator's position (for checkpoints): seed and word position.
+    pub fn rng_state(&self) -> ([u8; 32], u128) {
+        (self.rng.get_seed(), self.rng.get_word_pos())
+    }
+
+    /// Restores the generator's position saved by [`MpSae::rng_state`].
+    pub fn set_rng_state(&mut self, seed: [u8; 32], word_pos: u128) {
+        self.rng = ChaCha8Rng::from_seed(seed);
+        self.rng.set_word_pos(word_pos);
+    }
+
+    /// Runs the pursuit of `x` (`n x d`) over `dict` (`c x d`), with the engine's strategy.
+    fn run_pursuit(&self, x: &[f32], n: usize, dict: &[f32], k: usize, tol: Option<f32>, cached: Option<&[f32]>) -> (Output, Strategy) {
+        let (c, d) = (self.config.nb_concepts, self.config.input_dim);
+        let strategy = self.engine.strategy_for(n, c, d, k, cached.is_some());
+        let owned;
+        let g = match (strategy, cached) {
+            (Strategy::Gram, Some(g)) => Some(g),
+            (Strategy::Gram, None) => {
+                let mut g = vec![0f32; c * c];
+                gram(dict, &mut g, c, d, self.engine.par);
+                owned = g;
+                Some(owned.as_slice())
+            }
+            _ => None,
+        };
+        let mut out = Output::default();
+        let p = Problem { x, n, d, dict, c, k, tol };
+        pursuit(&p, strategy, g, self.engine.par, &mut out);
+        (out, strategy)
+    }
+
+    /// Encodes `x` (`n x d`, row-major): `k` matching-pursuit steps per row. Returns the final
+    /// residual and the sparse codes (the reference's `encode`).
+    pub fn encode(&mut self, x: &[f32]) -> Result<Encoded> {
+        self.encode_with(x, &EncodeOptions::default())
+    }
+
+    /// [`MpSae::encode`] with a different `k`, a tolerance, or an explicit dropout mask.
+    pub fn encode_with(&mut self, x: &[f32], opts: &EncodeOptions) -> Result<Encoded> {
+        let (encoded, _) = self.encode_inner(x, opts)?;
+        Ok(encoded)
+    }
+
+    /// Encodes and returns the encode dictionary (masked) and the mask, for the backward pass.
+    fn encode_inner(&mut self, x: &[f32], opts: &EncodeOptions) -> Result<(Encoded, (Vec<f32>, Option<Vec<f32>>, Strategy))> {
+        let n = self.rows_of(x)?;
+        let k = opts.k.unwrap_or(self.config.k);
+        if k == 0 {
+            return Err(Error::invalid("k", "the number of pursuit steps must be at least 1"));
+        }
+        if let Some(t) = opts.tol {
+            if !(t >= 0.0 && t.is_finite()) {
+                return Err(Error::invalid("tol", format!("{t} must be a finite number >= 0")));
+            }
+        }
+        let (c, d) = (self.config.nb_concepts, self.config.input_dim);
+        let (out, dict, mask, strategy) = if self.training {
+            let mut dict = self.training_dictionary();
+            let mask = match opts.mask {
+                Some(m) => {
+                    if m.len() != c {
+                        return Err(Error::Shape(format!("dropout mask has {} entries, not {c}", m.len())));
+                    }
+                    Some(m.to_vec())
+                }
+                None => self.draw_mask(),
+            };
+            if let Some(m) = &mask {
+                for (row, &keep) in dict.chunks_mut(d).zip(m) {
+                    row.iter_mut().for_each(|v| *v *= keep);
+                }
+            }
+            let (out, s) = self.run_pursuit(x, n, &dict, k, opts.tol, None);
+            (out, dict, mask, s)
+        } else {
+            self.ensure_fused();
+            let dict = self.fused.take().unwrap();
+            let gram = self.fused_gram.take();
+            let (out, s) = self.run_pursuit(x, n, &dict, k, opts.tol, gram.as_deref());
+            self.fused_gram = gram;
+            self.fused = Some(dict);
+            (out, Vec::new(), None, s)
+        };
+        let codes = Codes { n, c, k, atoms: out.atoms, values: out.values };
+        Ok((Encoded { residual: out.residual, codes, energy: out.energy }, (dict, mask, strategy)))
+    }
+
+    /// Decodes sparse codes: `x_hat = Σ v_t·D_{j_t}` per row (`n x d`), with the unmasked dictionary.
+    pub fn decode(&mut self, codes: &Codes) -> Result<Vec<f32>> {
+        if codes.c != self.config.nb_concepts {
+            return Err(Error::Shape(format!(
+                "codes are over {} atoms, the dictionary has {}",
+                codes.c, self.config.nb_concepts
+            )));
+        }
+        if codes.atoms.iter().any(|&a| a != Codes::NO_ATOM && a as usize >= codes.c) {
+            return Err(Error::Shape("codes name an atom outside the dictionary".into()));
+        }
+        if self.training {
+            let dict = self.training_dictionary();
+            Ok(decode_with(&dict, codes, self.config.input_dim, self.engine.par))
+        } else {
+            let d = self.config.input_dim;
+            let par = self.engine.par;
+            Ok(decode_with(self.ensure_fused(), codes, d, par))
+        }
+    }
+
+    /// `(residual, codes, x_hat)` of `x`, as the reference's `forward`.
+    pub fn forward(&mut self, x: &[f32]) -> Result<Forward> {
+        let enc = self.encode(x)?;
+        let x_hat = self.decode(&enc.codes)?;
+        Ok(Forward { residual: enc.residual, codes: enc.codes, x_hat, energy: enc.energy })
+    }
+
+    /// A training-mode forward pass, the criterion (called with `get_dictionary()`, as
+    /// overcomplete's `train_sae` does) and the exact sparse backward pass. `mask` replaces the
+    /// drawn dropout mask. The model must be in training mode.
+    pub fn training_pass(&mut self, x: &[f32], criterion: &dyn Criterion, mask: Option<&[f32]>) -> Result<TrainingPass> {
+        if !self.training {
+            return Err(Error::invalid("mode", "training_pass needs a model in training mode (call train())"));
+        }
+        let n = self.rows_of(x)?;
+        let (c, d, k) = (self.config.nb_concepts, self.config.input_dim, self.config.k);
+        let opts = EncodeOptions { mask, ..Default::default() };
+        let (enc, (dict_encode, mask, strategy)) = self.encode_inner(x, &opts)?;
+        // decode: get_dictionary() again (second in-place normalisation, as the reference).
+        let dict_decode = self.training_dictionary();
+        let x_hat = decode_with(&dict_decode, &enc.codes, d, self.engine.par);
+        // the criterion receives get_dictionary() (third normalisation).
+        let dict_crit = self.training_dictionary();
+        let crit = criterion.evaluate(&CriterionInput {
+            x,
+            x_hat: &x_hat,
+            residual: &enc.residual,
+            codes: &enc.codes,
+            dictionary: &dict_crit,
+            n,
+            d,
+        });
+        check_len("criterion dL/dx_hat", crit.g_x_hat.len(), n * d)?;
+        for (name, g, len) in [
+            ("criterion dL/dx", &crit.g_x, n * d),
+            ("criterion dL/dresidual", &crit.g_residual, n * d),
+            ("criterion dL/dcodes", &crit.g_codes, n * k),
+            ("criterion dL/ddictionary", &crit.g_dictionary, c * d),
+        ] {
+            if let Some(g) = g {
+                check_len(name, g.len(), len)?;
+            }
+        }
+        let mut g_dict = vec![0f32; c * d];
+        let mut g_x = vec![0f32; n * d];
+        let grads = Grads {
+            x,
+            n,
+            d,
+            c,
+            k,
+            dict_encode: &dict_encode,
+            dict_decode: &dict_decode,
+            mask: mask.as_deref(),
+            atoms: &enc.codes.atoms,
+            values: &enc.codes.values,
+            g_xhat: &crit.g_x_hat,
+            g_residual: crit.g_residual.as_deref(),
+            g_values: crit.g_codes.as_deref(),
+        };
+        backward(&grads, self.engine.par, &mut g_dict, &mut g_x);
+        if let Some(gd) = &crit.g_dictionary {
+            axpy(1.0, gd, &mut g_dict);
+        }
+        if let Some(gx) = &crit.g_x {
+            axpy(1.0, gx, &mut g_x);
+        }
+        let multiplier = self.config.use_multiplier.then(|| {
+            g_dict.iter().zip(&dict_decode).map(|(&g, &w)| g as f64 * w as f64).sum::<f64>() as f32
+        });
+        let scale = self.multiplier.exp();
+        if scale != 1.0 {
+            g_dict.iter_mut().for_each(|g| *g *= scale);
+        }
+        Ok(TrainingPass {
+            forward: Forward { residual: enc.residual, codes: enc.codes, x_hat, energy: enc.energy },
+            criterion: crit,
+            grads: Gradients { weights: g_dict, multiplier, input: g_x },
+            strategy,
+        })
+    }
+}
+
+fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
+    if got != want {
+        return Err(Error::Shape(format!("{what} has {got} values, expected {want}")));
+    }
+    Ok(())
+}
+
+/// `x_hat` rows from sparse codes and a dictionary.
+fn decode_with(dict: &[f32], codes: &Codes, d: usize, par: Par) -> Vec<f32> {
+    let mut x_hat = vec![0f32; codes.n * d];
+    let row = |(i, out): (usize, &mut [f32])| {
+        for (a, v) in codes.row(i) {
+            axpy(v, &dict[a * d..(a + 1) * d], out);
+        }
+    };
+    match par {
+        Par::Seq => x_hat.chunks_mut(d).enumerate().for_each(row),
+        Par::Rayon(_) => {
+            use rayon::prelude::*;
+            x_hat.par_chunks_mut(d).enumerate().with_min_len(64).for_each(row)
+        }
+    }
+    x_hat
+}

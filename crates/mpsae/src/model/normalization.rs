@@ -1,0 +1,109 @@
+//! Row-wise dictionary normalisations, exactly as overcomplete's `DictionaryLayer` applies them.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::sync::Arc;
+
+/// A user normalisation: rewrites the `c x d` weights in place (`d` is the row length).
+pub type NormalizeFn = dyn Fn(&mut [f32], usize) + Send + Sync;
+
+/// How the dictionary's atoms (rows) are normalised before every training-mode use.
+#[derive(Clone, Default)]
+pub enum Normalization {
+    /// `W / (‖W_i‖₂ + 1e-8)` (the default).
+    #[default]
+    L2,
+    /// `W / max_i ‖W_i‖₂` (no epsilon).
+    MaxL2,
+    /// `W / (‖W_i‖₁ + 1e-8)`.
+    L1,
+    /// `W / max_i ‖W_i‖₁` (no epsilon).
+    MaxL1,
+    /// Unchanged.
+    Identity,
+    /// A user function, with a name for configuration files. A model using it can be saved, but
+    /// loading it back needs the function again ([`crate::MpSae::set_normalization`]).
+    Custom(String, Arc<NormalizeFn>),
+}
+
+impl fmt::Debug for Normalization {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl PartialEq for Normalization {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Normalization {
+    /// The name used in configuration files and on the command line (`custom:NAME` for a user
+    /// function).
+    pub fn name(&self) -> String {
+        match self {
+            Normalization::L2 => "l2".into(),
+            Normalization::MaxL2 => "max_l2".into(),
+            Normalization::L1 => "l1".into(),
+            Normalization::MaxL1 => "max_l1".into(),
+            Normalization::Identity => "identity".into(),
+            Normalization::Custom(n, _) => format!("custom:{n}"),
+        }
+    }
+
+    /// Parses a built-in normalisation name (`l2`, `max_l2`, `l1`, `max_l1`, `identity`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "l2" => Normalization::L2,
+            "max_l2" => Normalization::MaxL2,
+            "l1" => Normalization::L1,
+            "max_l1" => Normalization::MaxL1,
+            "identity" => Normalization::Identity,
+            _ => return None,
+        })
+    }
+
+    /// Normalises the `c x d` weights in place.
+    pub fn apply(&self, w: &mut [f32], d: usize) {
+        if d == 0 {
+            return;
+        }
+        let l2 = |row: &[f32]| row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt() as f32;
+        let l1 = |row: &[f32]| row.iter().map(|&v| (v as f64).abs()).sum::<f64>() as f32;
+        match self {
+            Normalization::L2 | Normalization::L1 => {
+                let f = if matches!(self, Normalization::L2) { l2 } else { l1 };
+                for row in w.chunks_mut(d) {
+                    let denom = f(row) + 1e-8;
+                    row.iter_mut().for_each(|v| *v /= denom);
+                }
+            }
+            Normalization::MaxL2 | Normalization::MaxL1 => {
+                let f = if matches!(self, Normalization::MaxL2) { l2 } else { l1 };
+                let max = w.chunks(d).map(f).fold(f32::NEG_INFINITY, f32::max);
+                w.iter_mut().for_each(|v| *v /= max);
+            }
+            Normalization::Identity => {}
+            Normalization::Custom(_, f) => f(w, d),
+        }
+    }
+}
+
+impl Serialize for Normalization {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Normalization {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Normalization::from_name(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "normalization '{name}' is not built in (l2, max_l2, l1, max_l1, identity); \
+                 a custom one must be set again after loading"
+            ))
+        })
+    }
+}
