@@ -92,7 +92,11 @@ pub fn gram(d: &[f32], out: &mut [f32], c: usize, dim: usize, par: Par) {
         Par::Seq => (0..nb).for_each(task),
         Par::Rayon(_) => {
             // Larger rows first for balance.
-            (0..nb).rev().collect::<Vec<_>>().into_par_iter().for_each(task);
+            (0..nb)
+                .rev()
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .for_each(task);
         }
     }
     // Mirror the lower triangle into the upper one.
@@ -126,8 +130,9 @@ mod tests {
         let mut out = vec![0f32; m * n];
         for i in 0..m {
             for j in 0..n {
-                out[i * n + j] =
-                    (0..k).map(|l| a[i * k + l] as f64 * b[j * k + l] as f64).sum::<f64>() as f32;
+                out[i * n + j] = (0..k)
+                    .map(|l| a[i * k + l] as f64 * b[j * k + l] as f64)
+                    .sum::<f64>() as f32;
             }
         }
         out

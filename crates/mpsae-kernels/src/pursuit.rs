@@ -62,7 +62,13 @@ const UPDATE_WEIGHT: f64 = 6.0;
 /// The cost model behind [`choose_strategy`]: estimated work and memory of each strategy for
 /// `n` rows, `c` atoms, dimension `d`, `k` steps. `gram_cached` says the Gram matrix is already
 /// available (inference with a fixed dictionary), so its cost is not counted.
-pub fn strategy_costs(n: usize, c: usize, d: usize, k: usize, gram_cached: bool) -> [StrategyCost; 3] {
+pub fn strategy_costs(
+    n: usize,
+    c: usize,
+    d: usize,
+    k: usize,
+    gram_cached: bool,
+) -> [StrategyCost; 3] {
     let (n, c, d, k) = (n as f64, c as f64, d as f64, k as f64);
     let first = 2.0 * n * c * d;
     let updates = n * (k - 1.0).max(0.0) * c * UPDATE_WEIGHT;
@@ -71,7 +77,11 @@ pub fn strategy_costs(n: usize, c: usize, d: usize, k: usize, gram_cached: bool)
     let gram_flops = if gram_cached { 0.0 } else { c * c * d };
     let tile_bytes = 4.0 * c * 512.0 * rayon::current_num_threads() as f64;
     [
-        StrategyCost { strategy: Strategy::Plain, flops: first * k, bytes: tile_bytes },
+        StrategyCost {
+            strategy: Strategy::Plain,
+            flops: first * k,
+            bytes: tile_bytes,
+        },
         StrategyCost {
             strategy: Strategy::Gram,
             flops: gram_flops + first + updates,
@@ -168,13 +178,21 @@ impl RowState<'_> {
     /// True when the row has reached its tolerance before step `t` (and records the stop).
     fn check_stop(&mut self, t: usize) -> bool {
         if !self.done && self.stop_sq > 0.0 {
-            let before = if t == 0 { dot(self.r, self.r) } else { self.energy[t - 1] };
+            let before = if t == 0 {
+                dot(self.r, self.r)
+            } else {
+                self.energy[t - 1]
+            };
             if before <= self.stop_sq {
                 self.done = true;
             }
         }
         if self.done {
-            self.energy[t] = if t > 0 { self.energy[t - 1] } else { dot(self.r, self.r) };
+            self.energy[t] = if t > 0 {
+                self.energy[t - 1]
+            } else {
+                dot(self.r, self.r)
+            };
         }
         self.done
     }
@@ -236,7 +254,10 @@ pub fn pursuit(p: &Problem, strategy: Strategy, gram: Option<&[f32]>, par: Par, 
                 .zip(out.values.chunks_mut(t * k))
                 .zip(out.energy.chunks_mut(t * k))
                 .enumerate();
-            let run = |(i, (((r, a), v), e)): (usize, (((&mut [f32], &mut [u32]), &mut [f32]), &mut [f32]))| {
+            let run = |(i, (((r, a), v), e)): (
+                usize,
+                (((&mut [f32], &mut [u32]), &mut [f32]), &mut [f32]),
+            )| {
                 let x = &p.x[i * t * d..i * t * d + r.len()];
                 pursue_tile(p, g, x, r, a, v, e);
             };
@@ -330,10 +351,20 @@ fn pursue_picked(p: &Problem, par: Par, out: &mut Output) {
     for t in 0..k {
         // 1. Argmax and exact value for every live row; apply the step to the residual.
         let step = |(((((a, r), atoms), values), energy), (done, stop)): (
-            ((((&mut [f32], &mut [f32]), &mut [u32]), &mut [f32]), &mut [f32]),
+            (
+                (((&mut [f32], &mut [f32]), &mut [u32]), &mut [f32]),
+                &mut [f32],
+            ),
             (&mut bool, &f32),
         )| {
-            let mut s = RowState { r, atoms, values, energy, stop_sq: *stop, done: *done };
+            let mut s = RowState {
+                r,
+                atoms,
+                values,
+                energy,
+                stop_sq: *stop,
+                done: *done,
+            };
             if !s.check_stop(t) {
                 let (j, _) = argmax(a);
                 let v = dot(s.r, &p.dict[j * d..(j + 1) * d]);
@@ -350,7 +381,11 @@ fn pursue_picked(p: &Problem, par: Par, out: &mut Output) {
             .zip(done.iter_mut().zip(stops.iter()));
         match par {
             Par::Seq => it.for_each(step),
-            Par::Rayon(_) => it.collect::<Vec<_>>().into_par_iter().with_min_len(chunk.min(64)).for_each(step),
+            Par::Rayon(_) => it
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .with_min_len(chunk.min(64))
+                .for_each(step),
         }
         if t + 1 == k {
             break;
@@ -412,7 +447,15 @@ mod tests {
     fn strategies_agree_and_reconstruct() {
         let (n, d, c, k) = (300, 24, 200, 7);
         let (x, dict) = random_problem(n, d, c, 3);
-        let p = Problem { x: &x, n, d, dict: &dict, c, k, tol: None };
+        let p = Problem {
+            x: &x,
+            n,
+            d,
+            dict: &dict,
+            c,
+            k,
+            tol: None,
+        };
         let mut g = vec![0f32; c * c];
         crate::matmul::gram(&dict, &mut g, c, d, Par::Seq);
         let mut outs = Vec::new();
@@ -450,13 +493,24 @@ mod tests {
     fn tolerance_stops_rows_early() {
         let (n, d, c, k) = (50, 16, 64, 12);
         let (x, dict) = random_problem(n, d, c, 4);
-        let p = Problem { x: &x, n, d, dict: &dict, c, k, tol: Some(0.5) };
+        let p = Problem {
+            x: &x,
+            n,
+            d,
+            dict: &dict,
+            c,
+            k,
+            tol: Some(0.5),
+        };
         let mut o = Output::default();
         pursuit(&p, Strategy::Plain, None, Par::Seq, &mut o);
         let mut stopped = 0;
         for row in 0..n {
             let xn = dot(&x[row * d..(row + 1) * d], &x[row * d..(row + 1) * d]);
-            let used = o.atoms[row * k..(row + 1) * k].iter().filter(|&&a| a != NO_ATOM).count();
+            let used = o.atoms[row * k..(row + 1) * k]
+                .iter()
+                .filter(|&&a| a != NO_ATOM)
+                .count();
             if used < k {
                 stopped += 1;
                 assert!(o.energy[row * k + used - 1] <= 0.25 * xn * (1.0 + 1e-6));
@@ -468,9 +522,21 @@ mod tests {
 
     #[test]
     fn cost_model_prefers_gram_for_big_batches_and_respects_memory() {
-        assert_eq!(choose_strategy(4096, 16384, 768, 16, false, 8 << 30), Strategy::Gram);
-        assert_ne!(choose_strategy(4096, 65536, 768, 16, false, 8 << 30), Strategy::Gram);
-        assert_eq!(choose_strategy(1024, 16384, 768, 1, false, 8 << 30), Strategy::Plain);
-        assert_eq!(choose_strategy(64, 16384, 768, 16, true, 8 << 30), Strategy::Gram);
+        assert_eq!(
+            choose_strategy(4096, 16384, 768, 16, false, 8 << 30),
+            Strategy::Gram
+        );
+        assert_ne!(
+            choose_strategy(4096, 65536, 768, 16, false, 8 << 30),
+            Strategy::Gram
+        );
+        assert_eq!(
+            choose_strategy(1024, 16384, 768, 1, false, 8 << 30),
+            Strategy::Plain
+        );
+        assert_eq!(
+            choose_strategy(64, 16384, 768, 16, true, 8 << 30),
+            Strategy::Gram
+        );
     }
 }

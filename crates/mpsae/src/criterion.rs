@@ -105,7 +105,11 @@ pub struct Revive {
 
 impl Default for Revive {
     fn default() -> Self {
-        Revive { threshold: 1e-2, min_dead: 10, coefficient: 1e-2 }
+        Revive {
+            threshold: 1e-2,
+            min_dead: 10,
+            coefficient: 1e-2,
+        }
     }
 }
 
@@ -123,7 +127,11 @@ impl Revive {
         }
         (0..c)
             .map(|a| {
-                let m = if rows_with[a] < codes.n { max[a].max(0.0) } else { max[a] };
+                let m = if rows_with[a] < codes.n {
+                    max[a].max(0.0)
+                } else {
+                    max[a]
+                };
                 m < self.threshold
             })
             .collect()
@@ -157,7 +165,10 @@ impl Criterion for Revive {
         }
         let mut sum_d = vec![0f64; d];
         for (atom, _) in input.dictionary.chunks(d).zip(&dead).filter(|(_, &b)| b) {
-            sum_d.iter_mut().zip(atom).for_each(|(s, &v)| *s += v as f64);
+            sum_d
+                .iter_mut()
+                .zip(atom)
+                .for_each(|(s, &v)| *s += v as f64);
         }
         let denom = (n * ndead) as f64;
         let term = sum_r.iter().zip(&sum_d).map(|(a, b)| a * b).sum::<f64>() / denom;

@@ -21,11 +21,15 @@ pub mod data;
 pub mod engine;
 pub mod error;
 pub mod io;
+pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod train;
 
 pub use config::{Device, EncoderKind, SaeConfig};
 pub use engine::Engine;
 pub use error::{Error, Result};
-pub use model::{Codes, EncodeOptions, Encoded, Forward, Gradients, MpSae, Normalization, TrainingPass};
+pub use model::{
+    Codes, EncodeOptions, Encoded, Forward, Gradients, MpSae, Normalization, TrainingPass,
+};
 pub use mpsae_kernels as kernels;

@@ -24,6 +24,8 @@ use std::path::Path;
 
 /// Metadata key of the model configuration.
 pub const CONFIG_KEY: &str = "mpsae_config";
+/// Metadata key of the preprocessing (JSON of [`crate::data::Preprocess`]).
+pub const PREPROCESS_KEY: &str = "mpsae_preprocess";
 
 /// One tensor read from a file, converted to f32.
 #[derive(Clone, Debug)]
@@ -36,6 +38,16 @@ pub struct Tensor {
 
 /// The serialized bytes of a model (see the module docs), with `extra` metadata entries.
 pub fn model_to_bytes(model: &MpSae, extra: &[(String, String)]) -> Result<Vec<u8>> {
+    model_to_bytes_with(model, extra, &[])
+}
+
+/// [`model_to_bytes`] plus extra f32 tensors `(name, shape, values)`; their names must start with
+/// `mpsae.` so that [`load_model`] can tell them from state-dict keys.
+pub fn model_to_bytes_with(
+    model: &MpSae,
+    extra: &[(String, String)],
+    tensors: &[(&str, Vec<usize>, &[f32])],
+) -> Result<Vec<u8>> {
     let (c, d) = (model.nb_concepts(), model.input_dim());
     let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let w = bytes(model.weights());
@@ -56,11 +68,17 @@ pub fn model_to_bytes(model: &MpSae, extra: &[(String, String)]) -> Result<Vec<u
         views.push(("encoder.tied_to._weights".into(), view(vec![c, d], &w)));
         views.push(("encoder.tied_to.multiplier".into(), view(vec![], &m)));
     }
+    let extra_bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| bytes(v)).collect();
+    for ((name, shape, _), b) in tensors.iter().zip(&extra_bytes) {
+        debug_assert!(name.starts_with("mpsae."));
+        views.push((name.to_string(), view(shape.clone(), b)));
+    }
     let config = serde_json::to_string(model.config()).expect("config serialises");
     let mut meta: HashMap<String, String> = extra.iter().cloned().collect();
     meta.insert(CONFIG_KEY.into(), config);
     meta.insert("format".into(), "pt".into());
-    safetensors::serialize(views, &Some(meta)).map_err(|e| Error::Shape(format!("cannot serialise the model: {e}")))
+    safetensors::serialize(views, &Some(meta))
+        .map_err(|e| Error::Shape(format!("cannot serialise the model: {e}")))
 }
 
 fn view(shape: Vec<usize>, data: &[u8]) -> TensorView<'_> {
@@ -74,7 +92,10 @@ pub fn save_model(model: &MpSae, path: &Path, extra: &[(String, String)]) -> Res
 
 /// Reads every tensor and the metadata of a safetensors file (f32, f16, bf16 or f64 tensors are
 /// converted to f32; other dtypes are reported).
-pub fn read_tensors(path: &Path, bytes: &[u8]) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+pub fn read_tensors(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
     let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| Error::file(path, format!("not a valid safetensors file ({e})")))?;
     let st = SafeTensors::deserialize(bytes)
@@ -83,7 +104,13 @@ pub fn read_tensors(path: &Path, bytes: &[u8]) -> Result<(HashMap<String, Tensor
     for (name, view) in st.tensors() {
         let data = crate::data::convert::to_f32(view.dtype(), view.data())
             .map_err(|msg| Error::file(path, format!("tensor '{name}': {msg}")))?;
-        out.insert(name, Tensor { shape: view.shape().to_vec(), data });
+        out.insert(
+            name,
+            Tensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
     }
     Ok((out, meta.metadata().clone().unwrap_or_default()))
 }
@@ -92,22 +119,45 @@ pub fn read_tensors(path: &Path, bytes: &[u8]) -> Result<(HashMap<String, Tensor
 /// for a plain overcomplete state dict, pass `config` (its shapes must match), or the shapes give
 /// `d` and `c` with the reference's defaults (`k = 1`, `l2`, no dropout, multiplier trained if
 /// non-zero). Also returns the file's metadata.
-pub fn load_model(path: &Path, config: Option<SaeConfig>) -> Result<(MpSae, HashMap<String, String>)> {
+pub fn load_model(
+    path: &Path,
+    config: Option<SaeConfig>,
+) -> Result<(MpSae, HashMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let (mut tensors, meta) = read_tensors(path, &bytes)?;
-    let w = tensors
-        .remove("dictionary._weights")
-        .ok_or_else(|| Error::file(path, "no 'dictionary._weights' tensor: not an MP-SAE state dict"))?;
+    let w = tensors.remove("dictionary._weights").ok_or_else(|| {
+        Error::file(
+            path,
+            "no 'dictionary._weights' tensor: not an MP-SAE state dict",
+        )
+    })?;
     if w.shape.len() != 2 || w.shape[0] == 0 || w.shape[1] == 0 {
-        return Err(Error::file(path, format!("'dictionary._weights' has shape {:?}, expected [c, d]", w.shape)));
+        return Err(Error::file(
+            path,
+            format!(
+                "'dictionary._weights' has shape {:?}, expected [c, d]",
+                w.shape
+            ),
+        ));
     }
     let (c, d) = (w.shape[0], w.shape[1]);
     let m = match tensors.remove("dictionary.multiplier") {
         Some(t) if t.data.len() == 1 && t.shape.is_empty() => t.data[0],
         Some(t) => {
-            return Err(Error::file(path, format!("'dictionary.multiplier' has shape {:?}, expected []", t.shape)))
+            return Err(Error::file(
+                path,
+                format!(
+                    "'dictionary.multiplier' has shape {:?}, expected []",
+                    t.shape
+                ),
+            ))
         }
-        None => return Err(Error::file(path, "no 'dictionary.multiplier' tensor (a state dict always has it)")),
+        None => {
+            return Err(Error::file(
+                path,
+                "no 'dictionary.multiplier' tensor (a state dict always has it)",
+            ))
+        }
     };
     let encoder_weight = tensors.remove("encoder.weight");
     let encoder_bias = tensors.remove("encoder.bias");
@@ -133,13 +183,20 @@ pub fn load_model(path: &Path, config: Option<SaeConfig>) -> Result<(MpSae, Hash
     if cfg.input_dim != d || cfg.nb_concepts != c {
         return Err(Error::file(
             path,
-            format!("dictionary is {c} x {d} but the configuration says {} x {}", cfg.nb_concepts, cfg.input_dim),
+            format!(
+                "dictionary is {c} x {d} but the configuration says {} x {}",
+                cfg.nb_concepts, cfg.input_dim
+            ),
         ));
     }
-    let mut model = MpSae::from_weights(cfg, w.data, m, 0).map_err(|e| Error::file(path, e.to_string()))?;
+    let mut model =
+        MpSae::from_weights(cfg, w.data, m, 0).map_err(|e| Error::file(path, e.to_string()))?;
     let check = |t: &Option<Tensor>, shape: &[usize], name: &str| -> Result<()> {
         match t {
-            Some(t) if t.shape != shape => Err(Error::file(path, format!("'{name}' has shape {:?}, expected {shape:?}", t.shape))),
+            Some(t) if t.shape != shape => Err(Error::file(
+                path,
+                format!("'{name}' has shape {:?}, expected {shape:?}", t.shape),
+            )),
             _ => Ok(()),
         }
     };
@@ -149,7 +206,10 @@ pub fn load_model(path: &Path, config: Option<SaeConfig>) -> Result<(MpSae, Hash
         .set_encoder_parameters(encoder_weight.map(|t| t.data), encoder_bias.map(|t| t.data))
         .map_err(|e| Error::file(path, e.to_string()))?;
     if let Some(name) = tensors.keys().find(|k| !k.starts_with("mpsae.")) {
-        return Err(Error::file(path, format!("unexpected tensor '{name}' in an MP-SAE state dict")));
+        return Err(Error::file(
+            path,
+            format!("unexpected tensor '{name}' in an MP-SAE state dict"),
+        ));
     }
     Ok((model, meta))
 }

@@ -6,4 +6,4 @@ mod normalization;
 
 pub use codes::Codes;
 pub use mp_sae::{EncodeOptions, Encoded, Forward, Gradients, MpSae, TrainingPass};
-pub use normalization::{NormalizeFn, Normalization};
+pub use normalization::{Normalization, NormalizeFn};

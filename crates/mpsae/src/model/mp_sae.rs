@@ -113,7 +113,12 @@ impl MpSae {
 
     /// A model with the given raw weights `W` (`c x d`) and multiplier `m` (the reference's
     /// `initializer`, or a loaded state dict).
-    pub fn from_weights(config: SaeConfig, weights: Vec<f32>, multiplier: f32, seed: u64) -> Result<Self> {
+    pub fn from_weights(
+        config: SaeConfig,
+        weights: Vec<f32>,
+        multiplier: f32,
+        seed: u64,
+    ) -> Result<Self> {
         config.validate()?;
         let expected = config.nb_concepts * config.input_dim;
         if weights.len() != expected {
@@ -127,7 +132,8 @@ impl MpSae {
         if !multiplier.is_finite() || weights.iter().any(|v| !v.is_finite()) {
             return Err(Error::invalid("weights", "contain NaN or infinite values"));
         }
-        let mut model = MpSae::assemble(config, weights, multiplier, ChaCha8Rng::seed_from_u64(seed));
+        let mut model =
+            MpSae::assemble(config, weights, multiplier, ChaCha8Rng::seed_from_u64(seed));
         model.build_encoder(true);
         Ok(model)
     }
@@ -160,7 +166,9 @@ impl MpSae {
                 self.get_dictionary()
             } else {
                 let bound = (6.0 / (c + d) as f64).sqrt() as f32;
-                (0..c * d).map(|_| self.rng.gen_range(-bound..=bound)).collect()
+                (0..c * d)
+                    .map(|_| self.rng.gen_range(-bound..=bound))
+                    .collect()
             }
         });
         self.encoder_bias = bias.then(|| vec![0.0; c]);
@@ -194,7 +202,10 @@ impl MpSae {
     /// Changes the number of pursuit steps used from now on.
     pub fn set_k(&mut self, k: usize) -> Result<()> {
         if k == 0 {
-            return Err(Error::invalid("k", "the number of pursuit steps must be at least 1"));
+            return Err(Error::invalid(
+                "k",
+                "the number of pursuit steps must be at least 1",
+            ));
         }
         self.config.k = k;
         Ok(())
@@ -252,13 +263,25 @@ impl MpSae {
     }
 
     /// Sets the encoder's parameters (from a state dict); shapes must match the configuration.
-    pub fn set_encoder_parameters(&mut self, weight: Option<Vec<f32>>, bias: Option<Vec<f32>>) -> Result<()> {
+    pub fn set_encoder_parameters(
+        &mut self,
+        weight: Option<Vec<f32>>,
+        bias: Option<Vec<f32>>,
+    ) -> Result<()> {
         let (c, d) = (self.config.nb_concepts, self.config.input_dim);
-        if weight.as_ref().is_some_and(|w| w.len() != c * d) || bias.as_ref().is_some_and(|b| b.len() != c) {
-            return Err(Error::Shape("encoder parameters do not match the dictionary's shape".into()));
+        if weight.as_ref().is_some_and(|w| w.len() != c * d)
+            || bias.as_ref().is_some_and(|b| b.len() != c)
+        {
+            return Err(Error::Shape(
+                "encoder parameters do not match the dictionary's shape".into(),
+            ));
         }
-        if weight.is_some() != self.encoder_weight.is_some() || bias.is_some() != self.encoder_bias.is_some() {
-            return Err(Error::Shape("encoder parameters do not match the encoder kind".into()));
+        if weight.is_some() != self.encoder_weight.is_some()
+            || bias.is_some() != self.encoder_bias.is_some()
+        {
+            return Err(Error::Shape(
+                "encoder parameters do not match the encoder kind".into(),
+            ));
         }
         self.encoder_weight = weight;
         self.encoder_bias = bias;
@@ -314,7 +337,9 @@ impl MpSae {
 
     /// Normalises `W` in place and returns `W·exp(m)` (the training-mode dictionary).
     fn training_dictionary(&mut self) -> Vec<f32> {
-        self.config.normalization.apply(&mut self.weights, self.config.input_dim);
+        self.config
+            .normalization
+            .apply(&mut self.weights, self.config.input_dim);
         let scale = self.multiplier.exp();
         if scale == 1.0 {
             self.weights.clone()
@@ -340,7 +365,9 @@ impl MpSae {
             return f.clone();
         }
         let mut w = self.weights.clone();
-        self.config.normalization.apply(&mut w, self.config.input_dim);
+        self.config
+            .normalization
+            .apply(&mut w, self.config.input_dim);
         let scale = self.multiplier.exp();
         w.iter_mut().for_each(|v| *v *= scale);
         w
@@ -361,7 +388,11 @@ impl MpSae {
         if self.training || self.fused_gram.is_some() {
             return;
         }
-        let (c, d, par) = (self.config.nb_concepts, self.config.input_dim, self.engine.par);
+        let (c, d, par) = (
+            self.config.nb_concepts,
+            self.config.input_dim,
+            self.engine.par,
+        );
         let dict = self.ensure_fused().to_vec();
         let mut g = vec![0f32; c * c];
         gram(&dict, &mut g, c, d, par);
@@ -383,7 +414,11 @@ impl MpSae {
     fn draw_mask(&mut self) -> Option<Vec<f32>> {
         let p = self.config.dropout?;
         let keep = 1.0 - p as f64;
-        Some((0..self.config.nb_concepts).map(|_| if self.rng.gen_bool(keep) { 1.0 } else { 0.0 }).collect())
+        Some(
+            (0..self.config.nb_concepts)
+                .map(|_| if self.rng.gen_bool(keep) { 1.0 } else { 0.0 })
+                .collect(),
+        )
     }
 
     /// The generator's position (for checkpoints): seed and word position.
@@ -398,7 +433,15 @@ impl MpSae {
     }
 
     /// Runs the pursuit of `x` (`n x d`) over `dict` (`c x d`), with the engine's strategy.
-    fn run_pursuit(&self, x: &[f32], n: usize, dict: &[f32], k: usize, tol: Option<f32>, cached: Option<&[f32]>) -> (Output, Strategy) {
+    fn run_pursuit(
+        &self,
+        x: &[f32],
+        n: usize,
+        dict: &[f32],
+        k: usize,
+        tol: Option<f32>,
+        cached: Option<&[f32]>,
+    ) -> (Output, Strategy) {
         let (c, d) = (self.config.nb_concepts, self.config.input_dim);
         let strategy = self.engine.strategy_for(n, c, d, k, cached.is_some());
         let owned;
@@ -413,7 +456,15 @@ impl MpSae {
             _ => None,
         };
         let mut out = Output::default();
-        let p = Problem { x, n, d, dict, c, k, tol };
+        let p = Problem {
+            x,
+            n,
+            d,
+            dict,
+            c,
+            k,
+            tol,
+        };
         pursuit(&p, strategy, g, self.engine.par, &mut out);
         (out, strategy)
     }
@@ -431,15 +482,25 @@ impl MpSae {
     }
 
     /// Encodes and returns the encode dictionary (masked) and the mask, for the backward pass.
-    fn encode_inner(&mut self, x: &[f32], opts: &EncodeOptions) -> Result<(Encoded, (Vec<f32>, Option<Vec<f32>>, Strategy))> {
+    fn encode_inner(
+        &mut self,
+        x: &[f32],
+        opts: &EncodeOptions,
+    ) -> Result<(Encoded, (Vec<f32>, Option<Vec<f32>>, Strategy))> {
         let n = self.rows_of(x)?;
         let k = opts.k.unwrap_or(self.config.k);
         if k == 0 {
-            return Err(Error::invalid("k", "the number of pursuit steps must be at least 1"));
+            return Err(Error::invalid(
+                "k",
+                "the number of pursuit steps must be at least 1",
+            ));
         }
         if let Some(t) = opts.tol {
             if !(t >= 0.0 && t.is_finite()) {
-                return Err(Error::invalid("tol", format!("{t} must be a finite number >= 0")));
+                return Err(Error::invalid(
+                    "tol",
+                    format!("{t} must be a finite number >= 0"),
+                ));
             }
         }
         let (c, d) = (self.config.nb_concepts, self.config.input_dim);
@@ -448,7 +509,10 @@ impl MpSae {
             let mask = match opts.mask {
                 Some(m) => {
                     if m.len() != c {
-                        return Err(Error::Shape(format!("dropout mask has {} entries, not {c}", m.len())));
+                        return Err(Error::Shape(format!(
+                            "dropout mask has {} entries, not {c}",
+                            m.len()
+                        )));
                     }
                     Some(m.to_vec())
                 }
@@ -470,8 +534,21 @@ impl MpSae {
             self.fused = Some(dict);
             (out, Vec::new(), None, s)
         };
-        let codes = Codes { n, c, k, atoms: out.atoms, values: out.values };
-        Ok((Encoded { residual: out.residual, codes, energy: out.energy }, (dict, mask, strategy)))
+        let codes = Codes {
+            n,
+            c,
+            k,
+            atoms: out.atoms,
+            values: out.values,
+        };
+        Ok((
+            Encoded {
+                residual: out.residual,
+                codes,
+                energy: out.energy,
+            },
+            (dict, mask, strategy),
+        ))
     }
 
     /// Decodes sparse codes: `x_hat = Σ v_t·D_{j_t}` per row (`n x d`), with the unmasked dictionary.
@@ -482,12 +559,23 @@ impl MpSae {
                 codes.c, self.config.nb_concepts
             )));
         }
-        if codes.atoms.iter().any(|&a| a != Codes::NO_ATOM && a as usize >= codes.c) {
-            return Err(Error::Shape("codes name an atom outside the dictionary".into()));
+        if codes
+            .atoms
+            .iter()
+            .any(|&a| a != Codes::NO_ATOM && a as usize >= codes.c)
+        {
+            return Err(Error::Shape(
+                "codes name an atom outside the dictionary".into(),
+            ));
         }
         if self.training {
             let dict = self.training_dictionary();
-            Ok(decode_with(&dict, codes, self.config.input_dim, self.engine.par))
+            Ok(decode_with(
+                &dict,
+                codes,
+                self.config.input_dim,
+                self.engine.par,
+            ))
         } else {
             let d = self.config.input_dim;
             let par = self.engine.par;
@@ -499,19 +587,39 @@ impl MpSae {
     pub fn forward(&mut self, x: &[f32]) -> Result<Forward> {
         let enc = self.encode(x)?;
         let x_hat = self.decode(&enc.codes)?;
-        Ok(Forward { residual: enc.residual, codes: enc.codes, x_hat, energy: enc.energy })
+        Ok(Forward {
+            residual: enc.residual,
+            codes: enc.codes,
+            x_hat,
+            energy: enc.energy,
+        })
     }
 
     /// A training-mode forward pass, the criterion (called with `get_dictionary()`, as
     /// overcomplete's `train_sae` does) and the exact sparse backward pass. `mask` replaces the
     /// drawn dropout mask. The model must be in training mode.
-    pub fn training_pass(&mut self, x: &[f32], criterion: &dyn Criterion, mask: Option<&[f32]>) -> Result<TrainingPass> {
+    pub fn training_pass(
+        &mut self,
+        x: &[f32],
+        criterion: &dyn Criterion,
+        mask: Option<&[f32]>,
+    ) -> Result<TrainingPass> {
         if !self.training {
-            return Err(Error::invalid("mode", "training_pass needs a model in training mode (call train())"));
+            return Err(Error::invalid(
+                "mode",
+                "training_pass needs a model in training mode (call train())",
+            ));
         }
         let n = self.rows_of(x)?;
-        let (c, d, k) = (self.config.nb_concepts, self.config.input_dim, self.config.k);
-        let opts = EncodeOptions { mask, ..Default::default() };
+        let (c, d, k) = (
+            self.config.nb_concepts,
+            self.config.input_dim,
+            self.config.k,
+        );
+        let opts = EncodeOptions {
+            mask,
+            ..Default::default()
+        };
         let (enc, (dict_encode, mask, strategy)) = self.encode_inner(x, &opts)?;
         // decode: get_dictionary() again (second in-place normalisation, as the reference).
         let dict_decode = self.training_dictionary();
@@ -563,16 +671,29 @@ impl MpSae {
             axpy(1.0, gx, &mut g_x);
         }
         let multiplier = self.config.use_multiplier.then(|| {
-            g_dict.iter().zip(&dict_decode).map(|(&g, &w)| g as f64 * w as f64).sum::<f64>() as f32
+            g_dict
+                .iter()
+                .zip(&dict_decode)
+                .map(|(&g, &w)| g as f64 * w as f64)
+                .sum::<f64>() as f32
         });
         let scale = self.multiplier.exp();
         if scale != 1.0 {
             g_dict.iter_mut().for_each(|g| *g *= scale);
         }
         Ok(TrainingPass {
-            forward: Forward { residual: enc.residual, codes: enc.codes, x_hat, energy: enc.energy },
+            forward: Forward {
+                residual: enc.residual,
+                codes: enc.codes,
+                x_hat,
+                energy: enc.energy,
+            },
             criterion: crit,
-            grads: Gradients { weights: g_dict, multiplier, input: g_x },
+            grads: Gradients {
+                weights: g_dict,
+                multiplier,
+                input: g_x,
+            },
             strategy,
         })
     }
@@ -580,7 +701,9 @@ impl MpSae {
 
 fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
     if got != want {
-        return Err(Error::Shape(format!("{what} has {got} values, expected {want}")));
+        return Err(Error::Shape(format!(
+            "{what} has {got} values, expected {want}"
+        )));
     }
     Ok(())
 }
@@ -597,7 +720,11 @@ fn decode_with(dict: &[f32], codes: &Codes, d: usize, par: Par) -> Vec<f32> {
         Par::Seq => x_hat.chunks_mut(d).enumerate().for_each(row),
         Par::Rayon(_) => {
             use rayon::prelude::*;
-            x_hat.par_chunks_mut(d).enumerate().with_min_len(64).for_each(row)
+            x_hat
+                .par_chunks_mut(d)
+                .enumerate()
+                .with_min_len(64)
+                .for_each(row)
         }
     }
     x_hat

@@ -1,0 +1,71 @@
+//! `mpsae eval`.
+
+use crate::common::{is_terminal, load, msg, open_data, parse_strategy, CliResult};
+use mpsae::train::{evaluate, EvalOptions};
+use mpsae::Engine;
+use std::path::PathBuf;
+
+/// Arguments of `mpsae eval`.
+#[derive(clap::Args)]
+pub struct EvalArgs {
+    /// Run folder or model .safetensors file.
+    #[arg(long)]
+    model: PathBuf,
+    /// Activation files.
+    #[arg(long, required = true, num_args = 1..)]
+    data: Vec<PathBuf>,
+    /// Tensor to read from .safetensors data files.
+    #[arg(long)]
+    tensor: Option<String>,
+    /// Leave out rows with NaN or infinite values (default: refuse the data).
+    #[arg(long)]
+    skip_nonfinite: bool,
+    /// Pursuit steps (default: the model's k).
+    #[arg(long, short = 'k')]
+    k: Option<usize>,
+    /// Stop a row once its residual norm is below this fraction of its input norm.
+    #[arg(long)]
+    tol: Option<f32>,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 4096)]
+    batch_size: usize,
+    /// Print JSON even on a terminal.
+    #[arg(long)]
+    json: bool,
+    /// Pursuit strategy: auto, plain, gram, gram-picked.
+    #[arg(long, default_value = "auto")]
+    strategy: String,
+}
+
+/// Runs `mpsae eval`.
+pub fn run(a: EvalArgs) -> CliResult<()> {
+    let (mut model, pre) = load(&a.model)?;
+    model.set_engine(Engine {
+        strategy: parse_strategy(&a.strategy)?,
+        ..Engine::default()
+    });
+    let data = open_data(&a.data, a.tensor.as_deref(), a.skip_nonfinite, false)?;
+    let opts = EvalOptions {
+        batch_size: a.batch_size,
+        k: a.k,
+        tol: a.tol,
+    };
+    let r = evaluate(&mut model, &data, &pre, &opts).map_err(msg)?;
+    if a.json || !is_terminal() {
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["skipped_rows"] = data.stats().skipped.into();
+        println!("{v}");
+    } else {
+        println!("rows        {}", r.rows);
+        println!("k           {}", r.k);
+        println!("mse         {:.6e}", r.mse);
+        println!("r2          {:.4}", r.r2);
+        println!("l0          {:.2}", r.l0);
+        println!("dead ratio  {:.1}%", 100.0 * r.dead_ratio);
+        println!("explained variance after each pursuit step:");
+        for (t, ev) in r.explained_variance.iter().enumerate() {
+            println!("  step {:>3}  {:.4}", t + 1, ev);
+        }
+    }
+    Ok(())
+}

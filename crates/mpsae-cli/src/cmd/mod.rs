@@ -1,0 +1,6 @@
+//! One module per subcommand.
+
+pub mod encode;
+pub mod eval;
+pub mod inspect;
+pub mod train;

@@ -1,0 +1,316 @@
+//! `mpsae train`.
+
+use crate::common::{msg, open_data, parse_strategy, CliResult, DEMO_NAME};
+use crate::progress::{ProgressMode, Reporter};
+use mpsae::data::Preprocess;
+use mpsae::io::state_dict::{save_model, PREPROCESS_KEY};
+use mpsae::train::{
+    Checkpoint, CriterionChoice, ScheduleOptions, TrainOptions, Trainer, CHECKPOINT_FILE,
+};
+use mpsae::{Engine, MpSae, Normalization, SaeConfig};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// Arguments of `mpsae train`.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Activation files (.npy f16/f32/f64, .safetensors f16/bf16/f32); none: the embedded demo data.
+    #[arg(long, num_args = 1..)]
+    data: Vec<PathBuf>,
+    /// Tensor to read from .safetensors data files (default: the file's only 2-D tensor).
+    #[arg(long)]
+    tensor: Option<String>,
+    /// Leave out rows with NaN or infinite values (default: refuse the data).
+    #[arg(long)]
+    skip_nonfinite: bool,
+    /// Number of concepts (dictionary atoms).
+    #[arg(long, short = 'c', default_value_t = 2048)]
+    concepts: usize,
+    /// Matching pursuit steps per row.
+    #[arg(long, short = 'k', default_value_t = 16)]
+    k: usize,
+    /// Epochs over the data.
+    #[arg(long, default_value_t = 20)]
+    epochs: usize,
+    /// A step budget instead of epochs.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 1024)]
+    batch_size: usize,
+    /// Learning rate (Adam).
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Adam beta1.
+    #[arg(long, default_value_t = 0.9)]
+    beta1: f64,
+    /// Adam beta2.
+    #[arg(long, default_value_t = 0.999)]
+    beta2: f64,
+    /// Adam epsilon.
+    #[arg(long, default_value_t = 1e-8)]
+    eps: f64,
+    /// Global gradient-norm clipping (0 turns it off).
+    #[arg(long, default_value_t = 1.0)]
+    clip: f64,
+    /// Warmup steps of the cosine schedule (giving any schedule option turns it on).
+    #[arg(long)]
+    warmup: Option<u64>,
+    /// Final learning rate of the cosine schedule.
+    #[arg(long)]
+    final_lr: Option<f64>,
+    /// Learning rate at the start of the warmup.
+    #[arg(long)]
+    start_warmup_lr: Option<f64>,
+    /// Dropout probability over atoms while training, in [0, 1).
+    #[arg(long)]
+    dropout: Option<f32>,
+    /// Seed of the initialisation, the data order and the dropout masks.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Keep the data order (no shuffling).
+    #[arg(long)]
+    no_shuffle: bool,
+    /// Dictionary normalisation: l2, max_l2, l1, max_l1, identity.
+    #[arg(long, default_value = "l2")]
+    normalization: String,
+    /// Train the multiplier (atoms scaled by exp(m)).
+    #[arg(long)]
+    multiplier: bool,
+    /// Criterion: mse, or revive (MSE plus the MpSAE docs' auxiliary term for dead codes).
+    #[arg(long, default_value = "mse")]
+    criterion: String,
+    /// Revive: codes whose batch maximum is below this are dead.
+    #[arg(long, default_value_t = 1e-2)]
+    revive_threshold: f32,
+    /// Revive: the term applies when more than this many codes are dead.
+    #[arg(long, default_value_t = 10)]
+    revive_min_dead: usize,
+    /// Revive: weight of the term.
+    #[arg(long, default_value_t = 1e-2)]
+    revive_coef: f64,
+    /// Subtract the data mean (estimated from the data; saved with the model).
+    #[arg(long)]
+    center: bool,
+    /// Scale rows so that their root-mean-square norm is sqrt(d) (saved with the model).
+    #[arg(long)]
+    scale: bool,
+    /// Also report code norm, dictionary norms and gradient norms per epoch.
+    #[arg(long)]
+    detailed_stats: bool,
+    /// Write a checkpoint every this many steps (0: only at the end).
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: u64,
+    /// Stop after this many non-finite steps in a row.
+    #[arg(long, default_value_t = 10)]
+    max_bad_steps: u32,
+    /// Run folder (model.safetensors, config.json, metrics.jsonl, checkpoint.safetensors).
+    #[arg(long, default_value = "runs/mpsae")]
+    out: PathBuf,
+    /// Continue the run in --out from its checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Start a new run in --out even if it already holds one.
+    #[arg(long)]
+    force: bool,
+    /// Pursuit strategy: auto (cost model), plain, gram, gram-picked.
+    #[arg(long, default_value = "auto")]
+    strategy: String,
+    /// Progress display.
+    #[arg(long, value_enum, default_value = "auto")]
+    progress: ProgressMode,
+}
+
+fn build_options(a: &TrainArgs) -> CliResult<TrainOptions> {
+    let criterion = match a.criterion.as_str() {
+        "mse" => CriterionChoice::Mse,
+        "revive" => CriterionChoice::Revive {
+            threshold: a.revive_threshold,
+            min_dead: a.revive_min_dead,
+            coefficient: a.revive_coef,
+        },
+        other => return Err(format!("invalid --criterion '{other}': use mse or revive")),
+    };
+    let schedule = (a.warmup.is_some() || a.final_lr.is_some() || a.start_warmup_lr.is_some())
+        .then(|| ScheduleOptions {
+            warmup_steps: a.warmup.unwrap_or(0),
+            final_lr: a.final_lr.unwrap_or(0.0),
+            start_warmup_lr: a.start_warmup_lr.unwrap_or(0.0),
+        });
+    let o = TrainOptions {
+        batch_size: a.batch_size,
+        epochs: a.epochs,
+        steps: a.steps,
+        shuffle: !a.no_shuffle,
+        seed: a.seed,
+        lr: a.lr,
+        beta1: a.beta1,
+        beta2: a.beta2,
+        eps: a.eps,
+        clip_grad: a.clip,
+        schedule,
+        criterion,
+        detailed_stats: a.detailed_stats,
+        max_bad_steps: a.max_bad_steps,
+        checkpoint_every: a.checkpoint_every,
+    };
+    o.validate().map_err(msg)?;
+    Ok(o)
+}
+
+fn data_names(files: &[PathBuf]) -> Vec<String> {
+    if files.is_empty() {
+        vec![DEMO_NAME.to_string()]
+    } else {
+        files.iter().map(|p| p.display().to_string()).collect()
+    }
+}
+
+/// Keeps the metrics lines up to `step` (a resumed run rewrites what came after its checkpoint).
+fn trim_metrics(path: &Path, step: u64) -> CliResult<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                .is_some_and(|s| s <= step)
+        })
+        .collect();
+    let mut out = kept.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    mpsae::io::atomic::write_atomic(path, out.as_bytes()).map_err(msg)
+}
+
+/// Runs `mpsae train`.
+pub fn run(a: TrainArgs) -> CliResult<()> {
+    let engine = Engine {
+        strategy: parse_strategy(&a.strategy)?,
+        ..Engine::default()
+    };
+    let ckpt = a.out.join(CHECKPOINT_FILE);
+    let config_path = a.out.join("config.json");
+    let metrics = a.out.join("metrics.jsonl");
+    let (mut trainer, data) = if a.resume {
+        if !ckpt.exists() {
+            return Err(format!("{}: no checkpoint to resume from", ckpt.display()));
+        }
+        let trainer = Checkpoint::load(&ckpt).map_err(msg)?;
+        // The data: as given, or as recorded in config.json.
+        let (files, tensor, skip) = if a.data.is_empty() {
+            let text = std::fs::read_to_string(&config_path)
+                .map_err(|e| format!("{}: {e}", config_path.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| format!("{}: bad JSON: {e}", config_path.display()))?;
+            let files: Vec<PathBuf> = v["data"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str())
+                        .filter(|s| *s != DEMO_NAME)
+                        .map(PathBuf::from)
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                files,
+                v["tensor"].as_str().map(str::to_string),
+                v["skip_nonfinite"].as_bool().unwrap_or(false),
+            )
+        } else {
+            (a.data.clone(), a.tensor.clone(), a.skip_nonfinite)
+        };
+        let data = open_data(&files, tensor.as_deref(), skip, true)?;
+        trim_metrics(&metrics, trainer.progress.step)?;
+        (trainer, data)
+    } else {
+        if ckpt.exists() && !a.force {
+            return Err(format!(
+                "{} already holds a run: use --resume to continue it or --force to start over",
+                a.out.display()
+            ));
+        }
+        let options = build_options(&a)?;
+        let normalization = Normalization::from_name(&a.normalization).ok_or_else(|| {
+            format!(
+                "invalid --normalization '{}': use l2, max_l2, l1, max_l1 or identity",
+                a.normalization
+            )
+        })?;
+        let data = open_data(&a.data, a.tensor.as_deref(), a.skip_nonfinite, true)?;
+        let mut cfg = SaeConfig::new(data.dim(), a.concepts);
+        cfg.k = a.k;
+        cfg.dropout = a.dropout;
+        cfg.normalization = normalization;
+        cfg.use_multiplier = a.multiplier;
+        let model = MpSae::new(cfg, a.seed).map_err(msg)?;
+        let pre = Preprocess::from_stats(data.stats(), a.center, a.scale);
+        std::fs::create_dir_all(&a.out)
+            .map_err(|e| format!("{}: cannot create the run folder: {e}", a.out.display()))?;
+        let _ = std::fs::remove_file(&metrics);
+        let trainer = Trainer::new(model, options, pre).map_err(msg)?;
+        let config = json!({
+            "mpsae_version": env!("CARGO_PKG_VERSION"),
+            "model": trainer.model.config(),
+            "train": trainer.options,
+            "data": data_names(&a.data),
+            "tensor": a.tensor,
+            "skip_nonfinite": a.skip_nonfinite,
+            "rows": data.rows(),
+            "skipped_rows": data.stats().skipped,
+            "preprocess": {"center": a.center, "scale": a.scale},
+        });
+        mpsae::io::atomic::write_atomic(
+            &config_path,
+            serde_json::to_string_pretty(&config).unwrap().as_bytes(),
+        )
+        .map_err(msg)?;
+        (trainer, data)
+    };
+    if data.stats().skipped > 0 {
+        eprintln!(
+            "note: left out {} rows with NaN or infinite values",
+            data.stats().skipped
+        );
+    }
+    trainer.model.set_engine(engine);
+    trainer.checkpoint_dir = Some(a.out.clone());
+    let total = trainer.options.total_steps(data.rows());
+    let mut reporter = Reporter::new(a.progress, total, trainer.progress.step, Some(&metrics));
+    let result = trainer.run(&data, &mut reporter);
+    reporter.finish();
+    let reports = result.map_err(msg)?;
+    if let Some(e) = reporter.error {
+        return Err(e);
+    }
+    let pre = serde_json::to_string(&trainer.preprocess).unwrap();
+    let model_file = a.out.join("model.safetensors");
+    save_model(
+        &trainer.model,
+        &model_file,
+        &[(PREPROCESS_KEY.to_string(), pre)],
+    )
+    .map_err(msg)?;
+    let last = reports.last();
+    let summary = json!({
+        "model": model_file.display().to_string(),
+        "steps": trainer.progress.step,
+        "skipped_steps": trainer.progress.total_bad,
+        "rows": data.rows(),
+        "d": data.dim(),
+        "concepts": trainer.model.nb_concepts(),
+        "k": trainer.model.config().k,
+        "loss": last.map(|r| r.avg_loss),
+        "r2": last.map(|r| r.r2),
+        "l0": last.map(|r| r.l0),
+        "dead_ratio": last.map(|r| r.dead_ratio),
+        "explained_variance": last.map(|r| r.explained_variance.clone()),
+    });
+    println!("{summary}");
+    Ok(())
+}

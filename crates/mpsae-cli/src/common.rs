@@ -1,0 +1,112 @@
+//! What the subcommands share: the error type, thread pool, data and model loading.
+
+use mpsae::data::{DataOptions, Dataset, NonFinite, Preprocess, Source};
+use mpsae::io::state_dict::{load_model, PREPROCESS_KEY};
+use mpsae::kernels::pursuit::Strategy;
+use mpsae::MpSae;
+use std::path::{Path, PathBuf};
+
+/// The CLI's error: one line for the user.
+pub type CliResult<T> = Result<T, String>;
+
+/// Converts library errors to the CLI's one-line message.
+pub fn msg<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+/// The demo data built into the binary.
+pub static DEMO_DATA: &[u8] = include_bytes!("../../../data/minilm_l3_demo.npy");
+/// Its name in messages and configurations.
+pub const DEMO_NAME: &str = "<embedded minilm_l3_demo.npy>";
+
+/// Sets the rayon pool size.
+pub fn init_threads(threads: Option<usize>) -> CliResult<()> {
+    if let Some(t) = threads {
+        if t == 0 {
+            return Err("invalid --threads: must be at least 1".into());
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .map_err(msg)?;
+    }
+    Ok(())
+}
+
+/// Opens data files (or the demo data when `files` is empty and `allow_demo`).
+pub fn open_data(
+    files: &[PathBuf],
+    tensor: Option<&str>,
+    skip_nonfinite: bool,
+    allow_demo: bool,
+) -> CliResult<Dataset> {
+    let opts = DataOptions {
+        tensor: tensor.map(str::to_string),
+        non_finite: if skip_nonfinite {
+            NonFinite::Skip
+        } else {
+            NonFinite::Error
+        },
+    };
+    if files.is_empty() {
+        if !allow_demo {
+            return Err("no --data file given".into());
+        }
+        let src = Source::from_static(
+            DEMO_NAME.trim_matches(|c| c == '<' || c == '>'),
+            DEMO_DATA,
+            None,
+        )
+        .map_err(msg)?;
+        return Dataset::from_sources(vec![src], &opts).map_err(msg);
+    }
+    Dataset::open(files, &opts).map_err(msg)
+}
+
+/// The model file of a run folder, or the file itself.
+pub fn model_path(p: &Path) -> PathBuf {
+    if p.is_dir() {
+        p.join("model.safetensors")
+    } else {
+        p.to_path_buf()
+    }
+}
+
+/// Loads a model (from a run folder or a file) with its preprocessing.
+pub fn load(p: &Path) -> CliResult<(MpSae, Preprocess)> {
+    let path = model_path(p);
+    if !path.exists() {
+        return Err(format!(
+            "{}: no such model file (give a run folder or a .safetensors file)",
+            path.display()
+        ));
+    }
+    let (model, meta) = load_model(&path, None).map_err(msg)?;
+    let pre = match meta.get(PREPROCESS_KEY) {
+        Some(j) => serde_json::from_str(j)
+            .map_err(|e| format!("{}: bad preprocessing metadata: {e}", path.display()))?,
+        None => Preprocess::default(),
+    };
+    Ok((model, pre))
+}
+
+/// Parses a `--strategy` value.
+pub fn parse_strategy(s: &str) -> CliResult<Option<Strategy>> {
+    Ok(match s {
+        "auto" => None,
+        "plain" => Some(Strategy::Plain),
+        "gram" => Some(Strategy::Gram),
+        "gram-picked" => Some(Strategy::GramPicked),
+        other => {
+            return Err(format!(
+                "invalid --strategy '{other}': use auto, plain, gram or gram-picked"
+            ))
+        }
+    })
+}
+
+/// Whether standard error is a terminal (progress bars, human-readable output).
+pub fn is_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+}

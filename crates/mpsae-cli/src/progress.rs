@@ -1,0 +1,127 @@
+//! Training progress: a live bar on a terminal, plain log lines otherwise, JSON lines to a file.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use mpsae::train::{EpochReport, Observer, StepReport};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// How progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProgressMode {
+    /// A bar on a terminal, plain lines otherwise.
+    Auto,
+    /// Always a bar.
+    Bar,
+    /// Plain log lines.
+    Plain,
+    /// Nothing but errors.
+    Quiet,
+}
+
+/// The CLI's observer.
+pub struct Reporter {
+    bar: Option<ProgressBar>,
+    plain: bool,
+    metrics: Option<PathBuf>,
+    start: Instant,
+    rows: u64,
+    log_every: u64,
+    /// First error writing metrics.
+    pub error: Option<String>,
+}
+
+impl Reporter {
+    /// A reporter for a run of `total` steps starting at `done`, writing epoch metrics to `metrics`.
+    pub fn new(mode: ProgressMode, total: u64, done: u64, metrics: Option<&Path>) -> Self {
+        let bar_wanted = match mode {
+            ProgressMode::Auto => crate::common::is_terminal(),
+            ProgressMode::Bar => true,
+            _ => false,
+        };
+        let bar = bar_wanted.then(|| {
+            let b = ProgressBar::new(total);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}",
+                )
+                .unwrap(),
+            );
+            b.set_position(done);
+            b
+        });
+        Reporter {
+            bar,
+            plain: mode == ProgressMode::Plain || (mode == ProgressMode::Auto && !bar_wanted),
+            metrics: metrics.map(Path::to_path_buf),
+            start: Instant::now(),
+            rows: 0,
+            log_every: (total / 20).max(1),
+            error: None,
+        }
+    }
+
+    /// Closes the bar.
+    pub fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl Observer for Reporter {
+    fn on_step(&mut self, r: &StepReport) {
+        self.rows += r.rows as u64;
+        let rate = self.rows as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
+        let text = format!(
+            "loss {:.4e}  R2 {:.4}  L0 {:.2}  dead {:.1}%  {:.0} rows/s{}",
+            r.loss,
+            r.r2,
+            r.l0,
+            100.0 * r.dead_ratio,
+            rate,
+            if r.skipped {
+                "  (skipped: non-finite)"
+            } else {
+                ""
+            }
+        );
+        if let Some(b) = &self.bar {
+            b.set_position(r.step);
+            b.set_message(text);
+        } else if self.plain
+            && (r.step % self.log_every == 0 || r.step == r.total_steps || r.skipped)
+        {
+            eprintln!("step {}/{}  lr {:.2e}  {text}", r.step, r.total_steps, r.lr);
+        }
+    }
+
+    fn on_epoch(&mut self, r: &EpochReport) {
+        let line = format!(
+            "Epoch[{}] step {}, Loss: {:.4e}, R2: {:.4}, L0: {:.2}, Dead Features: {:.1}%, Time: {:.2} seconds",
+            r.epoch,
+            r.step,
+            r.avg_loss,
+            r.r2,
+            r.l0,
+            100.0 * r.dead_ratio,
+            r.time_epoch
+        );
+        match &self.bar {
+            Some(b) => b.println(line),
+            None if self.plain => eprintln!("{line}"),
+            None => {}
+        }
+        if let Some(p) = &self.metrics {
+            let json = serde_json::to_string(r).expect("report serialises");
+            let res = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .and_then(|mut f| writeln!(f, "{json}"));
+            if let Err(e) = res {
+                self.error.get_or_insert(format!("{}: {e}", p.display()));
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! One memory-mapped data file: an `.npy` array or a tensor of a `.safetensors` file.
+
+use crate::data::npy::parse_npy_header;
+use crate::{Error, Result};
+use memmap2::Mmap;
+use safetensors::tensor::Dtype;
+use safetensors::SafeTensors;
+use std::path::{Path, PathBuf};
+
+/// Stored element type of a data file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Elem {
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    BF16,
+    /// f32.
+    F32,
+    /// f64.
+    F64,
+}
+
+impl Elem {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Elem::F16 | Elem::BF16 => 2,
+            Elem::F32 => 4,
+            Elem::F64 => 8,
+        }
+    }
+
+    /// Converts little-endian bytes to f32 into `out` (same number of elements).
+    pub fn convert(self, bytes: &[u8], out: &mut [f32]) {
+        match self {
+            Elem::F16 => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                }
+            }
+            Elem::BF16 => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = half::bf16::from_le_bytes([b[0], b[1]]).to_f32();
+                }
+            }
+            Elem::F32 => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *o = f32::from_le_bytes(b.try_into().unwrap());
+                }
+            }
+            Elem::F64 => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+                    *o = f64::from_le_bytes(b.try_into().unwrap()) as f32;
+                }
+            }
+        }
+    }
+}
+
+/// Where a source's bytes live.
+enum Storage {
+    Map(Mmap),
+    Static(&'static [u8]),
+}
+
+impl std::ops::Deref for Storage {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Storage::Map(m) => m,
+            Storage::Static(s) => s,
+        }
+    }
+}
+
+/// A memory-mapped `rows x d` matrix in a file (or in bytes built into the program).
+pub struct Source {
+    /// The file (or the name of the built-in data).
+    pub path: PathBuf,
+    map: Storage,
+    offset: usize,
+    /// Element type.
+    pub elem: Elem,
+    /// Rows.
+    pub rows: usize,
+    /// Row dimension.
+    pub d: usize,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Source({}, {:?}, {} x {})",
+            self.path.display(),
+            self.elem,
+            self.rows,
+            self.d
+        )
+    }
+}
+
+impl Source {
+    /// Opens a data file: `.npy`, or `.safetensors` with the tensor `tensor` (or its only 2-D
+    /// tensor). The layout is checked against the file size here; values are checked by
+    /// [`crate::data::Dataset::open`].
+    pub fn open(path: &Path, tensor: Option<&str>) -> Result<Source> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: the map is read-only; a file changed by another process while mapped is the
+        // user's race (documented), as with every mmap-based loader.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        Source::from_storage(path, Storage::Map(map), tensor)
+    }
+
+    /// A source over bytes built into the program (e.g. the demo data), named `name` (whose
+    /// extension gives the format).
+    pub fn from_static(name: &str, bytes: &'static [u8], tensor: Option<&str>) -> Result<Source> {
+        Source::from_storage(Path::new(name), Storage::Static(bytes), tensor)
+    }
+
+    fn from_storage(path: &Path, map: Storage, tensor: Option<&str>) -> Result<Source> {
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let (elem, shape, offset, len) = match ext.as_str() {
+            "npy" => {
+                let h = parse_npy_header(&map).map_err(|m| Error::file(path, m))?;
+                let len = map.len() - h.data_offset;
+                (h.elem, h.shape, h.data_offset, len)
+            }
+            "safetensors" => safetensors_layout(path, &map, tensor)?,
+            _ => {
+                return Err(Error::file(
+                    path,
+                    "unknown data format (expected .npy or .safetensors)",
+                ))
+            }
+        };
+        if shape.len() != 2 {
+            return Err(Error::file(
+                path,
+                format!("array has shape {shape:?}; expected 2 dimensions (rows x d)"),
+            ));
+        }
+        let (rows, d) = (shape[0], shape[1]);
+        if rows == 0 {
+            return Err(Error::file(path, "has zero rows"));
+        }
+        if d == 0 {
+            return Err(Error::file(path, "rows have dimension 0"));
+        }
+        let need = rows
+            .checked_mul(d)
+            .and_then(|v| v.checked_mul(elem.size()))
+            .ok_or_else(|| Error::file(path, format!("shape {shape:?} is too large")))?;
+        if len < need {
+            return Err(Error::file(
+                path,
+                format!("truncated: the header says {rows} x {d} {elem:?} ({need} bytes) but the file holds {len}"),
+            ));
+        }
+        if len > need && ext == "npy" {
+            return Err(Error::file(
+                path,
+                format!(
+                    "{} bytes after the {rows} x {d} array: the header lies about its size",
+                    len - need
+                ),
+            ));
+        }
+        Ok(Source {
+            path: path.to_path_buf(),
+            map,
+            offset,
+            elem,
+            rows,
+            d,
+        })
+    }
+
+    /// The stored bytes of row `i`.
+    pub fn row_bytes(&self, i: usize) -> &[u8] {
+        let w = self.d * self.elem.size();
+        &self.map[self.offset + i * w..self.offset + (i + 1) * w]
+    }
+
+    /// Row `i` as f32 into `out` (`d` values).
+    pub fn read_row(&self, i: usize, out: &mut [f32]) {
+        self.elem.convert(self.row_bytes(i), out);
+    }
+}
+
+fn safetensors_layout(
+    path: &Path,
+    map: &[u8],
+    tensor: Option<&str>,
+) -> Result<(Elem, Vec<usize>, usize, usize)> {
+    let st = SafeTensors::deserialize(map)
+        .map_err(|e| Error::file(path, format!("not a valid safetensors file ({e})")))?;
+    let names = st.names();
+    let name = match tensor {
+        Some(t) => {
+            if !names.iter().any(|n| n.as_str() == t) {
+                let mut all: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+                all.sort();
+                return Err(Error::file(
+                    path,
+                    format!("no tensor named '{t}' (it has: {})", all.join(", ")),
+                ));
+            }
+            t.to_string()
+        }
+        None => {
+            let two_d: Vec<String> = st
+                .tensors()
+                .into_iter()
+                .filter(|(_, v)| v.shape().len() == 2)
+                .map(|(n, _)| n)
+                .collect();
+            match two_d.as_slice() {
+                [one] => one.clone(),
+                [] => return Err(Error::file(path, "has no 2-D tensor to read rows from")),
+                many => {
+                    let mut many = many.to_vec();
+                    many.sort();
+                    return Err(Error::file(
+                        path,
+                        format!(
+                            "has several 2-D tensors ({}); choose one by name",
+                            many.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+    };
+    let view = st
+        .tensor(&name)
+        .map_err(|e| Error::file(path, format!("tensor '{name}': {e}")))?;
+    let elem = match view.dtype() {
+        Dtype::F16 => Elem::F16,
+        Dtype::BF16 => Elem::BF16,
+        Dtype::F32 => Elem::F32,
+        Dtype::F64 => Elem::F64,
+        other => {
+            return Err(Error::file(
+                path,
+                format!("tensor '{name}' has unsupported dtype {other:?} (use f16, bf16 or f32)"),
+            ))
+        }
+    };
+    // The view borrows `map`; its data pointer gives the offset.
+    let offset = view.data().as_ptr() as usize - map.as_ptr() as usize;
+    Ok((elem, view.shape().to_vec(), offset, view.data().len()))
+}
