@@ -147,7 +147,7 @@ impl Dataset {
                             path: s.path.clone(),
                             row: i,
                             message: format!(
-                                "value {} at column {col} is not finite (use the skip option to leave such rows out)",
+                                "value {} at column {col} is not finite (skip such rows with --skip-nonfinite / NonFinite::Skip)",
                                 row[col]
                             ),
                         });
