@@ -25,10 +25,7 @@ pub fn init_threads(threads: Option<usize>) -> CliResult<()> {
         if t == 0 {
             return Err("invalid --threads: must be at least 1".into());
         }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(t)
-            .build_global()
-            .map_err(msg)?;
+        rayon::ThreadPoolBuilder::new().num_threads(t).build_global().map_err(msg)?;
     }
     Ok(())
 }
@@ -42,22 +39,14 @@ pub fn open_data(
 ) -> CliResult<Dataset> {
     let opts = DataOptions {
         tensor: tensor.map(str::to_string),
-        non_finite: if skip_nonfinite {
-            NonFinite::Skip
-        } else {
-            NonFinite::Error
-        },
+        non_finite: if skip_nonfinite { NonFinite::Skip } else { NonFinite::Error },
     };
     if files.is_empty() {
         if !allow_demo {
             return Err("no --data file given".into());
         }
-        let src = Source::from_static(
-            DEMO_NAME.trim_matches(|c| c == '<' || c == '>'),
-            DEMO_DATA,
-            None,
-        )
-        .map_err(msg)?;
+        let src = Source::from_static(DEMO_NAME.trim_matches(|c| c == '<' || c == '>'), DEMO_DATA, None)
+            .map_err(msg)?;
         return Dataset::from_sources(vec![src], &opts).map_err(msg);
     }
     Dataset::open(files, &opts).map_err(msg)
@@ -97,11 +86,7 @@ pub fn parse_strategy(s: &str) -> CliResult<Option<Strategy>> {
         "plain" => Some(Strategy::Plain),
         "gram" => Some(Strategy::Gram),
         "gram-picked" => Some(Strategy::GramPicked),
-        other => {
-            return Err(format!(
-                "invalid --strategy '{other}': use auto, plain, gram or gram-picked"
-            ))
-        }
+        other => return Err(format!("invalid --strategy '{other}': use auto, plain, gram or gram-picked")),
     })
 }
 

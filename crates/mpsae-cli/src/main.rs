@@ -28,6 +28,8 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Show what a model, checkpoint or data file holds.
     Inspect(cmd::inspect::InspectArgs),
+    /// Benchmark training and encoding throughput, with the time split and the machine's sgemm.
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Encode(a) => cmd::encode::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

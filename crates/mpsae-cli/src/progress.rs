@@ -80,18 +80,12 @@ impl Observer for Reporter {
             r.l0,
             100.0 * r.dead_ratio,
             rate,
-            if r.skipped {
-                "  (skipped: non-finite)"
-            } else {
-                ""
-            }
+            if r.skipped { "  (skipped: non-finite)" } else { "" }
         );
         if let Some(b) = &self.bar {
             b.set_position(r.step);
             b.set_message(text);
-        } else if self.plain
-            && (r.step % self.log_every == 0 || r.step == r.total_steps || r.skipped)
-        {
+        } else if self.plain && (r.step % self.log_every == 0 || r.step == r.total_steps || r.skipped) {
             eprintln!("step {}/{}  lr {:.2e}  {text}", r.step, r.total_steps, r.lr);
         }
     }

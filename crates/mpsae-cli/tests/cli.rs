@@ -9,7 +9,21 @@ fn train_writes_an_overcomplete_compatible_run_folder() {
     let dir = tmp("train");
     let out = dir.join("run");
     let o = out.to_str().unwrap();
-    let summary = ok(&["train", "--concepts", "256", "-k", "4", "--epochs", "2", "--batch-size", "512", "--out", o, "--progress", "plain"]);
+    let summary = ok(&[
+        "train",
+        "--concepts",
+        "256",
+        "-k",
+        "4",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "512",
+        "--out",
+        o,
+        "--progress",
+        "plain",
+    ]);
     let s: Value = serde_json::from_str(summary.trim()).unwrap();
     assert_eq!(s["steps"], 16);
     assert!(s["r2"].as_f64().unwrap() > 0.0);
@@ -23,7 +37,8 @@ fn train_writes_an_overcomplete_compatible_run_folder() {
     assert_eq!(t["dictionary.multiplier"].0, "F32");
     assert!(t["dictionary.multiplier"].1.is_empty());
     // Configuration and per-epoch metrics.
-    let cfg: Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    let cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["model"]["k"], 4);
     assert_eq!(cfg["model"]["nb_concepts"], 256);
     let lines: Vec<Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
@@ -49,7 +64,27 @@ fn encode_eval_inspect_on_shared_real_data() {
     let data = shared_data("smollm2_l15_public.npy");
     let (out, d) = (dir.join("run"), data.to_str().unwrap());
     let o = out.to_str().unwrap();
-    ok(&["train", "--data", d, "--concepts", "512", "-k", "8", "--steps", "6", "--batch-size", "512", "--center", "--scale", "--lr", "5e-3", "--out", o, "--progress", "quiet"]);
+    ok(&[
+        "train",
+        "--data",
+        d,
+        "--concepts",
+        "512",
+        "-k",
+        "8",
+        "--steps",
+        "6",
+        "--batch-size",
+        "512",
+        "--center",
+        "--scale",
+        "--lr",
+        "5e-3",
+        "--out",
+        o,
+        "--progress",
+        "quiet",
+    ]);
     // A small slice of the data for encoding: 300 rows written as f32.
     let ds = mpsae::data::Dataset::open(&[data.clone()], &Default::default()).unwrap();
     let mut rows = Vec::new();
@@ -93,7 +128,8 @@ fn encode_eval_inspect_on_shared_real_data() {
     assert!(e8["r2"].as_f64().unwrap() > e4["r2"].as_f64().unwrap());
     assert!(e8["l0"].as_f64().unwrap() <= 8.0);
     // inspect: model, run folder and data.
-    let im: Value = serde_json::from_str(&ok(&["inspect", out.join("model.safetensors").to_str().unwrap()])).unwrap();
+    let im: Value =
+        serde_json::from_str(&ok(&["inspect", out.join("model.safetensors").to_str().unwrap()])).unwrap();
     assert_eq!(im["kind"], "model");
     assert_eq!(im["concepts"], 512);
     assert_eq!(im["preprocess"]["center"], true);
@@ -102,7 +138,9 @@ fn encode_eval_inspect_on_shared_real_data() {
     let idata: Value = serde_json::from_str(&ok(&["inspect", d])).unwrap();
     assert_eq!(idata["shape"], serde_json::json!([32768, 576]));
     assert_eq!(idata["dtype"], "F16");
-    let ick: Value = serde_json::from_str(&ok(&["inspect", out.join("checkpoint.safetensors").to_str().unwrap()])).unwrap();
+    let ick: Value =
+        serde_json::from_str(&ok(&["inspect", out.join("checkpoint.safetensors").to_str().unwrap()]))
+            .unwrap();
     assert_eq!(ick["kind"], "checkpoint");
     assert_eq!(ick["progress"]["step"], 6);
 }
@@ -113,7 +151,23 @@ fn encode_matches_the_library_on_real_vit_data() {
     let data = shared_data("dinov2s_l6_public.npy");
     let out = dir.join("run");
     let o = out.to_str().unwrap();
-    ok(&["train", "--data", data.to_str().unwrap(), "--concepts", "256", "-k", "4", "--steps", "3", "--batch-size", "1024", "--out", o, "--progress", "quiet"]);
+    ok(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--concepts",
+        "256",
+        "-k",
+        "4",
+        "--steps",
+        "3",
+        "--batch-size",
+        "1024",
+        "--out",
+        o,
+        "--progress",
+        "quiet",
+    ]);
     let ds = mpsae::data::Dataset::open(&[data], &Default::default()).unwrap();
     let mut rows = Vec::new();
     ds.read_range(1000, 64, &mut rows);
@@ -157,7 +211,22 @@ fn wrong_inputs_give_one_clear_line() {
     let nan = dir.join("nan.npy");
     write_npy_f32(&nan, &v, 40, 6);
     fails_with(&["train", "--data", nan.to_str().unwrap(), "--out", o], "row 7");
-    let s = ok(&["train", "--data", nan.to_str().unwrap(), "--skip-nonfinite", "--concepts", "8", "-k", "2", "--steps", "2", "--out", o, "--progress", "quiet"]);
+    let s = ok(&[
+        "train",
+        "--data",
+        nan.to_str().unwrap(),
+        "--skip-nonfinite",
+        "--concepts",
+        "8",
+        "-k",
+        "2",
+        "--steps",
+        "2",
+        "--out",
+        o,
+        "--progress",
+        "quiet",
+    ]);
     let s: Value = serde_json::from_str(s.trim()).unwrap();
     assert_eq!(s["rows"], 39);
     // Model and data of different dimensions.
@@ -165,11 +234,17 @@ fn wrong_inputs_give_one_clear_line() {
     let clean: Vec<f32> = (0..39 * 6).map(|i| (i as f32 * 0.37).cos()).collect();
     write_npy_f32(&other, &clean, 39, 6);
     fails_with(&["eval", "--model", o, "--data", demo], "dimension");
-    fails_with(&["encode", "--model", o, "--data", demo, "--out", dir.join("c.safetensors").to_str().unwrap()], "dimension");
+    fails_with(
+        &["encode", "--model", o, "--data", demo, "--out", dir.join("c.safetensors").to_str().unwrap()],
+        "dimension",
+    );
     // Files of different dimensions.
     fails_with(&["train", "--data", other.to_str().unwrap(), demo, "--out", o, "--force"], "dimension");
     // Output folder that cannot be written.
-    fails_with(&["encode", "--model", o, "--data", other.to_str().unwrap(), "--out", "/proc/nope/c.safetensors"], "/proc/nope");
+    fails_with(
+        &["encode", "--model", o, "--data", other.to_str().unwrap(), "--out", "/proc/nope/c.safetensors"],
+        "/proc/nope",
+    );
     fails_with(&["eval", "--model", dir.join("missing").to_str().unwrap(), "--data", demo], "no such model");
     fails_with(&["inspect", "/nonexistent.npy"], "no such file");
 }

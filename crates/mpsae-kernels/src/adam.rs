@@ -18,12 +18,7 @@ pub struct AdamParams {
 
 impl Default for AdamParams {
     fn default() -> Self {
-        AdamParams {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-        }
+        AdamParams { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8 }
     }
 }
 
@@ -77,9 +72,7 @@ pub fn global_norm(grads: &[&[f32]]) -> f64 {
         .iter()
         .map(|g| {
             // Fixed-order chunked sum: deterministic and accurate.
-            g.chunks(4096)
-                .map(|c| c.iter().map(|&v| v as f64 * v as f64).sum::<f64>())
-                .sum::<f64>()
+            g.chunks(4096).map(|c| c.iter().map(|&v| v as f64 * v as f64).sum::<f64>()).sum::<f64>()
         })
         .sum::<f64>()
         .sqrt()

@@ -80,10 +80,7 @@ pub fn backward(g: &Grads, par: Par, g_dict: &mut [f32], g_x: &mut [f32]) {
                 backward_row(g, r0 + i, &mut hist, acc, gx_row);
             }
         };
-        let it = accs
-            .iter_mut()
-            .zip(g_x.chunks_mut(rows_per * d))
-            .enumerate();
+        let it = accs.iter_mut().zip(g_x.chunks_mut(rows_per * d)).enumerate();
         match par {
             Par::Seq => it.for_each(work),
             Par::Rayon(_) => it.collect::<Vec<_>>().into_par_iter().for_each(work),
@@ -98,11 +95,7 @@ pub fn backward(g: &Grads, par: Par, g_dict: &mut [f32], g_x: &mut [f32]) {
         };
         match par {
             Par::Seq => g_dict.chunks_mut(d).enumerate().for_each(add),
-            Par::Rayon(_) => g_dict
-                .par_chunks_mut(d)
-                .enumerate()
-                .with_min_len(64)
-                .for_each(add),
+            Par::Rayon(_) => g_dict.par_chunks_mut(d).enumerate().with_min_len(64).for_each(add),
         }
     }
 }

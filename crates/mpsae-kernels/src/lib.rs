@@ -4,7 +4,8 @@
 //! [`Par`] that says how many threads it may use. The model crate (`mpsae`) is written against
 //! these functions, so that another backend (CUDA) can provide the same operations later.
 //!
-//! - [`matmul`]: `A · Bᵀ` products and the symmetric Gram matrix `D · Dᵀ`.
+//! - [`matmul`]: `A · Bᵀ` products and the symmetric Gram matrix `D · Dᵀ` (on [`blas`] when a
+//!   system OpenBLAS is present, else on the `gemm` crate).
 //! - [`pursuit`]: k-step matching pursuit with the signed argmax, in three strategies (plain
 //!   per-step correlations, full Gram updates, Gram rows of the picked atoms only) chosen by a
 //!   cost model.
@@ -16,6 +17,7 @@
 
 pub mod adam;
 pub mod backward;
+pub mod blas;
 pub mod matmul;
 pub mod pursuit;
 

@@ -19,6 +19,7 @@
 use crate::matmul::matmul_abt;
 use crate::{argmax, axpy, dot, Par};
 use rayon::prelude::*;
+use std::time::Instant;
 
 /// Atom index of a pick that did not happen (the row stopped early on its tolerance).
 pub const NO_ATOM: u32 = u32::MAX;
@@ -62,26 +63,16 @@ const UPDATE_WEIGHT: f64 = 6.0;
 /// The cost model behind [`choose_strategy`]: estimated work and memory of each strategy for
 /// `n` rows, `c` atoms, dimension `d`, `k` steps. `gram_cached` says the Gram matrix is already
 /// available (inference with a fixed dictionary), so its cost is not counted.
-pub fn strategy_costs(
-    n: usize,
-    c: usize,
-    d: usize,
-    k: usize,
-    gram_cached: bool,
-) -> [StrategyCost; 3] {
+pub fn strategy_costs(n: usize, c: usize, d: usize, k: usize, gram_cached: bool) -> [StrategyCost; 3] {
     let (n, c, d, k) = (n as f64, c as f64, d as f64, k as f64);
     let first = 2.0 * n * c * d;
     let updates = n * (k - 1.0).max(0.0) * c * UPDATE_WEIGHT;
     // Expected number of distinct atoms among n picks spread over c atoms.
     let distinct = c * (1.0 - (-n / c).exp());
     let gram_flops = if gram_cached { 0.0 } else { c * c * d };
-    let tile_bytes = 4.0 * c * 512.0 * rayon::current_num_threads() as f64;
+    let tile_bytes = 4.0 * c * (chunk_rows(n as usize, c as usize) as f64);
     [
-        StrategyCost {
-            strategy: Strategy::Plain,
-            flops: first * k,
-            bytes: tile_bytes,
-        },
+        StrategyCost { strategy: Strategy::Plain, flops: first * k, bytes: tile_bytes },
         StrategyCost {
             strategy: Strategy::Gram,
             flops: gram_flops + first + updates,
@@ -145,6 +136,11 @@ pub struct Output {
     pub residual: Vec<f32>,
     /// Squared residual norm after each step, `n x k`.
     pub energy: Vec<f32>,
+    /// Seconds spent in dense correlation products.
+    pub matmul_seconds: f64,
+    /// Scratch memory kept between calls (correlations), so repeated pursuits do not page-fault
+    /// fresh buffers in.
+    pub scratch: Vec<f32>,
 }
 
 impl Output {
@@ -155,13 +151,15 @@ impl Output {
             values: vec![0.0; n * k],
             residual: vec![0.0; n * d],
             energy: vec![0.0; n * k],
+            matmul_seconds: 0.0,
+            scratch: Vec::new(),
         }
     }
 }
 
-/// Row-tile size: big enough for an efficient product, small enough to share the rows out.
-fn tile_rows(n: usize, par: Par) -> usize {
-    n.div_ceil(par.degree()).clamp(1, 256)
+/// Rows whose correlations are held at once: up to 256 MiB of them, at least 256 rows.
+fn chunk_rows(n: usize, c: usize) -> usize {
+    ((256usize << 20) / (4 * c.max(1))).max(256).min(n.max(1))
 }
 
 /// Per-row pursuit state while its correlations are live.
@@ -178,21 +176,13 @@ impl RowState<'_> {
     /// True when the row has reached its tolerance before step `t` (and records the stop).
     fn check_stop(&mut self, t: usize) -> bool {
         if !self.done && self.stop_sq > 0.0 {
-            let before = if t == 0 {
-                dot(self.r, self.r)
-            } else {
-                self.energy[t - 1]
-            };
+            let before = if t == 0 { dot(self.r, self.r) } else { self.energy[t - 1] };
             if before <= self.stop_sq {
                 self.done = true;
             }
         }
         if self.done {
-            self.energy[t] = if t > 0 {
-                self.energy[t - 1]
-            } else {
-                dot(self.r, self.r)
-            };
+            self.energy[t] = if t > 0 { self.energy[t - 1] } else { dot(self.r, self.r) };
         }
         self.done
     }
@@ -227,13 +217,16 @@ pub fn pursuit(p: &Problem, strategy: Strategy, gram: Option<&[f32]>, par: Par, 
     assert_eq!(p.x.len(), n * d, "pursuit: x shape");
     assert_eq!(p.dict.len(), c * d, "pursuit: dictionary shape");
     if out.atoms.len() != n * k || out.residual.len() != n * d {
+        let scratch = std::mem::take(&mut out.scratch);
         *out = Output::with_shape(n, k, d);
+        out.scratch = scratch;
     } else {
         out.atoms.fill(NO_ATOM);
         out.values.fill(0.0);
         out.energy.fill(0.0);
     }
     out.residual.copy_from_slice(p.x);
+    out.matmul_seconds = 0.0;
     if n == 0 || k == 0 || c == 0 {
         return;
     }
@@ -246,125 +239,109 @@ pub fn pursuit(p: &Problem, strategy: Strategy, gram: Option<&[f32]>, par: Par, 
             } else {
                 None
             };
-            let t = tile_rows(n, par);
-            let tiles = out
-                .residual
-                .chunks_mut(t * d)
-                .zip(out.atoms.chunks_mut(t * k))
-                .zip(out.values.chunks_mut(t * k))
-                .zip(out.energy.chunks_mut(t * k))
-                .enumerate();
-            let run = |(i, (((r, a), v), e)): (
-                usize,
-                (((&mut [f32], &mut [u32]), &mut [f32]), &mut [f32]),
-            )| {
-                let x = &p.x[i * t * d..i * t * d + r.len()];
-                pursue_tile(p, g, x, r, a, v, e);
-            };
-            match par {
-                Par::Seq => tiles.for_each(run),
-                Par::Rayon(_) => tiles.collect::<Vec<_>>().into_par_iter().for_each(run),
+            let chunk = chunk_rows(n, c);
+            let mut corr = std::mem::take(&mut out.scratch);
+            corr.resize(chunk * c, 0.0);
+            let mut resid = Vec::new();
+            let mut r0 = 0;
+            while r0 < n {
+                let rows = chunk.min(n - r0);
+                let x = &p.x[r0 * d..(r0 + rows) * d];
+                let corr = &mut corr[..rows * c];
+                let t0 = Instant::now();
+                matmul_abt(x, p.dict, corr, rows, c, d, par);
+                out.matmul_seconds += t0.elapsed().as_secs_f64();
+                let mut states: Vec<RowState> = out.residual[r0 * d..(r0 + rows) * d]
+                    .chunks_mut(d)
+                    .zip(out.atoms[r0 * k..(r0 + rows) * k].chunks_mut(k))
+                    .zip(out.values[r0 * k..(r0 + rows) * k].chunks_mut(k))
+                    .zip(out.energy[r0 * k..(r0 + rows) * k].chunks_mut(k))
+                    .zip(x.chunks(d))
+                    .map(|((((r, a), v), e), x)| RowState {
+                        r,
+                        atoms: a,
+                        values: v,
+                        energy: e,
+                        stop_sq: stop_sq(x, p.tol),
+                        done: false,
+                    })
+                    .collect();
+                match g {
+                    Some(g) => {
+                        let row = |(s, a): (&mut RowState, &mut [f32])| {
+                            for t in 0..k {
+                                if s.check_stop(t) {
+                                    continue;
+                                }
+                                let (j, _) = argmax(a);
+                                let v = dot(s.r, &p.dict[j * d..(j + 1) * d]);
+                                s.apply(t, j, v, p.dict, d);
+                                if t + 1 < k {
+                                    axpy(-v, &g[j * c..(j + 1) * c], a);
+                                }
+                            }
+                        };
+                        match par {
+                            Par::Seq => states.iter_mut().zip(corr.chunks_mut(c)).for_each(row),
+                            Par::Rayon(_) => {
+                                states.par_iter_mut().zip(corr.par_chunks_mut(c)).with_min_len(4).for_each(row)
+                            }
+                        }
+                    }
+                    None => {
+                        for t in 0..k {
+                            if t > 0 {
+                                resid.resize(rows * d, 0.0);
+                                for (dst, s) in resid.chunks_mut(d).zip(&states) {
+                                    dst.copy_from_slice(s.r);
+                                }
+                                let t0 = Instant::now();
+                                matmul_abt(&resid, p.dict, corr, rows, c, d, par);
+                                out.matmul_seconds += t0.elapsed().as_secs_f64();
+                            }
+                            let step = |(s, a): (&mut RowState, &[f32])| {
+                                if !s.check_stop(t) {
+                                    let (j, v) = argmax(a);
+                                    s.apply(t, j, v, p.dict, d);
+                                }
+                            };
+                            match par {
+                                Par::Seq => states.iter_mut().zip(corr.chunks(c)).for_each(step),
+                                Par::Rayon(_) => {
+                                    states.par_iter_mut().zip(corr.par_chunks(c)).with_min_len(8).for_each(step)
+                                }
+                            }
+                        }
+                    }
+                }
+                r0 += rows;
             }
+            out.scratch = corr;
         }
         Strategy::GramPicked => pursue_picked(p, par, out),
-    }
-}
-
-/// Plain or full-Gram pursuit of one tile of rows, on the calling thread.
-#[allow(clippy::too_many_arguments)]
-fn pursue_tile(
-    p: &Problem,
-    gram: Option<&[f32]>,
-    x: &[f32],
-    r: &mut [f32],
-    atoms: &mut [u32],
-    values: &mut [f32],
-    energy: &mut [f32],
-) {
-    let (d, c, k) = (p.d, p.c, p.k);
-    let rows = r.len() / d;
-    let mut corr = vec![0f32; rows * c];
-    matmul_abt(r, p.dict, &mut corr, rows, c, d, Par::Seq);
-    let mut states: Vec<RowState> = r
-        .chunks_mut(d)
-        .zip(atoms.chunks_mut(k))
-        .zip(values.chunks_mut(k))
-        .zip(energy.chunks_mut(k))
-        .zip(x.chunks(d))
-        .map(|((((r, a), v), e), x)| RowState {
-            r,
-            atoms: a,
-            values: v,
-            energy: e,
-            stop_sq: stop_sq(x, p.tol),
-            done: false,
-        })
-        .collect();
-    match gram {
-        Some(g) => {
-            for (s, a) in states.iter_mut().zip(corr.chunks_mut(c)) {
-                for t in 0..k {
-                    if s.check_stop(t) {
-                        continue;
-                    }
-                    let (j, _) = argmax(a);
-                    let v = dot(s.r, &p.dict[j * d..(j + 1) * d]);
-                    s.apply(t, j, v, p.dict, d);
-                    if t + 1 < k {
-                        axpy(-v, &g[j * c..(j + 1) * c], a);
-                    }
-                }
-            }
-        }
-        None => {
-            let mut resid = vec![0f32; rows * d];
-            for t in 0..k {
-                if t > 0 {
-                    for (dst, s) in resid.chunks_mut(d).zip(&states) {
-                        dst.copy_from_slice(s.r);
-                    }
-                    matmul_abt(&resid, p.dict, &mut corr, rows, c, d, Par::Seq);
-                }
-                for (s, a) in states.iter_mut().zip(corr.chunks(c)) {
-                    if s.check_stop(t) {
-                        continue;
-                    }
-                    let (j, v) = argmax(a);
-                    s.apply(t, j, v, p.dict, d);
-                }
-            }
-        }
     }
 }
 
 /// Pursuit with the Gram rows of the atoms picked at each step only.
 fn pursue_picked(p: &Problem, par: Par, out: &mut Output) {
     let (n, d, c, k) = (p.n, p.d, p.c, p.k);
-    let mut corr = vec![0f32; n * c];
+    let mut corr = std::mem::take(&mut out.scratch);
+    corr.resize(n * c, 0.0);
+    let t0 = Instant::now();
     matmul_abt(p.x, p.dict, &mut corr, n, c, d, par);
     let stops: Vec<f32> = p.x.chunks(d).map(|x| stop_sq(x, p.tol)).collect();
     let mut done = vec![false; n];
     let mut slot = vec![u32::MAX; c];
     let mut picked_rows: Vec<f32> = Vec::new();
     let mut gsub: Vec<f32> = Vec::new();
-    let chunk = tile_rows(n, par);
+    out.matmul_seconds = t0.elapsed().as_secs_f64();
     for t in 0..k {
         // 1. Argmax and exact value for every live row; apply the step to the residual.
         let step = |(((((a, r), atoms), values), energy), (done, stop)): (
-            (
-                (((&mut [f32], &mut [f32]), &mut [u32]), &mut [f32]),
-                &mut [f32],
-            ),
+            ((((&mut [f32], &mut [f32]), &mut [u32]), &mut [f32]), &mut [f32]),
             (&mut bool, &f32),
         )| {
-            let mut s = RowState {
-                r,
-                atoms,
-                values,
-                energy,
-                stop_sq: *stop,
-                done: *done,
-            };
+            let mut s = RowState { r, atoms, values, energy, stop_sq: *stop, done: *done };
             if !s.check_stop(t) {
                 let (j, _) = argmax(a);
                 let v = dot(s.r, &p.dict[j * d..(j + 1) * d]);
@@ -381,11 +358,9 @@ fn pursue_picked(p: &Problem, par: Par, out: &mut Output) {
             .zip(done.iter_mut().zip(stops.iter()));
         match par {
             Par::Seq => it.for_each(step),
-            Par::Rayon(_) => it
-                .collect::<Vec<_>>()
-                .into_par_iter()
-                .with_min_len(chunk.min(64))
-                .for_each(step),
+            Par::Rayon(_) => {
+                it.collect::<Vec<_>>().into_par_iter().with_min_len(8).for_each(step)
+            }
         }
         if t + 1 == k {
             break;
@@ -408,7 +383,9 @@ fn pursue_picked(p: &Problem, par: Par, out: &mut Output) {
             dst.copy_from_slice(&p.dict[j as usize * d..(j as usize + 1) * d]);
         }
         gsub.resize(u * c, 0.0);
+        let t1 = Instant::now();
         matmul_abt(&picked_rows, p.dict, &mut gsub, u, c, d, par);
+        out.matmul_seconds += t1.elapsed().as_secs_f64();
         // 3. Correlation updates.
         let update = |(row, a): (usize, &mut [f32])| {
             let j = out.atoms[row * k + t];
@@ -425,6 +402,7 @@ fn pursue_picked(p: &Problem, par: Par, out: &mut Output) {
             slot[j as usize] = u32::MAX;
         }
     }
+    out.scratch = corr;
 }
 
 #[cfg(test)]
@@ -447,15 +425,7 @@ mod tests {
     fn strategies_agree_and_reconstruct() {
         let (n, d, c, k) = (300, 24, 200, 7);
         let (x, dict) = random_problem(n, d, c, 3);
-        let p = Problem {
-            x: &x,
-            n,
-            d,
-            dict: &dict,
-            c,
-            k,
-            tol: None,
-        };
+        let p = Problem { x: &x, n, d, dict: &dict, c, k, tol: None };
         let mut g = vec![0f32; c * c];
         crate::matmul::gram(&dict, &mut g, c, d, Par::Seq);
         let mut outs = Vec::new();
@@ -493,24 +463,13 @@ mod tests {
     fn tolerance_stops_rows_early() {
         let (n, d, c, k) = (50, 16, 64, 12);
         let (x, dict) = random_problem(n, d, c, 4);
-        let p = Problem {
-            x: &x,
-            n,
-            d,
-            dict: &dict,
-            c,
-            k,
-            tol: Some(0.5),
-        };
+        let p = Problem { x: &x, n, d, dict: &dict, c, k, tol: Some(0.5) };
         let mut o = Output::default();
         pursuit(&p, Strategy::Plain, None, Par::Seq, &mut o);
         let mut stopped = 0;
         for row in 0..n {
             let xn = dot(&x[row * d..(row + 1) * d], &x[row * d..(row + 1) * d]);
-            let used = o.atoms[row * k..(row + 1) * k]
-                .iter()
-                .filter(|&&a| a != NO_ATOM)
-                .count();
+            let used = o.atoms[row * k..(row + 1) * k].iter().filter(|&&a| a != NO_ATOM).count();
             if used < k {
                 stopped += 1;
                 assert!(o.energy[row * k + used - 1] <= 0.25 * xn * (1.0 + 1e-6));
@@ -522,21 +481,9 @@ mod tests {
 
     #[test]
     fn cost_model_prefers_gram_for_big_batches_and_respects_memory() {
-        assert_eq!(
-            choose_strategy(4096, 16384, 768, 16, false, 8 << 30),
-            Strategy::Gram
-        );
-        assert_ne!(
-            choose_strategy(4096, 65536, 768, 16, false, 8 << 30),
-            Strategy::Gram
-        );
-        assert_eq!(
-            choose_strategy(1024, 16384, 768, 1, false, 8 << 30),
-            Strategy::Plain
-        );
-        assert_eq!(
-            choose_strategy(64, 16384, 768, 16, true, 8 << 30),
-            Strategy::Gram
-        );
+        assert_eq!(choose_strategy(4096, 16384, 768, 16, false, 8 << 30), Strategy::Gram);
+        assert_ne!(choose_strategy(4096, 65536, 768, 16, false, 8 << 30), Strategy::Gram);
+        assert_eq!(choose_strategy(1024, 16384, 768, 1, false, 8 << 30), Strategy::Plain);
+        assert_eq!(choose_strategy(64, 16384, 768, 16, true, 8 << 30), Strategy::Gram);
     }
 }

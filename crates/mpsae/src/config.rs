@@ -84,10 +84,7 @@ impl SaeConfig {
             return Err(Error::invalid("number of concepts", "must fit in 32 bits"));
         }
         if self.k == 0 {
-            return Err(Error::invalid(
-                "k",
-                "the number of pursuit steps must be at least 1",
-            ));
+            return Err(Error::invalid("k", "the number of pursuit steps must be at least 1"));
         }
         validate_dropout(self.dropout)?;
         Ok(())

@@ -79,13 +79,7 @@ impl Criterion for Mse {
 
     fn evaluate(&self, input: &CriterionInput) -> CriterionOutput {
         let (loss, g_x_hat, g_x) = mse_parts(input);
-        CriterionOutput {
-            loss,
-            g_x_hat,
-            g_x: Some(g_x),
-            parts: vec![("recon", loss)],
-            ..Default::default()
-        }
+        CriterionOutput { loss, g_x_hat, g_x: Some(g_x), parts: vec![("recon", loss)], ..Default::default() }
     }
 }
 
@@ -105,11 +99,7 @@ pub struct Revive {
 
 impl Default for Revive {
     fn default() -> Self {
-        Revive {
-            threshold: 1e-2,
-            min_dead: 10,
-            coefficient: 1e-2,
-        }
+        Revive { threshold: 1e-2, min_dead: 10, coefficient: 1e-2 }
     }
 }
 
@@ -127,11 +117,7 @@ impl Revive {
         }
         (0..c)
             .map(|a| {
-                let m = if rows_with[a] < codes.n {
-                    max[a].max(0.0)
-                } else {
-                    max[a]
-                };
+                let m = if rows_with[a] < codes.n { max[a].max(0.0) } else { max[a] };
                 m < self.threshold
             })
             .collect()
@@ -165,10 +151,7 @@ impl Criterion for Revive {
         }
         let mut sum_d = vec![0f64; d];
         for (atom, _) in input.dictionary.chunks(d).zip(&dead).filter(|(_, &b)| b) {
-            sum_d
-                .iter_mut()
-                .zip(atom)
-                .for_each(|(s, &v)| *s += v as f64);
+            sum_d.iter_mut().zip(atom).for_each(|(s, &v)| *s += v as f64);
         }
         let denom = (n * ndead) as f64;
         let term = sum_r.iter().zip(&sum_d).map(|(a, b)| a * b).sum::<f64>() / denom;

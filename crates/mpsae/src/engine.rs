@@ -17,25 +17,13 @@ pub struct Engine {
 
 impl Default for Engine {
     fn default() -> Self {
-        Engine {
-            par: Par::rayon(),
-            strategy: None,
-            memory_budget: 8 << 30,
-        }
+        Engine { par: Par::rayon(), strategy: None, memory_budget: 8 << 30 }
     }
 }
 
 impl Engine {
     /// The strategy for a pursuit of `n` rows over `c` atoms of dimension `d` with `k` steps.
-    pub fn strategy_for(
-        &self,
-        n: usize,
-        c: usize,
-        d: usize,
-        k: usize,
-        gram_cached: bool,
-    ) -> Strategy {
-        self.strategy
-            .unwrap_or_else(|| choose_strategy(n, c, d, k, gram_cached, self.memory_budget))
+    pub fn strategy_for(&self, n: usize, c: usize, d: usize, k: usize, gram_cached: bool) -> Strategy {
+        self.strategy.unwrap_or_else(|| choose_strategy(n, c, d, k, gram_cached, self.memory_budget))
     }
 }

@@ -53,25 +53,16 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// An [`Error::InvalidArgument`].
     pub fn invalid(name: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::InvalidArgument {
-            name: name.into(),
-            reason: reason.into(),
-        }
+        Error::InvalidArgument { name: name.into(), reason: reason.into() }
     }
 
     /// An [`Error::File`].
     pub fn file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::File {
-            path: path.into(),
-            message: message.into(),
-        }
+        Error::File { path: path.into(), message: message.into() }
     }
 
     /// An [`Error::Io`].
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 }

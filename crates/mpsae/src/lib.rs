@@ -29,7 +29,5 @@ pub mod train;
 pub use config::{Device, EncoderKind, SaeConfig};
 pub use engine::Engine;
 pub use error::{Error, Result};
-pub use model::{
-    Codes, EncodeOptions, Encoded, Forward, Gradients, MpSae, Normalization, TrainingPass,
-};
+pub use model::{Codes, EncodeOptions, Encoded, Forward, Gradients, MpSae, Normalization, TrainingPass};
 pub use mpsae_kernels as kernels;

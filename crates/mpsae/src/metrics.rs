@@ -6,12 +6,7 @@ use crate::model::Codes;
 /// is the **global scalar** mean over all entries (the reference's definition).
 pub fn r2_score(x: &[f32], x_hat: &[f32]) -> f64 {
     let n = x.len().max(1) as f64;
-    let ss_res = x
-        .iter()
-        .zip(x_hat)
-        .map(|(&a, &b)| ((a - b) as f64).powi(2))
-        .sum::<f64>()
-        / n;
+    let ss_res = x.iter().zip(x_hat).map(|(&a, &b)| ((a - b) as f64).powi(2)).sum::<f64>() / n;
     1.0 - ss_res / (variance_scalar(x) + 1e-6)
 }
 
@@ -28,15 +23,8 @@ pub fn l0_per_row(codes: &Codes, threshold: f32) -> f64 {
     if codes.n == 0 {
         return 0.0;
     }
-    let total: usize = (0..codes.n)
-        .map(|i| {
-            codes
-                .row_dense(i)
-                .iter()
-                .filter(|(_, v)| v.abs() >= threshold)
-                .count()
-        })
-        .sum();
+    let total: usize =
+        (0..codes.n).map(|i| codes.row_dense(i).iter().filter(|(_, v)| v.abs() >= threshold).count()).sum();
     total as f64 / codes.n as f64
 }
 
@@ -48,12 +36,7 @@ pub fn explained_variance_per_step(x: &[f32], energy: &[f32], k: usize) -> Vec<f
     let var = variance_scalar(x) + 1e-6;
     (0..k)
         .map(|t| {
-            let sum: f64 = energy
-                .iter()
-                .skip(t)
-                .step_by(k.max(1))
-                .map(|&e| e as f64)
-                .sum();
+            let sum: f64 = energy.iter().skip(t).step_by(k.max(1)).map(|&e| e as f64).sum();
             1.0 - sum / nd / var
         })
         .collect()
@@ -69,9 +52,7 @@ pub struct DeadCodeTracker {
 impl DeadCodeTracker {
     /// A tracker over `c` atoms, all dead.
     pub fn new(c: usize) -> Self {
-        DeadCodeTracker {
-            alive: vec![false; c],
-        }
+        DeadCodeTracker { alive: vec![false; c] }
     }
 
     /// A tracker resuming from a saved alive mask.
@@ -115,13 +96,7 @@ mod tests {
 
     fn codes(atoms: Vec<u32>, values: Vec<f32>, n: usize, c: usize) -> Codes {
         let k = atoms.len() / n;
-        Codes {
-            n,
-            c,
-            k,
-            atoms,
-            values,
-        }
+        Codes { n, c, k, atoms, values }
     }
 
     #[test]
@@ -137,12 +112,7 @@ mod tests {
     fn l0_counts_distinct_atoms_on_their_sums() {
         // Row 0 picks atom 1 twice (sum 0.5, counts once) and atom 2 with 1e-7 (below threshold);
         // row 1 picks atom 0 twice, cancelling exactly (not counted), then atom 3.
-        let c = codes(
-            vec![1, 1, 2, 0, 0, 3],
-            vec![0.25, 0.25, 1e-7, 0.5, -0.5, 2.0],
-            2,
-            4,
-        );
+        let c = codes(vec![1, 1, 2, 0, 0, 3], vec![0.25, 0.25, 1e-7, 0.5, -0.5, 2.0], 2, 4);
         assert!((l0_per_row(&c, 1e-6) - 1.0).abs() < 1e-12);
         let c = codes(vec![1, 2, 0, 3], vec![1.0, 1.0, 1.0, 0.0], 2, 4);
         assert!((l0_per_row(&c, 1e-6) - 1.5).abs() < 1e-12);

@@ -37,22 +37,11 @@ mod adam_params_serde {
         eps: f64,
     }
     pub fn serialize<S: Serializer>(p: &AdamParams, s: S) -> Result<S::Ok, S::Error> {
-        P {
-            lr: p.lr,
-            beta1: p.beta1,
-            beta2: p.beta2,
-            eps: p.eps,
-        }
-        .serialize(s)
+        P { lr: p.lr, beta1: p.beta1, beta2: p.beta2, eps: p.eps }.serialize(s)
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<AdamParams, D::Error> {
         let p = P::deserialize(d)?;
-        Ok(AdamParams {
-            lr: p.lr,
-            beta1: p.beta1,
-            beta2: p.beta2,
-            eps: p.eps,
-        })
+        Ok(AdamParams { lr: p.lr, beta1: p.beta1, beta2: p.beta2, eps: p.eps })
     }
 }
 
@@ -75,21 +64,9 @@ impl Adam {
         self.step += 1;
         let hp = AdamParams { lr, ..self.params };
         let (w, m) = model.parameters_mut();
-        adam_step(
-            w,
-            &grads.weights,
-            &mut self.exp_avg,
-            &mut self.exp_avg_sq,
-            self.step,
-            &hp,
-            par,
-        );
+        adam_step(w, &grads.weights, &mut self.exp_avg, &mut self.exp_avg_sq, self.step, &hp, par);
         if let Some(gm) = grads.multiplier {
-            let (mut p, mut a, mut v) = (
-                [*m],
-                [self.multiplier_exp_avg],
-                [self.multiplier_exp_avg_sq],
-            );
+            let (mut p, mut a, mut v) = ([*m], [self.multiplier_exp_avg], [self.multiplier_exp_avg_sq]);
             adam_step(&mut p, &[gm], &mut a, &mut v, self.step, &hp, Par::Seq);
             *m = p[0];
             self.multiplier_exp_avg = a[0];
@@ -160,9 +137,7 @@ impl CosineSchedule {
             let len = (self.total_steps - self.warmup_steps) as f64;
             let i = (it - self.warmup_steps) as f64;
             self.final_lr
-                + 0.5
-                    * (self.base_lr - self.final_lr)
-                    * (1.0 + (std::f64::consts::PI * i / len).cos())
+                + 0.5 * (self.base_lr - self.final_lr) * (1.0 + (std::f64::consts::PI * i / len).cos())
         };
         v as f32 as f64
     }

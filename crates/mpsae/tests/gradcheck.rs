@@ -23,11 +23,7 @@ impl Criterion for CodePenalty {
         let dense = input.codes.to_dense();
         out.loss += self.0 * dense.iter().map(|&v| v as f64 * v as f64).sum::<f64>();
         let c = input.codes.c;
-        out.g_codes = Some(
-            input
-                .codes
-                .gradient_of_dense(|i, a| (2.0 * self.0) as f32 * dense[i * c + a]),
-        );
+        out.g_codes = Some(input.codes.gradient_of_dense(|i, a| (2.0 * self.0) as f32 * dense[i * c + a]));
         out
     }
 }
@@ -47,10 +43,7 @@ fn model_for(case: &Case, w: &[f32], m: f32, strategy: Strategy) -> MpSae {
     cfg.normalization = Normalization::Identity;
     cfg.use_multiplier = true;
     let mut model = MpSae::from_weights(cfg, w.to_vec(), m, 0).unwrap();
-    model.set_engine(Engine {
-        strategy: Some(strategy),
-        ..Engine::default()
-    });
+    model.set_engine(Engine { strategy: Some(strategy), ..Engine::default() });
     model
 }
 
@@ -59,9 +52,7 @@ fn check(case: Case, criterion: &dyn Criterion, seed: u64) {
     let (d, c, n) = (case.d, case.c, case.n);
     let w: Vec<f32> = (0..c * d).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
     let x: Vec<f32> = (0..n * d).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
-    let mask: Option<Vec<f32>> = case
-        .mask
-        .then(|| (0..c).map(|i| (i % 3 != 1) as u8 as f32).collect());
+    let mask: Option<Vec<f32>> = case.mask.then(|| (0..c).map(|i| (i % 3 != 1) as u8 as f32).collect());
     for strategy in [Strategy::Plain, Strategy::Gram] {
         let mut model = model_for(&case, &w, case.multiplier, strategy);
         let pass = model.training_pass(&x, criterion, mask.as_deref()).unwrap();
@@ -88,21 +79,10 @@ fn check(case: Case, criterion: &dyn Criterion, seed: u64) {
                 continue; // the perturbation changed a pick: the loss is not smooth there
             }
             let fd = (lp - lm) / (2.0 * eps as f64);
-            let analytic = pass
-                .grads
-                .weights
-                .iter()
-                .zip(&vw)
-                .map(|(g, v)| *g as f64 * *v as f64)
-                .sum::<f64>()
-                + pass.grads.multiplier.unwrap() as f64 * vm as f64
-                + pass
-                    .grads
-                    .input
-                    .iter()
-                    .zip(&vx)
-                    .map(|(g, v)| *g as f64 * *v as f64)
-                    .sum::<f64>();
+            let analytic =
+                pass.grads.weights.iter().zip(&vw).map(|(g, v)| *g as f64 * *v as f64).sum::<f64>()
+                    + pass.grads.multiplier.unwrap() as f64 * vm as f64
+                    + pass.grads.input.iter().zip(&vx).map(|(g, v)| *g as f64 * *v as f64).sum::<f64>();
             let err = (fd - analytic).abs();
             assert!(
                 err <= 2e-2 * analytic.abs().max(fd.abs()) + 1e-5,
@@ -117,81 +97,23 @@ fn check(case: Case, criterion: &dyn Criterion, seed: u64) {
 
 #[test]
 fn mse_gradients_match_finite_differences() {
-    check(
-        Case {
-            d: 6,
-            c: 12,
-            k: 3,
-            n: 4,
-            multiplier: 0.0,
-            mask: false,
-        },
-        &Mse,
-        1,
-    );
-    check(
-        Case {
-            d: 5,
-            c: 9,
-            k: 7,
-            n: 3,
-            multiplier: 0.3,
-            mask: false,
-        },
-        &Mse,
-        2,
-    );
+    check(Case { d: 6, c: 12, k: 3, n: 4, multiplier: 0.0, mask: false }, &Mse, 1);
+    check(Case { d: 5, c: 9, k: 7, n: 3, multiplier: 0.3, mask: false }, &Mse, 2);
 }
 
 #[test]
 fn masked_gradients_match_finite_differences() {
-    check(
-        Case {
-            d: 6,
-            c: 12,
-            k: 3,
-            n: 4,
-            multiplier: -0.2,
-            mask: true,
-        },
-        &Mse,
-        3,
-    );
+    check(Case { d: 6, c: 12, k: 3, n: 4, multiplier: -0.2, mask: true }, &Mse, 3);
 }
 
 #[test]
 fn revive_gradients_match_finite_differences() {
     // c = 40 atoms, few rows: many dead atoms, so the revive branch is taken.
-    let crit = Revive {
-        coefficient: 0.5,
-        ..Revive::default()
-    };
-    check(
-        Case {
-            d: 6,
-            c: 40,
-            k: 2,
-            n: 3,
-            multiplier: 0.1,
-            mask: false,
-        },
-        &crit,
-        4,
-    );
+    let crit = Revive { coefficient: 0.5, ..Revive::default() };
+    check(Case { d: 6, c: 40, k: 2, n: 3, multiplier: 0.1, mask: false }, &crit, 4);
 }
 
 #[test]
 fn code_gradients_match_finite_differences() {
-    check(
-        Case {
-            d: 6,
-            c: 10,
-            k: 4,
-            n: 5,
-            multiplier: 0.0,
-            mask: false,
-        },
-        &CodePenalty(0.05),
-        5,
-    );
+    check(Case { d: 6, c: 10, k: 4, n: 5, multiplier: 0.0, mask: false }, &CodePenalty(0.05), 5);
 }

@@ -35,31 +35,19 @@ impl Fixture {
         let info = meta
             .get("info")
             .map(|s| {
-                serde_json::from_str::<HashMap<String, String>>(s)
-                    .expect("info is a JSON object of strings")
+                serde_json::from_str::<HashMap<String, String>>(s).expect("info is a JSON object of strings")
             })
             .unwrap_or_default();
-        Fixture {
-            name: path.file_name().unwrap().to_string_lossy().into(),
-            t,
-            info,
-        }
+        Fixture { name: path.file_name().unwrap().to_string_lossy().into(), t, info }
     }
     fn get(&self, key: &str) -> &Tensor {
-        self.t
-            .get(key)
-            .unwrap_or_else(|| panic!("{}: no tensor {key}", self.name))
+        self.t.get(key).unwrap_or_else(|| panic!("{}: no tensor {key}", self.name))
     }
     fn meta(&self, key: &str) -> &str {
-        self.info
-            .get(key)
-            .unwrap_or_else(|| panic!("{}: no metadata {key}", self.name))
+        self.info.get(key).unwrap_or_else(|| panic!("{}: no metadata {key}", self.name))
     }
     fn meta_f64(&self, key: &str, default: f64) -> f64 {
-        self.info
-            .get(key)
-            .map(|v| v.parse().unwrap())
-            .unwrap_or(default)
+        self.info.get(key).map(|v| v.parse().unwrap()).unwrap_or(default)
     }
     fn config(&self, d: usize, c: usize) -> SaeConfig {
         let mut cfg = SaeConfig::new(d, c);
@@ -75,20 +63,9 @@ impl Fixture {
 }
 
 /// Maximum absolute difference, and a failure message when it exceeds `atol + rtol·|ref|`.
-fn close(
-    case: &str,
-    what: &str,
-    got: &[f32],
-    want: &[f32],
-    atol: f64,
-    rtol: f64,
-) -> Result<(), String> {
+fn close(case: &str, what: &str, got: &[f32], want: &[f32], atol: f64, rtol: f64) -> Result<(), String> {
     if got.len() != want.len() {
-        return Err(format!(
-            "{case}: {what}: {} values, expected {}",
-            got.len(),
-            want.len()
-        ));
+        return Err(format!("{case}: {what}: {} values, expected {}", got.len(), want.len()));
     }
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let (g, w) = (g as f64, w as f64);
@@ -108,9 +85,7 @@ fn close_rel(case: &str, what: &str, got: &[f32], want: &[f32], tol: f64) -> Res
 fn picks_match(case: &str, got: &[u32], want: &Tensor) -> Result<(), String> {
     let want: Vec<u32> = want.data.iter().map(|&v| v as u32).collect();
     if got != want.as_slice() {
-        return Err(format!(
-            "{case}: picks differ: got {got:?}, expected {want:?}"
-        ));
+        return Err(format!("{case}: picks differ: got {got:?}, expected {want:?}"));
     }
     Ok(())
 }
@@ -121,11 +96,7 @@ fn engines() -> Vec<(String, Engine)> {
         for par in [Par::Seq, Par::Rayon(NonZeroUsize::new(2).unwrap())] {
             out.push((
                 format!("{}/{:?}", s.name(), par),
-                Engine {
-                    par,
-                    strategy: Some(s),
-                    memory_budget: 1 << 30,
-                },
+                Engine { par, strategy: Some(s), memory_budget: 1 << 30 },
             ));
         }
     }
@@ -142,131 +113,35 @@ fn forward_case(f: &Fixture, engine: Engine, label: &str) -> Result<(), String> 
     let x = &f.get("x").data;
     let n = x.len() / d;
     let m = f.get("multiplier").data[0];
-    let mut model =
-        MpSae::from_weights(f.config(d, c), f.get("weights_raw").data.clone(), m, 0).unwrap();
+    let mut model = MpSae::from_weights(f.config(d, c), f.get("weights_raw").data.clone(), m, 0).unwrap();
     model.set_engine(engine);
-    close(
-        &case,
-        "dictionary",
-        &model.clone_dictionary(),
-        &f.get("dictionary").data,
-        1e-6,
-        1e-5,
-    )?;
+    close(&case, "dictionary", &model.clone_dictionary(), &f.get("dictionary").data, 1e-6, 1e-5)?;
     let revive = f.t.contains_key("revive_mask");
-    let criterion: Box<dyn Criterion> = if revive {
-        Box::new(Revive::default())
-    } else {
-        Box::new(Mse)
-    };
+    let criterion: Box<dyn Criterion> = if revive { Box::new(Revive::default()) } else { Box::new(Mse) };
     let mask = f.t.get("dropout_mask").map(|t| t.data.clone());
-    let pass = model
-        .training_pass(x, criterion.as_ref(), mask.as_deref())
-        .map_err(|e| e.to_string())?;
+    let pass = model.training_pass(x, criterion.as_ref(), mask.as_deref()).map_err(|e| e.to_string())?;
     let fw = &pass.forward;
     picks_match(&case, &fw.codes.atoms, f.get("picks_idx"))?;
     let atol = if n * c > 100_000 { 2e-5 } else { 1e-5 };
-    close(
-        &case,
-        "picks_val",
-        &fw.codes.values,
-        &f.get("picks_val").data,
-        atol,
-        1e-5,
-    )?;
-    close(
-        &case,
-        "residual",
-        &fw.residual,
-        &f.get("residual").data,
-        atol,
-        1e-5,
-    )?;
-    close(
-        &case,
-        "codes",
-        &fw.codes.to_dense(),
-        &f.get("codes").data,
-        atol,
-        1e-5,
-    )?;
+    close(&case, "picks_val", &fw.codes.values, &f.get("picks_val").data, atol, 1e-5)?;
+    close(&case, "residual", &fw.residual, &f.get("residual").data, atol, 1e-5)?;
+    close(&case, "codes", &fw.codes.to_dense(), &f.get("codes").data, atol, 1e-5)?;
     close(&case, "x_hat", &fw.x_hat, &f.get("x_hat").data, atol, 1e-5)?;
-    close(
-        &case,
-        "loss",
-        &[pass.criterion.loss as f32],
-        &f.get("loss").data,
-        1e-6,
-        1e-5,
-    )?;
-    close(
-        &case,
-        "weights_after_forward",
-        model.weights(),
-        &f.get("weights_after_forward").data,
-        1e-6,
-        1e-5,
-    )?;
+    close(&case, "loss", &[pass.criterion.loss as f32], &f.get("loss").data, 1e-6, 1e-5)?;
+    close(&case, "weights_after_forward", model.weights(), &f.get("weights_after_forward").data, 1e-6, 1e-5)?;
     if revive {
-        let dead: Vec<f32> = Revive::default()
-            .dead_mask(&fw.codes)
-            .iter()
-            .map(|&b| b as u8 as f32)
-            .collect();
-        close(
-            &case,
-            "revive_mask",
-            &dead,
-            &f.get("revive_mask").data,
-            0.0,
-            0.0,
-        )?;
+        let dead: Vec<f32> = Revive::default().dead_mask(&fw.codes).iter().map(|&b| b as u8 as f32).collect();
+        close(&case, "revive_mask", &dead, &f.get("revive_mask").data, 0.0, 0.0)?;
         let parts: HashMap<_, _> = pass.criterion.parts.iter().cloned().collect();
         let taken = parts.contains_key("revive") as u8 as f32;
-        close(
-            &case,
-            "revive_branch_taken",
-            &[taken],
-            &f.get("revive_branch_taken").data,
-            0.0,
-            0.0,
-        )?;
-        close(
-            &case,
-            "recon_loss",
-            &[parts["recon"] as f32],
-            &f.get("recon_loss").data,
-            1e-6,
-            1e-5,
-        )?;
-        close(
-            &case,
-            "revive_term",
-            &[parts["revive"] as f32],
-            &f.get("revive_term").data,
-            1e-6,
-            1e-5,
-        )?;
+        close(&case, "revive_branch_taken", &[taken], &f.get("revive_branch_taken").data, 0.0, 0.0)?;
+        close(&case, "recon_loss", &[parts["recon"] as f32], &f.get("recon_loss").data, 1e-6, 1e-5)?;
+        close(&case, "revive_term", &[parts["revive"] as f32], &f.get("revive_term").data, 1e-6, 1e-5)?;
     }
-    close_rel(
-        &case,
-        "grad_weights",
-        &pass.grads.weights,
-        &f.get("grad_weights").data,
-        1e-5,
-    )?;
-    close_rel(
-        &case,
-        "grad_x",
-        &pass.grads.input,
-        &f.get("grad_x").data,
-        1e-5,
-    )?;
+    close_rel(&case, "grad_weights", &pass.grads.weights, &f.get("grad_weights").data, 1e-5)?;
+    close_rel(&case, "grad_x", &pass.grads.input, &f.get("grad_x").data, 1e-5)?;
     if let Some(gm) = f.t.get("grad_multiplier") {
-        let got = pass
-            .grads
-            .multiplier
-            .ok_or(format!("{case}: no multiplier gradient"))?;
+        let got = pass.grads.multiplier.ok_or(format!("{case}: no multiplier gradient"))?;
         close(&case, "grad_multiplier", &[got], &gm.data, 0.0, 1e-5)?;
     }
     Ok(())
@@ -276,52 +151,16 @@ fn eval_case(f: &Fixture, engine: Engine, label: &str) -> Result<(), String> {
     let case = format!("{} [{label}]", f.name);
     let (c, d) = shape2(f.get("weights_raw"));
     let m = f.get("multiplier").data[0];
-    let mut model =
-        MpSae::from_weights(f.config(d, c), f.get("weights_raw").data.clone(), m, 0).unwrap();
+    let mut model = MpSae::from_weights(f.config(d, c), f.get("weights_raw").data.clone(), m, 0).unwrap();
     model.set_engine(engine);
     model.eval();
-    close(
-        &case,
-        "fused_dictionary",
-        &model.get_dictionary(),
-        &f.get("fused_dictionary").data,
-        1e-6,
-        1e-5,
-    )?;
-    close(
-        &case,
-        "weights_after_eval",
-        model.weights(),
-        &f.get("weights_after_eval").data,
-        1e-6,
-        1e-5,
-    )?;
+    close(&case, "fused_dictionary", &model.get_dictionary(), &f.get("fused_dictionary").data, 1e-6, 1e-5)?;
+    close(&case, "weights_after_eval", model.weights(), &f.get("weights_after_eval").data, 1e-6, 1e-5)?;
     let fw = model.forward(&f.get("x").data).map_err(|e| e.to_string())?;
     picks_match(&case, &fw.codes.atoms, f.get("picks_idx"))?;
-    close(
-        &case,
-        "picks_val",
-        &fw.codes.values,
-        &f.get("picks_val").data,
-        1e-5,
-        1e-5,
-    )?;
-    close(
-        &case,
-        "residual",
-        &fw.residual,
-        &f.get("residual").data,
-        1e-5,
-        1e-5,
-    )?;
-    close(
-        &case,
-        "codes",
-        &fw.codes.to_dense(),
-        &f.get("codes").data,
-        1e-5,
-        1e-5,
-    )?;
+    close(&case, "picks_val", &fw.codes.values, &f.get("picks_val").data, 1e-5, 1e-5)?;
+    close(&case, "residual", &fw.residual, &f.get("residual").data, 1e-5, 1e-5)?;
+    close(&case, "codes", &fw.codes.to_dense(), &f.get("codes").data, 1e-5, 1e-5)?;
     close(&case, "x_hat", &fw.x_hat, &f.get("x_hat").data, 1e-5, 1e-5)?;
     Ok(())
 }
@@ -331,14 +170,9 @@ fn train_case(f: &Fixture, engine: Engine, label: &str) -> Result<(), String> {
     let (c, d) = shape2(f.get("weights_raw"));
     let xb = f.get("x_batches");
     let (steps, n) = (xb.shape[0], xb.shape[1]);
-    assert_eq!(
-        steps,
-        f.meta("steps").parse::<usize>().unwrap(),
-        "{case}: steps metadata"
-    );
+    assert_eq!(steps, f.meta("steps").parse::<usize>().unwrap(), "{case}: steps metadata");
     let m0 = f.t.get("multiplier_init").map_or(0.0, |t| t.data[0]);
-    let mut model =
-        MpSae::from_weights(f.config(d, c), f.get("weights_raw").data.clone(), m0, 0).unwrap();
+    let mut model = MpSae::from_weights(f.config(d, c), f.get("weights_raw").data.clone(), m0, 0).unwrap();
     model.set_engine(engine);
     let hp = AdamParams {
         lr: f.meta_f64("lr", 1e-3),
@@ -352,22 +186,13 @@ fn train_case(f: &Fixture, engine: Engine, label: &str) -> Result<(), String> {
     for s in 0..steps {
         let cs = format!("{case} step {}", s + 1);
         let x = &xb.data[s * n * d..(s + 1) * n * d];
-        let mut pass = model
-            .training_pass(x, &Mse, None)
-            .map_err(|e| e.to_string())?;
+        let mut pass = model.training_pass(x, &Mse, None).map_err(|e| e.to_string())?;
         let picks = &f.get("picks_idx").data[s * n * k..(s + 1) * n * k];
         let want: Vec<u32> = picks.iter().map(|&v| v as u32).collect();
         if pass.forward.codes.atoms != want {
             return Err(format!("{cs}: picks differ"));
         }
-        close(
-            &cs,
-            "loss",
-            &[pass.criterion.loss as f32],
-            &f.get("loss").data[s..s + 1],
-            1e-6,
-            1e-5,
-        )?;
+        close(&cs, "loss", &[pass.criterion.loss as f32], &f.get("loss").data[s..s + 1], 1e-6, 1e-5)?;
         let gw = &f.get("grad_weights_preclip").data[s * c * d..(s + 1) * c * d];
         close_rel(&cs, "grad_weights_preclip", &pass.grads.weights, gw, 1e-5)?;
         if let Some(gm) = f.t.get("grad_multiplier_preclip") {
@@ -381,72 +206,30 @@ fn train_case(f: &Fixture, engine: Engine, label: &str) -> Result<(), String> {
             )?;
         }
         let total = clip_gradients(&mut pass.grads, clip);
-        close(
-            &cs,
-            "grad_total_norm",
-            &[total as f32],
-            &f.get("grad_total_norm").data[s..s + 1],
-            1e-7,
-            1e-5,
-        )?;
+        close(&cs, "grad_total_norm", &[total as f32], &f.get("grad_total_norm").data[s..s + 1], 1e-7, 1e-5)?;
         adam.step(&mut model, &pass.grads, hp.lr, engine.par);
         let wa = &f.get("weights_after_step").data[s * c * d..(s + 1) * c * d];
         close(&cs, "weights_after_step", model.weights(), wa, 1e-4, 0.0)?;
         // Most entries tight: at most 0.1% beyond 1e-6 (Adam amplifies sign flips of ~1e-8 grads).
-        let loose = model
-            .weights()
-            .iter()
-            .zip(wa)
-            .filter(|(a, b)| (*a - *b).abs() > 1e-6)
-            .count();
+        let loose = model.weights().iter().zip(wa).filter(|(a, b)| (*a - *b).abs() > 1e-6).count();
         if loose * 1000 > wa.len() {
-            return Err(format!(
-                "{cs}: {loose} of {} weights differ by more than 1e-6",
-                wa.len()
-            ));
+            return Err(format!("{cs}: {loose} of {} weights differ by more than 1e-6", wa.len()));
         }
         if let Some(ma) = f.t.get("multiplier_after_step") {
-            close(
-                &cs,
-                "multiplier_after_step",
-                &[model.multiplier()],
-                &ma.data[s..s + 1],
-                1e-6,
-                0.0,
-            )?;
+            close(&cs, "multiplier_after_step", &[model.multiplier()], &ma.data[s..s + 1], 1e-6, 0.0)?;
         }
     }
     if let Some(ea) = f.t.get("adam_exp_avg") {
         close_rel(&case, "adam_exp_avg", &adam.exp_avg, &ea.data, 1e-4)?;
-        close_rel(
-            &case,
-            "adam_exp_avg_sq",
-            &adam.exp_avg_sq,
-            &f.get("adam_exp_avg_sq").data,
-            1e-4,
-        )?;
+        close_rel(&case, "adam_exp_avg_sq", &adam.exp_avg_sq, &f.get("adam_exp_avg_sq").data, 1e-4)?;
     }
     Ok(())
 }
 
 fn state_dict_case(f: &Fixture, path: &Path) -> Result<(), String> {
     let (model, _) = load_model(path, None).map_err(|e| e.to_string())?;
-    close(
-        &f.name,
-        "weights",
-        model.weights(),
-        &f.get("dictionary._weights").data,
-        0.0,
-        0.0,
-    )?;
-    close(
-        &f.name,
-        "multiplier",
-        &[model.multiplier()],
-        &f.get("dictionary.multiplier").data,
-        0.0,
-        0.0,
-    )?;
+    close(&f.name, "weights", model.weights(), &f.get("dictionary._weights").data, 0.0, 0.0)?;
+    close(&f.name, "multiplier", &[model.multiplier()], &f.get("dictionary.multiplier").data, 0.0, 0.0)?;
     // Written back, the file holds exactly the same keys, shapes and values.
     let bytes = model_to_bytes(&model, &[]).map_err(|e| e.to_string())?;
     let (t, _) = read_tensors(path, &bytes).map_err(|e| e.to_string())?;
@@ -459,10 +242,7 @@ fn state_dict_case(f: &Fixture, path: &Path) -> Result<(), String> {
     }
     for (k, v) in &f.t {
         if t[k].shape != v.shape {
-            return Err(format!(
-                "{}: {k} shape {:?}, expected {:?}",
-                f.name, t[k].shape, v.shape
-            ));
+            return Err(format!("{}: {k} shape {:?}, expected {:?}", f.name, t[k].shape, v.shape));
         }
         close(&f.name, k, &t[k].data, &v.data, 0.0, 0.0)?;
     }
@@ -473,21 +253,14 @@ fn state_dict_case(f: &Fixture, path: &Path) -> Result<(), String> {
 fn golden_files_match_overcomplete() {
     let dir = fixtures_dir();
     let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
-        panic!(
-            "fixtures directory {} cannot be read ({e}); set MPSAE_FIXTURES_DIR",
-            dir.display()
-        )
+        panic!("fixtures directory {} cannot be read ({e}); set MPSAE_FIXTURES_DIR", dir.display())
     });
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
         .collect();
     files.sort();
-    assert!(
-        !files.is_empty(),
-        "no *.safetensors golden files in {}",
-        dir.display()
-    );
+    assert!(!files.is_empty(), "no *.safetensors golden files in {}", dir.display());
     let mut failures = Vec::new();
     let mut counts: HashMap<&str, usize> = HashMap::new();
     for path in &files {
@@ -523,10 +296,5 @@ fn golden_files_match_overcomplete() {
         }
     }
     eprintln!("golden files checked: {} ({counts:?})", files.len());
-    assert!(
-        failures.is_empty(),
-        "{} failures:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
 }

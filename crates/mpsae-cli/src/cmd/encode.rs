@@ -58,10 +58,7 @@ pub fn run(a: EncodeArgs) -> CliResult<()> {
         return Err("invalid --batch-size: must be at least 1".into());
     }
     let (mut model, pre) = load(&a.model)?;
-    model.set_engine(Engine {
-        strategy: parse_strategy(&a.strategy)?,
-        ..Engine::default()
-    });
+    model.set_engine(Engine { strategy: parse_strategy(&a.strategy)?, ..Engine::default() });
     let data = open_data(&a.data, a.tensor.as_deref(), a.skip_nonfinite, false)?;
     let (rows, d, c) = (data.rows(), data.dim(), model.nb_concepts());
     if d != model.input_dim() {
@@ -88,26 +85,12 @@ pub fn run(a: EncodeArgs) -> CliResult<()> {
         let len = a.batch_size.min(rows - start);
         data.read_range(start, len, &mut x);
         pre.apply(&mut x, d);
-        let enc = model
-            .encode_with(
-                &x,
-                &EncodeOptions {
-                    k: Some(k),
-                    tol: a.tol,
-                    mask: None,
-                },
-            )
-            .map_err(msg)?;
+        let enc =
+            model.encode_with(&x, &EncodeOptions { k: Some(k), tol: a.tol, mask: None }).map_err(msg)?;
         let codes: &Codes = &enc.codes;
         match a.format {
             Format::Sparse => {
-                indices.extend(codes.atoms.iter().map(|&j| {
-                    if j == Codes::NO_ATOM {
-                        -1
-                    } else {
-                        j as i64
-                    }
-                }));
+                indices.extend(codes.atoms.iter().map(|&j| if j == Codes::NO_ATOM { -1 } else { j as i64 }));
                 values.extend_from_slice(&codes.values);
             }
             Format::Dense => {
@@ -125,43 +108,25 @@ pub fn run(a: EncodeArgs) -> CliResult<()> {
     let (b1, b2);
     let views: Vec<(String, TensorView)> = match a.format {
         Format::Sparse => {
-            b1 = indices
-                .iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect::<Vec<u8>>();
+            b1 = indices.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
             b2 = bytes_f32(&values);
             vec![
-                (
-                    "indices".into(),
-                    TensorView::new(Dtype::I64, vec![rows, k], &b1).map_err(msg)?,
-                ),
-                (
-                    "values".into(),
-                    TensorView::new(Dtype::F32, vec![rows, k], &b2).map_err(msg)?,
-                ),
+                ("indices".into(), TensorView::new(Dtype::I64, vec![rows, k], &b1).map_err(msg)?),
+                ("values".into(), TensorView::new(Dtype::F32, vec![rows, k], &b2).map_err(msg)?),
             ]
         }
         Format::Dense => {
             b1 = bytes_f32(&dense);
             b2 = Vec::new();
             let _ = &b2;
-            vec![(
-                "codes".into(),
-                TensorView::new(Dtype::F32, vec![rows, c], &b1).map_err(msg)?,
-            )]
+            vec![("codes".into(), TensorView::new(Dtype::F32, vec![rows, c], &b1).map_err(msg)?)]
         }
     };
     let meta: HashMap<String, String> = [
         ("model".to_string(), a.model.display().to_string()),
         ("k".to_string(), k.to_string()),
-        (
-            "tol".to_string(),
-            a.tol.map_or("none".into(), |t| t.to_string()),
-        ),
-        (
-            "format".to_string(),
-            format!("{:?}", a.format).to_lowercase(),
-        ),
+        ("tol".to_string(), a.tol.map_or("none".into(), |t| t.to_string())),
+        ("format".to_string(), format!("{:?}", a.format).to_lowercase()),
         ("concepts".to_string(), c.to_string()),
         ("skipped_rows".to_string(), data.stats().skipped.to_string()),
     ]
@@ -169,10 +134,6 @@ pub fn run(a: EncodeArgs) -> CliResult<()> {
     .collect();
     let bytes = safetensors::serialize(views, &Some(meta)).map_err(msg)?;
     write_atomic(&a.out, &bytes).map_err(msg)?;
-    eprintln!(
-        "wrote codes of {rows} rows (k = {k}, {:?}) to {}",
-        a.format,
-        a.out.display()
-    );
+    eprintln!("wrote codes of {rows} rows (k = {k}, {:?}) to {}", a.format, a.out.display());
     Ok(())
 }

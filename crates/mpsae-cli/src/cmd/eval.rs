@@ -40,16 +40,9 @@ pub struct EvalArgs {
 /// Runs `mpsae eval`.
 pub fn run(a: EvalArgs) -> CliResult<()> {
     let (mut model, pre) = load(&a.model)?;
-    model.set_engine(Engine {
-        strategy: parse_strategy(&a.strategy)?,
-        ..Engine::default()
-    });
+    model.set_engine(Engine { strategy: parse_strategy(&a.strategy)?, ..Engine::default() });
     let data = open_data(&a.data, a.tensor.as_deref(), a.skip_nonfinite, false)?;
-    let opts = EvalOptions {
-        batch_size: a.batch_size,
-        k: a.k,
-        tol: a.tol,
-    };
+    let opts = EvalOptions { batch_size: a.batch_size, k: a.k, tol: a.tol };
     let r = evaluate(&mut model, &data, &pre, &opts).map_err(msg)?;
     if a.json || !is_terminal() {
         let mut v = serde_json::to_value(&r).unwrap();

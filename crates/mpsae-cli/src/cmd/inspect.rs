@@ -38,11 +38,7 @@ pub fn run(a: InspectArgs) -> CliResult<()> {
     if !path.exists() {
         return Err(format!("{}: no such file", path.display()));
     }
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     let out = if ext == "safetensors" {
         let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let st = safetensors::SafeTensors::deserialize(&bytes)
@@ -57,16 +53,9 @@ pub fn run(a: InspectArgs) -> CliResult<()> {
         let mut out = json!({"file": path.display().to_string(), "tensors": listing});
         if let Some(w) = tensors.get("dictionary._weights") {
             let d = w.shape.get(1).copied().unwrap_or(1).max(1);
-            let norms: Vec<f32> = w
-                .data
-                .chunks(d)
-                .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
-                .collect();
-            out["kind"] = json!(if meta.contains_key("mpsae_train_state") {
-                "checkpoint"
-            } else {
-                "model"
-            });
+            let norms: Vec<f32> =
+                w.data.chunks(d).map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt()).collect();
+            out["kind"] = json!(if meta.contains_key("mpsae_train_state") { "checkpoint" } else { "model" });
             out["concepts"] = json!(w.shape[0]);
             out["input_dim"] = json!(d);
             out["multiplier"] = json!(tensors.get("dictionary.multiplier").map(|m| m.data[0]));
@@ -75,54 +64,33 @@ pub fn run(a: InspectArgs) -> CliResult<()> {
             if let Some(cfg) = meta.get(CONFIG_KEY) {
                 out["config"] = serde_json::from_str(cfg).unwrap_or(Value::Null);
             }
-            if let Some(p) = meta
-                .get(PREPROCESS_KEY)
-                .and_then(|p| serde_json::from_str::<Value>(p).ok())
-            {
+            if let Some(p) = meta.get(PREPROCESS_KEY).and_then(|p| serde_json::from_str::<Value>(p).ok()) {
                 out["preprocess"] = json!({
                     "center": !p["mean"].is_null(),
                     "scale": p["scale"],
                 });
             }
-            if let Some(s) = meta
-                .get("mpsae_train_state")
-                .and_then(|s| serde_json::from_str::<Value>(s).ok())
+            if let Some(s) = meta.get("mpsae_train_state").and_then(|s| serde_json::from_str::<Value>(s).ok())
             {
-                out["progress"] =
-                    json!({"step": s["progress"]["step"], "epoch": s["progress"]["epoch"]});
+                out["progress"] = json!({"step": s["progress"]["step"], "epoch": s["progress"]["epoch"]});
                 out["train"] = s["options"].clone();
             }
         } else {
-            let data = open_data(
-                std::slice::from_ref(&path),
-                a.tensor.as_deref(),
-                true,
-                false,
-            );
+            let data = open_data(std::slice::from_ref(&path), a.tensor.as_deref(), true, false);
             if let Ok(data) = data {
                 out["kind"] = json!("data");
                 out["data"] = data_stats(&data);
             } else {
                 out["kind"] = json!("tensors");
-                out["stats"] = tensors
-                    .iter()
-                    .map(|(k, t)| (k.clone(), stats(&t.data)))
-                    .collect();
+                out["stats"] = tensors.iter().map(|(k, t)| (k.clone(), stats(&t.data))).collect();
             }
-            let meta: serde_json::Map<String, Value> = meta
-                .into_iter()
-                .map(|(k, v)| (k, Value::String(v)))
-                .collect();
+            let meta: serde_json::Map<String, Value> =
+                meta.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
             out["metadata"] = Value::Object(meta);
         }
         out
     } else {
-        let data = open_data(
-            std::slice::from_ref(&path),
-            a.tensor.as_deref(),
-            true,
-            false,
-        )?;
+        let data = open_data(std::slice::from_ref(&path), a.tensor.as_deref(), true, false)?;
         let src = &data.sources()[0];
         json!({"file": path.display().to_string(), "kind": "data", "dtype": format!("{:?}", src.elem),
                "shape": [src.rows, src.d], "data": data_stats(&data)})

@@ -4,9 +4,7 @@ use crate::common::{msg, open_data, parse_strategy, CliResult, DEMO_NAME};
 use crate::progress::{ProgressMode, Reporter};
 use mpsae::data::Preprocess;
 use mpsae::io::state_dict::{save_model, PREPROCESS_KEY};
-use mpsae::train::{
-    Checkpoint, CriterionChoice, ScheduleOptions, TrainOptions, Trainer, CHECKPOINT_FILE,
-};
+use mpsae::train::{Checkpoint, CriterionChoice, ScheduleOptions, TrainOptions, Trainer, CHECKPOINT_FILE};
 use mpsae::{Engine, MpSae, Normalization, SaeConfig};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -131,12 +129,13 @@ fn build_options(a: &TrainArgs) -> CliResult<TrainOptions> {
         },
         other => return Err(format!("invalid --criterion '{other}': use mse or revive")),
     };
-    let schedule = (a.warmup.is_some() || a.final_lr.is_some() || a.start_warmup_lr.is_some())
-        .then(|| ScheduleOptions {
+    let schedule = (a.warmup.is_some() || a.final_lr.is_some() || a.start_warmup_lr.is_some()).then(|| {
+        ScheduleOptions {
             warmup_steps: a.warmup.unwrap_or(0),
             final_lr: a.final_lr.unwrap_or(0.0),
             start_warmup_lr: a.start_warmup_lr.unwrap_or(0.0),
-        });
+        }
+    });
     let o = TrainOptions {
         batch_size: a.batch_size,
         epochs: a.epochs,
@@ -189,10 +188,7 @@ fn trim_metrics(path: &Path, step: u64) -> CliResult<()> {
 
 /// Runs `mpsae train`.
 pub fn run(a: TrainArgs) -> CliResult<()> {
-    let engine = Engine {
-        strategy: parse_strategy(&a.strategy)?,
-        ..Engine::default()
-    };
+    let engine = Engine { strategy: parse_strategy(&a.strategy)?, ..Engine::default() };
     let ckpt = a.out.join(CHECKPOINT_FILE);
     let config_path = a.out.join("config.json");
     let metrics = a.out.join("metrics.jsonl");
@@ -217,11 +213,7 @@ pub fn run(a: TrainArgs) -> CliResult<()> {
                         .collect()
                 })
                 .unwrap_or_default();
-            (
-                files,
-                v["tensor"].as_str().map(str::to_string),
-                v["skip_nonfinite"].as_bool().unwrap_or(false),
-            )
+            (files, v["tensor"].as_str().map(str::to_string), v["skip_nonfinite"].as_bool().unwrap_or(false))
         } else {
             (a.data.clone(), a.tensor.clone(), a.skip_nonfinite)
         };
@@ -237,10 +229,7 @@ pub fn run(a: TrainArgs) -> CliResult<()> {
         }
         let options = build_options(&a)?;
         let normalization = Normalization::from_name(&a.normalization).ok_or_else(|| {
-            format!(
-                "invalid --normalization '{}': use l2, max_l2, l1, max_l1 or identity",
-                a.normalization
-            )
+            format!("invalid --normalization '{}': use l2, max_l2, l1, max_l1 or identity", a.normalization)
         })?;
         let data = open_data(&a.data, a.tensor.as_deref(), a.skip_nonfinite, true)?;
         let mut cfg = SaeConfig::new(data.dim(), a.concepts);
@@ -273,10 +262,7 @@ pub fn run(a: TrainArgs) -> CliResult<()> {
         (trainer, data)
     };
     if data.stats().skipped > 0 {
-        eprintln!(
-            "note: left out {} rows with NaN or infinite values",
-            data.stats().skipped
-        );
+        eprintln!("note: left out {} rows with NaN or infinite values", data.stats().skipped);
     }
     trainer.model.set_engine(engine);
     trainer.checkpoint_dir = Some(a.out.clone());
@@ -290,12 +276,7 @@ pub fn run(a: TrainArgs) -> CliResult<()> {
     }
     let pre = serde_json::to_string(&trainer.preprocess).unwrap();
     let model_file = a.out.join("model.safetensors");
-    save_model(
-        &trainer.model,
-        &model_file,
-        &[(PREPROCESS_KEY.to_string(), pre)],
-    )
-    .map_err(msg)?;
+    save_model(&trainer.model, &model_file, &[(PREPROCESS_KEY.to_string(), pre)]).map_err(msg)?;
     let last = reports.last();
     let summary = json!({
         "model": model_file.display().to_string(),

@@ -20,11 +20,7 @@ pub fn run(args: &[&str]) -> Output {
 /// Runs and asserts success; returns stdout.
 pub fn ok(args: &[&str]) -> String {
     let o = run(args);
-    assert!(
-        o.status.success(),
-        "mpsae {args:?} failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    assert!(o.status.success(), "mpsae {args:?} failed:\n{}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8(o.stdout).unwrap()
 }
 

@@ -65,10 +65,8 @@ impl Dataset {
         if paths.is_empty() {
             return Err(Error::invalid("data", "no data file given"));
         }
-        let sources = paths
-            .iter()
-            .map(|p| Source::open(p, opts.tensor.as_deref()))
-            .collect::<Result<Vec<_>>>()?;
+        let sources =
+            paths.iter().map(|p| Source::open(p, opts.tensor.as_deref())).collect::<Result<Vec<_>>>()?;
         Dataset::from_sources(sources, opts)
     }
 
@@ -86,12 +84,7 @@ impl Dataset {
                 if s.d != first.d {
                     return Err(Error::file(
                         p.clone(),
-                        format!(
-                            "rows have dimension {}, but {} has {}",
-                            s.d,
-                            first.path.display(),
-                            first.d
-                        ),
+                        format!("rows have dimension {}, but {} has {}", s.d, first.path.display(), first.d),
                     ));
                 }
             }
@@ -111,13 +104,7 @@ impl Dataset {
             let parts: Vec<Partial> = (0..s.rows.div_ceil(CHUNK))
                 .into_par_iter()
                 .map(|c| {
-                    let mut p = Partial {
-                        sum: vec![0f64; d],
-                        sq: 0.0,
-                        norm: 0.0,
-                        rows: 0,
-                        bad: Vec::new(),
-                    };
+                    let mut p = Partial { sum: vec![0f64; d], sq: 0.0, norm: 0.0, rows: 0, bad: Vec::new() };
                     let mut row = vec![0f32; d];
                     for i in c * CHUNK..((c + 1) * CHUNK).min(s.rows) {
                         s.read_row(i, &mut row);
@@ -161,10 +148,7 @@ impl Dataset {
             }
         }
         if rows == 0 {
-            return Err(Error::file(
-                &paths[0],
-                "no usable rows (every row holds NaN or infinite values)",
-            ));
+            return Err(Error::file(&paths[0], "no usable rows (every row holds NaN or infinite values)"));
         }
         let keep = (!bad_all.is_empty()).then(|| {
             let mut it = bad_all.iter().peekable();
@@ -186,13 +170,7 @@ impl Dataset {
             mean_sq_norm: sq / rows as f64,
             mean_norm: norm / rows as f64,
         };
-        Ok(Dataset {
-            sources,
-            starts,
-            keep,
-            d,
-            stats,
-        })
+        Ok(Dataset { sources, starts, keep, d, stats })
     }
 
     /// Row dimension.
@@ -219,17 +197,14 @@ impl Dataset {
     pub fn read(&self, ids: &[usize], out: &mut Vec<f32>) {
         out.resize(ids.len() * self.d, 0.0);
         let d = self.d;
-        out.par_chunks_mut(d)
-            .zip(ids.par_iter())
-            .with_min_len(256)
-            .for_each(|(o, &id)| {
-                let g = match &self.keep {
-                    Some(k) => k[id],
-                    None => id,
-                };
-                let s = self.starts.partition_point(|&st| st <= g) - 1;
-                self.sources[s].read_row(g - self.starts[s], o);
-            });
+        out.par_chunks_mut(d).zip(ids.par_iter()).with_min_len(256).for_each(|(o, &id)| {
+            let g = match &self.keep {
+                Some(k) => k[id],
+                None => id,
+            };
+            let s = self.starts.partition_point(|&st| st <= g) - 1;
+            self.sources[s].read_row(g - self.starts[s], o);
+        });
     }
 
     /// Reads the usable rows `start..start+len`.

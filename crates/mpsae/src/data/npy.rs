@@ -29,16 +29,11 @@ pub fn parse_npy_header(bytes: &[u8]) -> std::result::Result<NpyHeader, String> 
             if bytes.len() < 12 {
                 return Err("truncated NPY header".into());
             }
-            (
-                u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
-                12,
-            )
+            (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12)
         }
         v => return Err(format!("unsupported NPY version {v}")),
     };
-    let end = start
-        .checked_add(len)
-        .ok_or("NPY header length overflows")?;
+    let end = start.checked_add(len).ok_or("NPY header length overflows")?;
     if end > bytes.len() {
         return Err(format!(
             "truncated NPY header: it says {len} bytes, the file has {}",
@@ -48,16 +43,12 @@ pub fn parse_npy_header(bytes: &[u8]) -> std::result::Result<NpyHeader, String> 
     let text = std::str::from_utf8(&bytes[start..end]).map_err(|_| "NPY header is not text")?;
     let field = |name: &str| -> std::result::Result<&str, String> {
         let key = format!("'{name}':");
-        let i = text
-            .find(&key)
-            .ok_or(format!("NPY header has no '{name}'"))?;
+        let i = text.find(&key).ok_or(format!("NPY header has no '{name}'"))?;
         Ok(text[i + key.len()..].trim_start())
     };
     let descr = field("descr")?;
-    let descr = descr
-        .strip_prefix('\'')
-        .and_then(|s| s.split('\'').next())
-        .ok_or("NPY header: bad 'descr'")?;
+    let descr =
+        descr.strip_prefix('\'').and_then(|s| s.split('\'').next()).ok_or("NPY header: bad 'descr'")?;
     let elem = match descr {
         "<f2" | "=f2" => Elem::F16,
         "<f4" | "=f4" => Elem::F32,
@@ -70,41 +61,26 @@ pub fn parse_npy_header(bytes: &[u8]) -> std::result::Result<NpyHeader, String> 
     };
     let fortran = field("fortran_order")?;
     if fortran.starts_with("True") {
-        return Err(
-            "Fortran-ordered arrays are not supported (save with np.ascontiguousarray)".into(),
-        );
+        return Err("Fortran-ordered arrays are not supported (save with np.ascontiguousarray)".into());
     }
     if !fortran.starts_with("False") {
         return Err("NPY header: bad 'fortran_order'".into());
     }
     let shape = field("shape")?;
-    let inner = shape
-        .strip_prefix('(')
-        .and_then(|s| s.split(')').next())
-        .ok_or("NPY header: bad 'shape'")?;
+    let inner = shape.strip_prefix('(').and_then(|s| s.split(')').next()).ok_or("NPY header: bad 'shape'")?;
     let shape = inner
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<usize>()
-                .map_err(|_| format!("NPY header: bad dimension '{s}' in shape"))
-        })
+        .map(|s| s.parse::<usize>().map_err(|_| format!("NPY header: bad dimension '{s}' in shape")))
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok(NpyHeader {
-        elem,
-        shape,
-        data_offset: end,
-    })
+    Ok(NpyHeader { elem, shape, data_offset: end })
 }
 
 /// Writes an `n x d` f32 matrix as an NPY 1.0 file (atomically).
 pub fn write_npy_f32(path: &Path, data: &[f32], n: usize, d: usize) -> Result<()> {
     if data.len() != n * d {
-        return Err(Error::Shape(format!(
-            "{} values is not {n} x {d}",
-            data.len()
-        )));
+        return Err(Error::Shape(format!("{} values is not {n} x {d}", data.len())));
     }
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {d}), }}");
     while (10 + header.len() + 1) % 64 != 0 {
@@ -132,22 +108,10 @@ mod tests {
         b.extend_from_slice(&(h.len() as u16).to_le_bytes());
         b.extend_from_slice(h.as_bytes());
         let p = parse_npy_header(&b).unwrap();
-        assert_eq!(
-            (p.elem, p.shape, p.data_offset),
-            (Elem::F16, vec![4096, 384], 10 + h.len())
-        );
-        assert!(parse_npy_header(b"\x93NUMPY\x01\x00\xff\x00{")
-            .unwrap_err()
-            .contains("truncated"));
-        assert!(parse_npy_header(b"PK\x03\x04 not npy")
-            .unwrap_err()
-            .contains("magic"));
-        let bad = b
-            .iter()
-            .map(|&c| if c == b'<' { b'>' } else { c })
-            .collect::<Vec<_>>();
-        assert!(parse_npy_header(&bad)
-            .unwrap_err()
-            .contains("unsupported dtype"));
+        assert_eq!((p.elem, p.shape, p.data_offset), (Elem::F16, vec![4096, 384], 10 + h.len()));
+        assert!(parse_npy_header(b"\x93NUMPY\x01\x00\xff\x00{").unwrap_err().contains("truncated"));
+        assert!(parse_npy_header(b"PK\x03\x04 not npy").unwrap_err().contains("magic"));
+        let bad = b.iter().map(|&c| if c == b'<' { b'>' } else { c }).collect::<Vec<_>>();
+        assert!(parse_npy_header(&bad).unwrap_err().contains("unsupported dtype"));
     }
 }

@@ -21,18 +21,8 @@ impl Preprocess {
         let d = stats.mean.len();
         let mean_sq: f64 = stats.mean.iter().map(|m| m * m).sum();
         let mean = center.then(|| stats.mean.iter().map(|&m| m as f32).collect());
-        let ms = if center {
-            (stats.mean_sq_norm - mean_sq).max(0.0)
-        } else {
-            stats.mean_sq_norm
-        };
-        let scale = scale.then(|| {
-            if ms > 0.0 {
-                ((d as f64) / ms).sqrt() as f32
-            } else {
-                1.0
-            }
-        });
+        let ms = if center { (stats.mean_sq_norm - mean_sq).max(0.0) } else { stats.mean_sq_norm };
+        let scale = scale.then(|| if ms > 0.0 { ((d as f64) / ms).sqrt() as f32 } else { 1.0 });
         Preprocess { mean, scale }
     }
 

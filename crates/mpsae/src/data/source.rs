@@ -89,14 +89,7 @@ pub struct Source {
 
 impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Source({}, {:?}, {} x {})",
-            self.path.display(),
-            self.elem,
-            self.rows,
-            self.d
-        )
+        write!(f, "Source({}, {:?}, {} x {})", self.path.display(), self.elem, self.rows, self.d)
     }
 }
 
@@ -119,11 +112,7 @@ impl Source {
     }
 
     fn from_storage(path: &Path, map: Storage, tensor: Option<&str>) -> Result<Source> {
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         let (elem, shape, offset, len) = match ext.as_str() {
             "npy" => {
                 let h = parse_npy_header(&map).map_err(|m| Error::file(path, m))?;
@@ -131,12 +120,7 @@ impl Source {
                 (h.elem, h.shape, h.data_offset, len)
             }
             "safetensors" => safetensors_layout(path, &map, tensor)?,
-            _ => {
-                return Err(Error::file(
-                    path,
-                    "unknown data format (expected .npy or .safetensors)",
-                ))
-            }
+            _ => return Err(Error::file(path, "unknown data format (expected .npy or .safetensors)")),
         };
         if shape.len() != 2 {
             return Err(Error::file(
@@ -164,20 +148,10 @@ impl Source {
         if len > need && ext == "npy" {
             return Err(Error::file(
                 path,
-                format!(
-                    "{} bytes after the {rows} x {d} array: the header lies about its size",
-                    len - need
-                ),
+                format!("{} bytes after the {rows} x {d} array: the header lies about its size", len - need),
             ));
         }
-        Ok(Source {
-            path: path.to_path_buf(),
-            map,
-            offset,
-            elem,
-            rows,
-            d,
-        })
+        Ok(Source { path: path.to_path_buf(), map, offset, elem, rows, d })
     }
 
     /// The stored bytes of row `i`.
@@ -205,20 +179,13 @@ fn safetensors_layout(
             if !names.iter().any(|n| n.as_str() == t) {
                 let mut all: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
                 all.sort();
-                return Err(Error::file(
-                    path,
-                    format!("no tensor named '{t}' (it has: {})", all.join(", ")),
-                ));
+                return Err(Error::file(path, format!("no tensor named '{t}' (it has: {})", all.join(", "))));
             }
             t.to_string()
         }
         None => {
-            let two_d: Vec<String> = st
-                .tensors()
-                .into_iter()
-                .filter(|(_, v)| v.shape().len() == 2)
-                .map(|(n, _)| n)
-                .collect();
+            let two_d: Vec<String> =
+                st.tensors().into_iter().filter(|(_, v)| v.shape().len() == 2).map(|(n, _)| n).collect();
             match two_d.as_slice() {
                 [one] => one.clone(),
                 [] => return Err(Error::file(path, "has no 2-D tensor to read rows from")),
@@ -227,18 +194,13 @@ fn safetensors_layout(
                     many.sort();
                     return Err(Error::file(
                         path,
-                        format!(
-                            "has several 2-D tensors ({}); choose one by name",
-                            many.join(", ")
-                        ),
+                        format!("has several 2-D tensors ({}); choose one by name", many.join(", ")),
                     ));
                 }
             }
         }
     };
-    let view = st
-        .tensor(&name)
-        .map_err(|e| Error::file(path, format!("tensor '{name}': {e}")))?;
+    let view = st.tensor(&name).map_err(|e| Error::file(path, format!("tensor '{name}': {e}")))?;
     let elem = match view.dtype() {
         Dtype::F16 => Elem::F16,
         Dtype::BF16 => Elem::BF16,

@@ -92,10 +92,7 @@ pub fn save_model(model: &MpSae, path: &Path, extra: &[(String, String)]) -> Res
 
 /// Reads every tensor and the metadata of a safetensors file (f32, f16, bf16 or f64 tensors are
 /// converted to f32; other dtypes are reported).
-pub fn read_tensors(
-    path: &Path,
-    bytes: &[u8],
-) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+pub fn read_tensors(path: &Path, bytes: &[u8]) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
     let (_, meta) = SafeTensors::read_metadata(bytes)
         .map_err(|e| Error::file(path, format!("not a valid safetensors file ({e})")))?;
     let st = SafeTensors::deserialize(bytes)
@@ -104,13 +101,7 @@ pub fn read_tensors(
     for (name, view) in st.tensors() {
         let data = crate::data::convert::to_f32(view.dtype(), view.data())
             .map_err(|msg| Error::file(path, format!("tensor '{name}': {msg}")))?;
-        out.insert(
-            name,
-            Tensor {
-                shape: view.shape().to_vec(),
-                data,
-            },
-        );
+        out.insert(name, Tensor { shape: view.shape().to_vec(), data });
     }
     Ok((out, meta.metadata().clone().unwrap_or_default()))
 }
@@ -119,25 +110,16 @@ pub fn read_tensors(
 /// for a plain overcomplete state dict, pass `config` (its shapes must match), or the shapes give
 /// `d` and `c` with the reference's defaults (`k = 1`, `l2`, no dropout, multiplier trained if
 /// non-zero). Also returns the file's metadata.
-pub fn load_model(
-    path: &Path,
-    config: Option<SaeConfig>,
-) -> Result<(MpSae, HashMap<String, String>)> {
+pub fn load_model(path: &Path, config: Option<SaeConfig>) -> Result<(MpSae, HashMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let (mut tensors, meta) = read_tensors(path, &bytes)?;
-    let w = tensors.remove("dictionary._weights").ok_or_else(|| {
-        Error::file(
-            path,
-            "no 'dictionary._weights' tensor: not an MP-SAE state dict",
-        )
-    })?;
+    let w = tensors
+        .remove("dictionary._weights")
+        .ok_or_else(|| Error::file(path, "no 'dictionary._weights' tensor: not an MP-SAE state dict"))?;
     if w.shape.len() != 2 || w.shape[0] == 0 || w.shape[1] == 0 {
         return Err(Error::file(
             path,
-            format!(
-                "'dictionary._weights' has shape {:?}, expected [c, d]",
-                w.shape
-            ),
+            format!("'dictionary._weights' has shape {:?}, expected [c, d]", w.shape),
         ));
     }
     let (c, d) = (w.shape[0], w.shape[1]);
@@ -146,17 +128,11 @@ pub fn load_model(
         Some(t) => {
             return Err(Error::file(
                 path,
-                format!(
-                    "'dictionary.multiplier' has shape {:?}, expected []",
-                    t.shape
-                ),
+                format!("'dictionary.multiplier' has shape {:?}, expected []", t.shape),
             ))
         }
         None => {
-            return Err(Error::file(
-                path,
-                "no 'dictionary.multiplier' tensor (a state dict always has it)",
-            ))
+            return Err(Error::file(path, "no 'dictionary.multiplier' tensor (a state dict always has it)"))
         }
     };
     let encoder_weight = tensors.remove("encoder.weight");
@@ -189,14 +165,12 @@ pub fn load_model(
             ),
         ));
     }
-    let mut model =
-        MpSae::from_weights(cfg, w.data, m, 0).map_err(|e| Error::file(path, e.to_string()))?;
+    let mut model = MpSae::from_weights(cfg, w.data, m, 0).map_err(|e| Error::file(path, e.to_string()))?;
     let check = |t: &Option<Tensor>, shape: &[usize], name: &str| -> Result<()> {
         match t {
-            Some(t) if t.shape != shape => Err(Error::file(
-                path,
-                format!("'{name}' has shape {:?}, expected {shape:?}", t.shape),
-            )),
+            Some(t) if t.shape != shape => {
+                Err(Error::file(path, format!("'{name}' has shape {:?}, expected {shape:?}", t.shape)))
+            }
             _ => Ok(()),
         }
     };
@@ -206,10 +180,7 @@ pub fn load_model(
         .set_encoder_parameters(encoder_weight.map(|t| t.data), encoder_bias.map(|t| t.data))
         .map_err(|e| Error::file(path, e.to_string()))?;
     if let Some(name) = tensors.keys().find(|k| !k.starts_with("mpsae.")) {
-        return Err(Error::file(
-            path,
-            format!("unexpected tensor '{name}' in an MP-SAE state dict"),
-        ));
+        return Err(Error::file(path, format!("unexpected tensor '{name}' in an MP-SAE state dict")));
     }
     Ok((model, meta))
 }

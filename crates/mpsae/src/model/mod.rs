@@ -5,5 +5,5 @@ mod mp_sae;
 mod normalization;
 
 pub use codes::Codes;
-pub use mp_sae::{EncodeOptions, Encoded, Forward, Gradients, MpSae, TrainingPass};
+pub use mp_sae::{EncodeOptions, Encoded, Forward, Gradients, MpSae, PassTimings, TrainingPass};
 pub use normalization::{Normalization, NormalizeFn};

@@ -11,6 +11,7 @@ use mpsae_kernels::pursuit::{pursuit, Output, Problem, Strategy};
 use mpsae_kernels::{axpy, Par};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::time::Instant;
 
 /// A Matching Pursuit Sparse Autoencoder.
 ///
@@ -33,6 +34,7 @@ pub struct MpSae {
     fused_gram: Option<Vec<f32>>,
     rng: ChaCha8Rng,
     engine: Engine,
+    workspace: Workspace,
 }
 
 /// Result of [`MpSae::encode`].
@@ -44,6 +46,8 @@ pub struct Encoded {
     pub codes: Codes,
     /// Squared residual norm of each row after each step, `n x k`.
     pub energy: Vec<f32>,
+    /// Seconds of the pursuit spent in dense correlation products.
+    pub correlation_seconds: f64,
 }
 
 /// Result of [`MpSae::forward`]: the reference's `(residual, codes, x_hat)`.
@@ -82,6 +86,25 @@ pub struct TrainingPass {
     pub grads: Gradients,
     /// The pursuit strategy that was used.
     pub strategy: Strategy,
+    /// Where the time went.
+    pub timings: PassTimings,
+}
+
+/// Seconds spent in each part of a training pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PassTimings {
+    /// Normalising and scaling the dictionary (three times, as the reference).
+    pub dictionary: f64,
+    /// The Gram matrix (zero unless the Gram strategy ran).
+    pub gram: f64,
+    /// The pursuit, including its dense correlation products.
+    pub pursuit: f64,
+    /// The pursuit's dense correlation products (`X·Dᵀ`, and more for the non-Gram strategies).
+    pub correlations: f64,
+    /// Decode and criterion.
+    pub decode_criterion: f64,
+    /// The sparse backward pass.
+    pub backward: f64,
 }
 
 /// Options of an encode beyond the model's own.
@@ -113,12 +136,7 @@ impl MpSae {
 
     /// A model with the given raw weights `W` (`c x d`) and multiplier `m` (the reference's
     /// `initializer`, or a loaded state dict).
-    pub fn from_weights(
-        config: SaeConfig,
-        weights: Vec<f32>,
-        multiplier: f32,
-        seed: u64,
-    ) -> Result<Self> {
+    pub fn from_weights(config: SaeConfig, weights: Vec<f32>, multiplier: f32, seed: u64) -> Result<Self> {
         config.validate()?;
         let expected = config.nb_concepts * config.input_dim;
         if weights.len() != expected {
@@ -132,8 +150,7 @@ impl MpSae {
         if !multiplier.is_finite() || weights.iter().any(|v| !v.is_finite()) {
             return Err(Error::invalid("weights", "contain NaN or infinite values"));
         }
-        let mut model =
-            MpSae::assemble(config, weights, multiplier, ChaCha8Rng::seed_from_u64(seed));
+        let mut model = MpSae::assemble(config, weights, multiplier, ChaCha8Rng::seed_from_u64(seed));
         model.build_encoder(true);
         Ok(model)
     }
@@ -150,6 +167,7 @@ impl MpSae {
             fused_gram: None,
             rng,
             engine: Engine::default(),
+            workspace: Workspace::default(),
         }
     }
 
@@ -166,9 +184,7 @@ impl MpSae {
                 self.get_dictionary()
             } else {
                 let bound = (6.0 / (c + d) as f64).sqrt() as f32;
-                (0..c * d)
-                    .map(|_| self.rng.gen_range(-bound..=bound))
-                    .collect()
+                (0..c * d).map(|_| self.rng.gen_range(-bound..=bound)).collect()
             }
         });
         self.encoder_bias = bias.then(|| vec![0.0; c]);
@@ -202,10 +218,7 @@ impl MpSae {
     /// Changes the number of pursuit steps used from now on.
     pub fn set_k(&mut self, k: usize) -> Result<()> {
         if k == 0 {
-            return Err(Error::invalid(
-                "k",
-                "the number of pursuit steps must be at least 1",
-            ));
+            return Err(Error::invalid("k", "the number of pursuit steps must be at least 1"));
         }
         self.config.k = k;
         Ok(())
@@ -263,25 +276,14 @@ impl MpSae {
     }
 
     /// Sets the encoder's parameters (from a state dict); shapes must match the configuration.
-    pub fn set_encoder_parameters(
-        &mut self,
-        weight: Option<Vec<f32>>,
-        bias: Option<Vec<f32>>,
-    ) -> Result<()> {
+    pub fn set_encoder_parameters(&mut self, weight: Option<Vec<f32>>, bias: Option<Vec<f32>>) -> Result<()> {
         let (c, d) = (self.config.nb_concepts, self.config.input_dim);
-        if weight.as_ref().is_some_and(|w| w.len() != c * d)
-            || bias.as_ref().is_some_and(|b| b.len() != c)
-        {
-            return Err(Error::Shape(
-                "encoder parameters do not match the dictionary's shape".into(),
-            ));
+        if weight.as_ref().is_some_and(|w| w.len() != c * d) || bias.as_ref().is_some_and(|b| b.len() != c) {
+            return Err(Error::Shape("encoder parameters do not match the dictionary's shape".into()));
         }
-        if weight.is_some() != self.encoder_weight.is_some()
-            || bias.is_some() != self.encoder_bias.is_some()
+        if weight.is_some() != self.encoder_weight.is_some() || bias.is_some() != self.encoder_bias.is_some()
         {
-            return Err(Error::Shape(
-                "encoder parameters do not match the encoder kind".into(),
-            ));
+            return Err(Error::Shape("encoder parameters do not match the encoder kind".into()));
         }
         self.encoder_weight = weight;
         self.encoder_bias = bias;
@@ -327,6 +329,8 @@ impl MpSae {
             self.fused_gram = None;
         }
         self.training = false;
+        // The training Gram is not needed in eval mode (the fused one is built on demand).
+        self.workspace.gram = Vec::new();
         self
     }
 
@@ -337,9 +341,7 @@ impl MpSae {
 
     /// Normalises `W` in place and returns `W·exp(m)` (the training-mode dictionary).
     fn training_dictionary(&mut self) -> Vec<f32> {
-        self.config
-            .normalization
-            .apply(&mut self.weights, self.config.input_dim);
+        self.config.normalization.apply(&mut self.weights, self.config.input_dim);
         let scale = self.multiplier.exp();
         if scale == 1.0 {
             self.weights.clone()
@@ -365,9 +367,7 @@ impl MpSae {
             return f.clone();
         }
         let mut w = self.weights.clone();
-        self.config
-            .normalization
-            .apply(&mut w, self.config.input_dim);
+        self.config.normalization.apply(&mut w, self.config.input_dim);
         let scale = self.multiplier.exp();
         w.iter_mut().for_each(|v| *v *= scale);
         w
@@ -388,11 +388,7 @@ impl MpSae {
         if self.training || self.fused_gram.is_some() {
             return;
         }
-        let (c, d, par) = (
-            self.config.nb_concepts,
-            self.config.input_dim,
-            self.engine.par,
-        );
+        let (c, d, par) = (self.config.nb_concepts, self.config.input_dim, self.engine.par);
         let dict = self.ensure_fused().to_vec();
         let mut g = vec![0f32; c * c];
         gram(&dict, &mut g, c, d, par);
@@ -414,11 +410,7 @@ impl MpSae {
     fn draw_mask(&mut self) -> Option<Vec<f32>> {
         let p = self.config.dropout?;
         let keep = 1.0 - p as f64;
-        Some(
-            (0..self.config.nb_concepts)
-                .map(|_| if self.rng.gen_bool(keep) { 1.0 } else { 0.0 })
-                .collect(),
-        )
+        Some((0..self.config.nb_concepts).map(|_| if self.rng.gen_bool(keep) { 1.0 } else { 0.0 }).collect())
     }
 
     /// The generator's position (for checkpoints): seed and word position.
@@ -432,43 +424,6 @@ impl MpSae {
         self.rng.set_word_pos(word_pos);
     }
 
-    /// Runs the pursuit of `x` (`n x d`) over `dict` (`c x d`), with the engine's strategy.
-    fn run_pursuit(
-        &self,
-        x: &[f32],
-        n: usize,
-        dict: &[f32],
-        k: usize,
-        tol: Option<f32>,
-        cached: Option<&[f32]>,
-    ) -> (Output, Strategy) {
-        let (c, d) = (self.config.nb_concepts, self.config.input_dim);
-        let strategy = self.engine.strategy_for(n, c, d, k, cached.is_some());
-        let owned;
-        let g = match (strategy, cached) {
-            (Strategy::Gram, Some(g)) => Some(g),
-            (Strategy::Gram, None) => {
-                let mut g = vec![0f32; c * c];
-                gram(dict, &mut g, c, d, self.engine.par);
-                owned = g;
-                Some(owned.as_slice())
-            }
-            _ => None,
-        };
-        let mut out = Output::default();
-        let p = Problem {
-            x,
-            n,
-            d,
-            dict,
-            c,
-            k,
-            tol,
-        };
-        pursuit(&p, strategy, g, self.engine.par, &mut out);
-        (out, strategy)
-    }
-
     /// Encodes `x` (`n x d`, row-major): `k` matching-pursuit steps per row. Returns the final
     /// residual and the sparse codes (the reference's `encode`).
     pub fn encode(&mut self, x: &[f32]) -> Result<Encoded> {
@@ -477,78 +432,38 @@ impl MpSae {
 
     /// [`MpSae::encode`] with a different `k`, a tolerance, or an explicit dropout mask.
     pub fn encode_with(&mut self, x: &[f32], opts: &EncodeOptions) -> Result<Encoded> {
-        let (encoded, _) = self.encode_inner(x, opts)?;
-        Ok(encoded)
-    }
-
-    /// Encodes and returns the encode dictionary (masked) and the mask, for the backward pass.
-    fn encode_inner(
-        &mut self,
-        x: &[f32],
-        opts: &EncodeOptions,
-    ) -> Result<(Encoded, (Vec<f32>, Option<Vec<f32>>, Strategy))> {
         let n = self.rows_of(x)?;
         let k = opts.k.unwrap_or(self.config.k);
-        if k == 0 {
-            return Err(Error::invalid(
-                "k",
-                "the number of pursuit steps must be at least 1",
-            ));
-        }
-        if let Some(t) = opts.tol {
-            if !(t >= 0.0 && t.is_finite()) {
-                return Err(Error::invalid(
-                    "tol",
-                    format!("{t} must be a finite number >= 0"),
-                ));
-            }
-        }
-        let (c, d) = (self.config.nb_concepts, self.config.input_dim);
-        let (out, dict, mask, strategy) = if self.training {
-            let mut dict = self.training_dictionary();
-            let mask = match opts.mask {
-                Some(m) => {
-                    if m.len() != c {
-                        return Err(Error::Shape(format!(
-                            "dropout mask has {} entries, not {c}",
-                            m.len()
-                        )));
-                    }
-                    Some(m.to_vec())
-                }
-                None => self.draw_mask(),
-            };
-            if let Some(m) = &mask {
-                for (row, &keep) in dict.chunks_mut(d).zip(m) {
-                    row.iter_mut().for_each(|v| *v *= keep);
-                }
-            }
-            let (out, s) = self.run_pursuit(x, n, &dict, k, opts.tol, None);
-            (out, dict, mask, s)
+        check_encode_options(k, opts.tol)?;
+        if self.training {
+            let mask = self.mask_for(opts.mask)?;
+            let scale = self.normalize_weights();
+            let dict = scaled_dictionary(&self.weights, scale, mask.as_deref(), self.config.input_dim);
+            let dict = dict.as_deref().unwrap_or(&self.weights);
+            let run = run_pursuit(&self.engine, &mut self.workspace, &self.config, x, n, dict, k, opts.tol, None);
+            Ok(run.encoded)
         } else {
             self.ensure_fused();
-            let dict = self.fused.take().unwrap();
-            let gram = self.fused_gram.take();
-            let (out, s) = self.run_pursuit(x, n, &dict, k, opts.tol, gram.as_deref());
-            self.fused_gram = gram;
-            self.fused = Some(dict);
-            (out, Vec::new(), None, s)
-        };
-        let codes = Codes {
-            n,
-            c,
-            k,
-            atoms: out.atoms,
-            values: out.values,
-        };
-        Ok((
-            Encoded {
-                residual: out.residual,
-                codes,
-                energy: out.energy,
-            },
-            (dict, mask, strategy),
-        ))
+            let (dict, gram) = (self.fused.as_deref().unwrap(), self.fused_gram.as_deref());
+            let run = run_pursuit(&self.engine, &mut self.workspace, &self.config, x, n, dict, k, opts.tol, gram);
+            Ok(run.encoded)
+        }
+    }
+
+    /// The dropout mask of one training-mode encode: the given one (checked) or a drawn one.
+    fn mask_for(&mut self, given: Option<&[f32]>) -> Result<Option<Vec<f32>>> {
+        let c = self.config.nb_concepts;
+        match given {
+            Some(m) if m.len() != c => Err(Error::Shape(format!("dropout mask has {} entries, not {c}", m.len()))),
+            Some(m) => Ok(Some(m.to_vec())),
+            None => Ok(self.draw_mask()),
+        }
+    }
+
+    /// Normalises `W` in place (the training-mode `get_dictionary()`), returning `exp(m)`.
+    fn normalize_weights(&mut self) -> f32 {
+        self.config.normalization.apply(&mut self.weights, self.config.input_dim);
+        self.multiplier.exp()
     }
 
     /// Decodes sparse codes: `x_hat = Σ v_t·D_{j_t}` per row (`n x d`), with the unmasked dictionary.
@@ -559,26 +474,15 @@ impl MpSae {
                 codes.c, self.config.nb_concepts
             )));
         }
-        if codes
-            .atoms
-            .iter()
-            .any(|&a| a != Codes::NO_ATOM && a as usize >= codes.c)
-        {
-            return Err(Error::Shape(
-                "codes name an atom outside the dictionary".into(),
-            ));
+        if codes.atoms.iter().any(|&a| a != Codes::NO_ATOM && a as usize >= codes.c) {
+            return Err(Error::Shape("codes name an atom outside the dictionary".into()));
         }
+        let (d, par) = (self.config.input_dim, self.engine.par);
         if self.training {
-            let dict = self.training_dictionary();
-            Ok(decode_with(
-                &dict,
-                codes,
-                self.config.input_dim,
-                self.engine.par,
-            ))
+            let scale = self.normalize_weights();
+            let dict = scaled_dictionary(&self.weights, scale, None, d);
+            Ok(decode_with(dict.as_deref().unwrap_or(&self.weights), codes, d, par))
         } else {
-            let d = self.config.input_dim;
-            let par = self.engine.par;
             Ok(decode_with(self.ensure_fused(), codes, d, par))
         }
     }
@@ -587,51 +491,48 @@ impl MpSae {
     pub fn forward(&mut self, x: &[f32]) -> Result<Forward> {
         let enc = self.encode(x)?;
         let x_hat = self.decode(&enc.codes)?;
-        Ok(Forward {
-            residual: enc.residual,
-            codes: enc.codes,
-            x_hat,
-            energy: enc.energy,
-        })
+        Ok(Forward { residual: enc.residual, codes: enc.codes, x_hat, energy: enc.energy })
     }
 
-    /// A training-mode forward pass, the criterion (called with `get_dictionary()`, as
-    /// overcomplete's `train_sae` does) and the exact sparse backward pass. `mask` replaces the
-    /// drawn dropout mask. The model must be in training mode.
-    pub fn training_pass(
-        &mut self,
-        x: &[f32],
-        criterion: &dyn Criterion,
-        mask: Option<&[f32]>,
-    ) -> Result<TrainingPass> {
+    /// A training-mode forward pass, the criterion (given the training dictionary, as
+    /// overcomplete's `train_sae` passes `get_dictionary()`) and the exact sparse backward pass.
+    /// `mask` replaces the drawn dropout mask. The model must be in training mode.
+    ///
+    /// `W` is normalised in place once per pass (the reference does it two or three times; the
+    /// extra passes move already-normalised weights by a few ulps at most).
+    pub fn training_pass(&mut self, x: &[f32], criterion: &dyn Criterion, mask: Option<&[f32]>) -> Result<TrainingPass> {
         if !self.training {
-            return Err(Error::invalid(
-                "mode",
-                "training_pass needs a model in training mode (call train())",
-            ));
+            return Err(Error::invalid("mode", "training_pass needs a model in training mode (call train())"));
         }
         let n = self.rows_of(x)?;
-        let (c, d, k) = (
-            self.config.nb_concepts,
-            self.config.input_dim,
-            self.config.k,
-        );
-        let opts = EncodeOptions {
-            mask,
-            ..Default::default()
-        };
-        let (enc, (dict_encode, mask, strategy)) = self.encode_inner(x, &opts)?;
-        // decode: get_dictionary() again (second in-place normalisation, as the reference).
-        let dict_decode = self.training_dictionary();
-        let x_hat = decode_with(&dict_decode, &enc.codes, d, self.engine.par);
-        // the criterion receives get_dictionary() (third normalisation).
-        let dict_crit = self.training_dictionary();
+        let (c, d, k) = (self.config.nb_concepts, self.config.input_dim, self.config.k);
+        let t_start = Instant::now();
+        let mask = self.mask_for(mask)?;
+        let scale = self.normalize_weights();
+        // D = normalize(W)·exp(m) (borrowed from W when exp(m) = 1), and the masked encode one.
+        let dict_decode_owned = scaled_dictionary(&self.weights, scale, None, d);
+        let dict_decode: &[f32] = dict_decode_owned.as_deref().unwrap_or(&self.weights);
+        let dict_encode_owned = mask.as_ref().map(|m| {
+            let mut e = dict_decode.to_vec();
+            for (row, &keep) in e.chunks_mut(d).zip(m) {
+                row.iter_mut().for_each(|v| *v *= keep);
+            }
+            e
+        });
+        let dict_encode: &[f32] = dict_encode_owned.as_deref().unwrap_or(dict_decode);
+        let t_dict = t_start.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        let run = run_pursuit(&self.engine, &mut self.workspace, &self.config, x, n, dict_encode, k, None, None);
+        let t_encode = t0.elapsed().as_secs_f64();
+        let (enc, strategy, gram_time) = (run.encoded, run.strategy, run.gram_seconds);
+        let t1 = Instant::now();
+        let x_hat = decode_with(dict_decode, &enc.codes, d, self.engine.par);
         let crit = criterion.evaluate(&CriterionInput {
             x,
             x_hat: &x_hat,
             residual: &enc.residual,
             codes: &enc.codes,
-            dictionary: &dict_crit,
+            dictionary: dict_decode,
             n,
             d,
         });
@@ -646,6 +547,8 @@ impl MpSae {
                 check_len(name, g.len(), len)?;
             }
         }
+        let t_decode_criterion = t1.elapsed().as_secs_f64();
+        let t2 = Instant::now();
         let mut g_dict = vec![0f32; c * d];
         let mut g_x = vec![0f32; n * d];
         let grads = Grads {
@@ -654,8 +557,8 @@ impl MpSae {
             d,
             c,
             k,
-            dict_encode: &dict_encode,
-            dict_decode: &dict_decode,
+            dict_encode,
+            dict_decode,
             mask: mask.as_deref(),
             atoms: &enc.codes.atoms,
             values: &enc.codes.values,
@@ -671,39 +574,111 @@ impl MpSae {
             axpy(1.0, gx, &mut g_x);
         }
         let multiplier = self.config.use_multiplier.then(|| {
-            g_dict
-                .iter()
-                .zip(&dict_decode)
-                .map(|(&g, &w)| g as f64 * w as f64)
-                .sum::<f64>() as f32
+            g_dict.iter().zip(dict_decode).map(|(&g, &w)| g as f64 * w as f64).sum::<f64>() as f32
         });
-        let scale = self.multiplier.exp();
         if scale != 1.0 {
             g_dict.iter_mut().for_each(|g| *g *= scale);
         }
+        let timings = PassTimings {
+            dictionary: t_dict,
+            gram: gram_time,
+            pursuit: t_encode - gram_time,
+            correlations: enc.correlation_seconds,
+            decode_criterion: t_decode_criterion,
+            backward: t2.elapsed().as_secs_f64(),
+        };
         Ok(TrainingPass {
-            forward: Forward {
-                residual: enc.residual,
-                codes: enc.codes,
-                x_hat,
-                energy: enc.energy,
-            },
+            forward: Forward { residual: enc.residual, codes: enc.codes, x_hat, energy: enc.energy },
             criterion: crit,
-            grads: Gradients {
-                weights: g_dict,
-                multiplier,
-                input: g_x,
-            },
+            grads: Gradients { weights: g_dict, multiplier, input: g_x },
             strategy,
+            timings,
         })
     }
 }
 
+/// Reusable buffers of the model's kernels (so repeated calls do not page-fault fresh memory in).
+#[derive(Default)]
+struct Workspace {
+    /// Correlation scratch of the pursuit.
+    scratch: Vec<f32>,
+    /// Gram matrix of the training dictionary.
+    gram: Vec<f32>,
+}
+
+/// What [`run_pursuit`] gives back.
+struct PursuitRun {
+    encoded: Encoded,
+    strategy: Strategy,
+    gram_seconds: f64,
+}
+
+fn check_encode_options(k: usize, tol: Option<f32>) -> Result<()> {
+    if k == 0 {
+        return Err(Error::invalid("k", "the number of pursuit steps must be at least 1"));
+    }
+    if let Some(t) = tol {
+        if !(t >= 0.0 && t.is_finite()) {
+            return Err(Error::invalid("tol", format!("{t} must be a finite number >= 0")));
+        }
+    }
+    Ok(())
+}
+
+/// `W·scale` with dropped atoms zeroed, or `None` when that is `W` itself (scale 1, no mask).
+fn scaled_dictionary(w: &[f32], scale: f32, mask: Option<&[f32]>, d: usize) -> Option<Vec<f32>> {
+    if scale == 1.0 && mask.is_none() {
+        return None;
+    }
+    let mut out: Vec<f32> = w.iter().map(|&v| v * scale).collect();
+    if let Some(m) = mask {
+        for (row, &keep) in out.chunks_mut(d).zip(m) {
+            row.iter_mut().for_each(|v| *v *= keep);
+        }
+    }
+    Some(out)
+}
+
+/// Runs the pursuit of `x` (`n x d`) over `dict` (`c x d`) with the engine's strategy, computing
+/// the Gram matrix into the workspace when that strategy is chosen and none is `cached`.
+#[allow(clippy::too_many_arguments)]
+fn run_pursuit(
+    engine: &Engine,
+    ws: &mut Workspace,
+    config: &SaeConfig,
+    x: &[f32],
+    n: usize,
+    dict: &[f32],
+    k: usize,
+    tol: Option<f32>,
+    cached: Option<&[f32]>,
+) -> PursuitRun {
+    let (c, d) = (config.nb_concepts, config.input_dim);
+    let strategy = engine.strategy_for(n, c, d, k, cached.is_some());
+    let t0 = Instant::now();
+    let g = match (strategy, cached) {
+        (Strategy::Gram, Some(g)) => Some(g),
+        (Strategy::Gram, None) => {
+            ws.gram.resize(c * c, 0.0);
+            gram(dict, &mut ws.gram, c, d, engine.par);
+            Some(ws.gram.as_slice())
+        }
+        _ => None,
+    };
+    let gram_seconds = t0.elapsed().as_secs_f64();
+    let mut out = Output { scratch: std::mem::take(&mut ws.scratch), ..Output::default() };
+    let p = Problem { x, n, d, dict, c, k, tol };
+    pursuit(&p, strategy, g, engine.par, &mut out);
+    ws.scratch = std::mem::take(&mut out.scratch);
+    let codes = Codes { n, c, k, atoms: out.atoms, values: out.values };
+    let encoded =
+        Encoded { residual: out.residual, codes, energy: out.energy, correlation_seconds: out.matmul_seconds };
+    PursuitRun { encoded, strategy, gram_seconds }
+}
+
 fn check_len(what: &str, got: usize, want: usize) -> Result<()> {
     if got != want {
-        return Err(Error::Shape(format!(
-            "{what} has {got} values, expected {want}"
-        )));
+        return Err(Error::Shape(format!("{what} has {got} values, expected {want}")));
     }
     Ok(())
 }
@@ -720,11 +695,7 @@ fn decode_with(dict: &[f32], codes: &Codes, d: usize, par: Par) -> Vec<f32> {
         Par::Seq => x_hat.chunks_mut(d).enumerate().for_each(row),
         Par::Rayon(_) => {
             use rayon::prelude::*;
-            x_hat
-                .par_chunks_mut(d)
-                .enumerate()
-                .with_min_len(64)
-                .for_each(row)
+            x_hat.par_chunks_mut(d).enumerate().with_min_len(64).for_each(row)
         }
     }
     x_hat

@@ -73,22 +73,14 @@ impl Normalization {
         let l1 = |row: &[f32]| row.iter().map(|&v| (v as f64).abs()).sum::<f64>() as f32;
         match self {
             Normalization::L2 | Normalization::L1 => {
-                let f = if matches!(self, Normalization::L2) {
-                    l2
-                } else {
-                    l1
-                };
+                let f = if matches!(self, Normalization::L2) { l2 } else { l1 };
                 for row in w.chunks_mut(d) {
                     let denom = f(row) + 1e-8;
                     row.iter_mut().for_each(|v| *v /= denom);
                 }
             }
             Normalization::MaxL2 | Normalization::MaxL1 => {
-                let f = if matches!(self, Normalization::MaxL2) {
-                    l2
-                } else {
-                    l1
-                };
+                let f = if matches!(self, Normalization::MaxL2) { l2 } else { l1 };
                 let max = w.chunks(d).map(f).fold(f32::NEG_INFINITY, f32::max);
                 w.iter_mut().for_each(|v| *v /= max);
             }

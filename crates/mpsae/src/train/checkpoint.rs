@@ -35,22 +35,13 @@ impl Checkpoint {
             options: trainer.options.clone(),
             progress: trainer.progress.clone(),
             adam_step: trainer.adam.step,
-            adam_multiplier: (
-                trainer.adam.multiplier_exp_avg,
-                trainer.adam.multiplier_exp_avg_sq,
-            ),
+            adam_multiplier: (trainer.adam.multiplier_exp_avg, trainer.adam.multiplier_exp_avg_sq),
             rng_seed: seed.to_vec(),
             rng_word_pos: pos.to_string(),
         };
         let meta = vec![
-            (
-                STATE_KEY.to_string(),
-                serde_json::to_string(&state).expect("state serialises"),
-            ),
-            (
-                PREPROCESS_KEY.to_string(),
-                serde_json::to_string(&trainer.preprocess).expect("serialises"),
-            ),
+            (STATE_KEY.to_string(), serde_json::to_string(&state).expect("state serialises")),
+            (PREPROCESS_KEY.to_string(), serde_json::to_string(&trainer.preprocess).expect("serialises")),
         ];
         let shape = vec![trainer.model.nb_concepts(), trainer.model.input_dim()];
         let bytes = model_to_bytes_with(
@@ -68,45 +59,30 @@ impl Checkpoint {
     pub fn load(path: &Path) -> Result<Trainer> {
         let (model, meta) = load_model(path, None)?;
         let bad = |m: String| Error::file(path, m);
-        let state: TrainState =
-            serde_json::from_str(meta.get(STATE_KEY).ok_or_else(|| {
-                bad("not a checkpoint (no training state in its metadata)".into())
-            })?)
-            .map_err(|e| bad(format!("bad training state: {e}")))?;
+        let state: TrainState = serde_json::from_str(
+            meta.get(STATE_KEY)
+                .ok_or_else(|| bad("not a checkpoint (no training state in its metadata)".into()))?,
+        )
+        .map_err(|e| bad(format!("bad training state: {e}")))?;
         let preprocess: Preprocess = match meta.get(PREPROCESS_KEY) {
-            Some(p) => {
-                serde_json::from_str(p).map_err(|e| bad(format!("bad preprocessing: {e}")))?
-            }
+            Some(p) => serde_json::from_str(p).map_err(|e| bad(format!("bad preprocessing: {e}")))?,
             None => Preprocess::default(),
         };
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let (mut tensors, _) = read_tensors(path, &bytes)?;
         let mut take = |name: &str| -> Result<Vec<f32>> {
-            let t = tensors
-                .remove(name)
-                .ok_or_else(|| bad(format!("no '{name}' tensor")))?;
+            let t = tensors.remove(name).ok_or_else(|| bad(format!("no '{name}' tensor")))?;
             if t.data.len() != model.weights().len() {
-                return Err(bad(format!(
-                    "'{name}' does not match the dictionary's shape"
-                )));
+                return Err(bad(format!("'{name}' does not match the dictionary's shape")));
             }
             Ok(t.data)
         };
         let exp_avg = take("mpsae.adam.exp_avg")?;
         let exp_avg_sq = take("mpsae.adam.exp_avg_sq")?;
-        let seed: [u8; 32] = state
-            .rng_seed
-            .as_slice()
-            .try_into()
-            .map_err(|_| bad("bad RNG seed".into()))?;
-        let pos: u128 = state
-            .rng_word_pos
-            .parse()
-            .map_err(|_| bad("bad RNG position".into()))?;
+        let seed: [u8; 32] = state.rng_seed.as_slice().try_into().map_err(|_| bad("bad RNG seed".into()))?;
+        let pos: u128 = state.rng_word_pos.parse().map_err(|_| bad("bad RNG position".into()))?;
         if state.progress.acc.alive.len() != model.nb_concepts() {
-            return Err(bad(
-                "training state does not match the dictionary's shape".into()
-            ));
+            return Err(bad("training state does not match the dictionary's shape".into()));
         }
         state.options.validate().map_err(|e| bad(e.to_string()))?;
         let mut trainer = Trainer::new(model, state.options, preprocess)?;
@@ -115,10 +91,7 @@ impl Checkpoint {
         trainer.adam.step = state.adam_step;
         trainer.adam.exp_avg = exp_avg;
         trainer.adam.exp_avg_sq = exp_avg_sq;
-        (
-            trainer.adam.multiplier_exp_avg,
-            trainer.adam.multiplier_exp_avg_sq,
-        ) = state.adam_multiplier;
+        (trainer.adam.multiplier_exp_avg, trainer.adam.multiplier_exp_avg_sq) = state.adam_multiplier;
         Ok(trainer)
     }
 }

@@ -20,11 +20,7 @@ pub struct EvalOptions {
 
 impl Default for EvalOptions {
     fn default() -> Self {
-        EvalOptions {
-            batch_size: 4096,
-            k: None,
-            tol: None,
-        }
+        EvalOptions { batch_size: 4096, k: None, tol: None }
     }
 }
 
@@ -84,14 +80,7 @@ pub fn evaluate(
         data.read_range(start, len, &mut raw);
         x.clone_from(&raw);
         pre.apply(&mut x, d);
-        let enc = model.encode_with(
-            &x,
-            &EncodeOptions {
-                k: Some(k),
-                tol: opts.tol,
-                mask: None,
-            },
-        )?;
+        let enc = model.encode_with(&x, &EncodeOptions { k: Some(k), tol: opts.tol, mask: None })?;
         let mut x_hat = model.decode(&enc.codes)?;
         pre.undo(&mut x_hat, d);
         for (a, b) in raw.iter().zip(&x_hat) {
@@ -100,23 +89,10 @@ pub fn evaluate(
             sse += ((a - b) as f64).powi(2);
         }
         for (t, e) in energy.iter_mut().enumerate() {
-            *e += enc
-                .energy
-                .iter()
-                .skip(t)
-                .step_by(k)
-                .map(|&v| v as f64)
-                .sum::<f64>()
-                * inv_scale2;
+            *e += enc.energy.iter().skip(t).step_by(k).map(|&v| v as f64).sum::<f64>() * inv_scale2;
         }
         nnz += (0..len)
-            .map(|i| {
-                enc.codes
-                    .row_dense(i)
-                    .iter()
-                    .filter(|(_, v)| v.abs() >= 1e-6)
-                    .count()
-            })
+            .map(|i| enc.codes.row_dense(i).iter().filter(|(_, v)| v.abs() >= 1e-6).count())
             .sum::<usize>();
         tracker.update(&enc.codes);
         start += len;

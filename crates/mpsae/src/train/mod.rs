@@ -42,15 +42,9 @@ impl CriterionChoice {
     pub fn build(&self) -> Box<dyn Criterion> {
         match *self {
             CriterionChoice::Mse => Box::new(Mse),
-            CriterionChoice::Revive {
-                threshold,
-                min_dead,
-                coefficient,
-            } => Box::new(Revive {
-                threshold,
-                min_dead,
-                coefficient,
-            }),
+            CriterionChoice::Revive { threshold, min_dead, coefficient } => {
+                Box::new(Revive { threshold, min_dead, coefficient })
+            }
         }
     }
 }
@@ -130,19 +124,13 @@ impl TrainOptions {
             return Err(Error::invalid("batch size", "must be at least 1"));
         }
         if self.steps.is_none() && self.epochs == 0 {
-            return Err(Error::invalid(
-                "epochs",
-                "must be at least 1 (or give a step budget)",
-            ));
+            return Err(Error::invalid("epochs", "must be at least 1 (or give a step budget)"));
         }
         if self.steps == Some(0) {
             return Err(Error::invalid("steps", "must be at least 1"));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(Error::invalid(
-                "learning rate",
-                format!("{} must be a positive number", self.lr),
-            ));
+            return Err(Error::invalid("learning rate", format!("{} must be a positive number", self.lr)));
         }
         for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
             if !(0.0..1.0).contains(&b) {
@@ -161,17 +149,9 @@ impl TrainOptions {
         if self.max_bad_steps == 0 {
             return Err(Error::invalid("max bad steps", "must be at least 1"));
         }
-        if let CriterionChoice::Revive {
-            threshold,
-            coefficient,
-            ..
-        } = self.criterion
-        {
+        if let CriterionChoice::Revive { threshold, coefficient, .. } = self.criterion {
             if !threshold.is_finite() || !coefficient.is_finite() {
-                return Err(Error::invalid(
-                    "revive",
-                    "threshold and coefficient must be finite",
-                ));
+                return Err(Error::invalid("revive", "threshold and coefficient must be finite"));
             }
         }
         Ok(())
@@ -179,12 +159,7 @@ impl TrainOptions {
 
     /// Adam's hyper-parameters.
     pub fn adam(&self) -> AdamParams {
-        AdamParams {
-            lr: self.lr,
-            beta1: self.beta1,
-            beta2: self.beta2,
-            eps: self.eps,
-        }
+        AdamParams { lr: self.lr, beta1: self.beta1, beta2: self.beta2, eps: self.eps }
     }
 
     /// Batches in one epoch of `rows` rows.
@@ -194,8 +169,7 @@ impl TrainOptions {
 
     /// Total steps of the run on `rows` rows.
     pub fn total_steps(&self, rows: usize) -> u64 {
-        self.steps
-            .unwrap_or(self.epochs as u64 * self.batches_per_epoch(rows))
+        self.steps.unwrap_or(self.epochs as u64 * self.batches_per_epoch(rows))
     }
 }
 
@@ -364,10 +338,7 @@ impl Trainer {
                 batch_in_epoch: 0,
                 consecutive_bad: 0,
                 total_bad: 0,
-                acc: EpochAccumulator {
-                    alive: vec![false; c],
-                    ..Default::default()
-                },
+                acc: EpochAccumulator { alive: vec![false; c], ..Default::default() },
             },
             preprocess,
             checkpoint_dir: None,
@@ -412,25 +383,11 @@ impl Trainer {
                     .sum();
                 let d = self.model.input_dim();
                 let dict = self.model.clone_dictionary();
-                let norms: f64 = dict
-                    .chunks(d)
-                    .map(|r| r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt())
-                    .sum();
+                let norms: f64 =
+                    dict.chunks(d).map(|r| r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt()).sum();
                 let nnz = dict.iter().filter(|v| v.abs() >= 1e-6).count() as f64;
-                let wn = self
-                    .model
-                    .weights()
-                    .iter()
-                    .map(|&v| (v as f64).powi(2))
-                    .sum::<f64>()
-                    .sqrt();
-                let gn = pass
-                    .grads
-                    .weights
-                    .iter()
-                    .map(|&v| (v as f64).powi(2))
-                    .sum::<f64>()
-                    .sqrt();
+                let wn = self.model.weights().iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
+                let gn = pass.grads.weights.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
                 let s = &mut acc.detailed;
                 s.z_l2 += dense_sq.sqrt();
                 s.dictionary_norms += norms / self.model.nb_concepts() as f64;
@@ -462,11 +419,7 @@ impl Trainer {
             total_steps: 0,
             epoch: self.progress.epoch + 1,
             lr,
-            loss: if finite {
-                pass.criterion.loss
-            } else {
-                f64::NAN
-            },
+            loss: if finite { pass.criterion.loss } else { f64::NAN },
             r2,
             l0,
             dead_ratio,
@@ -481,10 +434,7 @@ impl Trainer {
         let c = self.model.nb_concepts();
         let acc = std::mem::replace(
             &mut self.progress.acc,
-            EpochAccumulator {
-                alive: vec![false; c],
-                ..Default::default()
-            },
+            EpochAccumulator { alive: vec![false; c], ..Default::default() },
         );
         let b = acc.batches.max(1) as f64;
         let detailed = self.options.detailed_stats.then(|| DetailedStats {
@@ -529,12 +479,7 @@ impl Trainer {
         self.model.train();
         let mut epoch_start = Instant::now();
         while self.progress.step < total {
-            let order = epoch_order(
-                rows,
-                self.options.shuffle,
-                self.options.seed,
-                self.progress.epoch,
-            );
+            let order = epoch_order(rows, self.options.shuffle, self.options.seed, self.progress.epoch);
             while self.progress.batch_in_epoch < per_epoch && self.progress.step < total {
                 let b = self.progress.batch_in_epoch as usize;
                 let ids = &order[b * bs..((b + 1) * bs).min(rows)];
@@ -552,11 +497,7 @@ impl Trainer {
                          the model was left at its last good state{}",
                         self.progress.consecutive_bad,
                         self.progress.step,
-                        if self.checkpoint_dir.is_some() {
-                            " and the last checkpoint is kept"
-                        } else {
-                            ""
-                        }
+                        if self.checkpoint_dir.is_some() { " and the last checkpoint is kept" } else { "" }
                     )));
                 }
                 let every = self.options.checkpoint_every;

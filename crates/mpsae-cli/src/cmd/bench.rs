@@ -1,0 +1,219 @@
+//! `mpsae bench`: training-step and encode throughput over a grid of shapes, with the time split
+//! and the machine's own sgemm rate for the same shapes, measured side by side in one run.
+
+use crate::common::{msg, parse_strategy, CliResult};
+use mpsae::criterion::Mse;
+use mpsae::data::{DataOptions, Dataset};
+use mpsae::kernels::matmul::{gram, matmul_abt};
+use mpsae::kernels::pursuit::Strategy;
+use mpsae::kernels::Par;
+use mpsae::optim::{clip_gradients, Adam, AdamParams};
+use mpsae::{Engine, MpSae, SaeConfig};
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Arguments of `mpsae bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Input dimensions (384: DINOv2 patches, 576: SmolLM2 tokens from --data-dir; 768: random).
+    #[arg(long, num_args = 1.., default_values_t = [384, 576, 768])]
+    d: Vec<usize>,
+    /// Numbers of concepts.
+    #[arg(long, num_args = 1.., default_values_t = [4096, 16384])]
+    c: Vec<usize>,
+    /// Pursuit steps.
+    #[arg(long, num_args = 1.., default_values_t = [4, 16, 32])]
+    k: Vec<usize>,
+    /// Batch sizes.
+    #[arg(long, num_args = 1.., default_values_t = [1024, 4096])]
+    batch: Vec<usize>,
+    /// A small grid (d 384, c 4096, k 4 and 16, batch 1024) for a quick look.
+    #[arg(long)]
+    quick: bool,
+    /// Timed training steps per point (after one warm-up step).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Folder with the real activations (dinov2s_l6_public.npy, smollm2_l15_public.npy).
+    #[arg(long, default_value = "../shared/data")]
+    data_dir: PathBuf,
+    /// Pursuit strategy: auto, plain, gram, gram-picked.
+    #[arg(long, default_value = "auto")]
+    strategy: String,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn batch_for(d: usize, n: usize, dir: &std::path::Path) -> (Vec<f32>, String) {
+    let file = match d {
+        384 => Some("dinov2s_l6_public.npy"),
+        576 => Some("smollm2_l15_public.npy"),
+        _ => None,
+    };
+    if let Some(f) = file {
+        let p = dir.join(f);
+        if let Ok(ds) = Dataset::open(std::slice::from_ref(&p), &DataOptions::default()) {
+            if ds.dim() == d {
+                let ids: Vec<usize> = (0..n).map(|i| (i * 7919) % ds.rows()).collect();
+                let mut x = Vec::new();
+                ds.read(&ids, &mut x);
+                return (x, f.to_string());
+            }
+        }
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(d as u64);
+    ((0..n * d).map(|_| rng.gen_range(-1.0f32..1.0)).collect(), "random".into())
+}
+
+/// Peak resident memory since the last reset, in bytes (Linux), resetting it for the next point.
+fn peak_rss_and_reset() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    Some(kb * 1024)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Runs `mpsae bench`.
+pub fn run(a: BenchArgs) -> CliResult<()> {
+    let forced = parse_strategy(&a.strategy)?;
+    let (ds, cs, ks, bs) = if a.quick {
+        (vec![384], vec![4096], vec![4, 16], vec![1024])
+    } else {
+        (a.d.clone(), a.c.clone(), a.k.clone(), a.batch.clone())
+    };
+    if a.reps == 0 || [&ds, &cs, &ks, &bs].iter().any(|v| v.contains(&0)) {
+        return Err("invalid bench grid: every size and --reps must be at least 1".into());
+    }
+    let par = Par::rayon();
+    println!("# mpsae bench: {} threads; times in ms; rates in rows/s; GF = GFLOP/s", par.degree());
+    println!(
+        "{:>4} {:>6} {:>3} {:>5} {:>11} {:>9} {:>9} {:>9} | {:>7} {:>6} {:>7} {:>7} {:>6} {:>6} | {:>6} {:>6} {:>5} {:>5} | {:>7} {:>7}",
+        "d", "c", "k", "n", "strategy", "train/s", "encode/s", "step", "gram", "corr", "pursuit", "backwd", "optim", "other",
+        "sgemm", "dense", "eff", "step/", "peakMB", "needMB"
+    );
+    let mut results = Vec::new();
+    for &d in &ds {
+        for &c in &cs {
+            for &n in &bs {
+                let (x, source) = batch_for(d, n, &a.data_dir);
+                // The machine's sgemm for the X·Dᵀ shape, and for the Gram.
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+                let dict: Vec<f32> = (0..c * d).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
+                let mut corr = vec![0f32; n * c];
+                matmul_abt(&x, &dict, &mut corr, n, c, d, par);
+                let t = Instant::now();
+                matmul_abt(&x, &dict, &mut corr, n, c, d, par);
+                let t_xdt = t.elapsed().as_secs_f64();
+                drop(corr);
+                let sgemm_gf = 2.0 * (n * c * d) as f64 / t_xdt / 1e9;
+                let mut t_gram = None;
+                for &k in &ks {
+                    let mut cfg = SaeConfig::new(d, c);
+                    cfg.k = k;
+                    let mut model = MpSae::new(cfg, 0).map_err(msg)?;
+                    model.set_engine(Engine { par, strategy: forced, ..Engine::default() });
+                    let strategy = model.engine().strategy_for(n, c, d, k, false);
+                    if strategy == Strategy::Gram && t_gram.is_none() {
+                        let mut g = vec![0f32; c * c];
+                        let t = Instant::now();
+                        gram(&dict, &mut g, c, d, par);
+                        t_gram = Some(t.elapsed().as_secs_f64());
+                    }
+                    let mut adam = Adam::new(AdamParams::default(), c * d);
+                    let _ = peak_rss_and_reset();
+                    let mut steps = Vec::new();
+                    let mut split = [0f64; 6];
+                    for rep in 0..=a.reps {
+                        let t = Instant::now();
+                        let mut pass = model.training_pass(&x, &Mse, None).map_err(msg)?;
+                        let t_opt = Instant::now();
+                        clip_gradients(&mut pass.grads, 1.0);
+                        adam.step(&mut model, &pass.grads, 1e-3, par);
+                        let opt = t_opt.elapsed().as_secs_f64();
+                        let total = t.elapsed().as_secs_f64();
+                        if rep > 0 {
+                            let tm = pass.timings;
+                            steps.push(total);
+                            let parts = [tm.gram, tm.correlations, tm.pursuit - tm.correlations, tm.backward, opt];
+                            for (s, p) in split.iter_mut().zip(parts) {
+                                *s += p / a.reps as f64;
+                            }
+                            split[5] += (total - parts.iter().sum::<f64>()) / a.reps as f64;
+                        }
+                    }
+                    let peak = peak_rss_and_reset();
+                    let step = median(steps);
+                    // Encode throughput (eval mode; the Gram of a fixed dictionary is computed once).
+                    model.eval();
+                    if model.engine().strategy_for(n, c, d, k, false) == Strategy::Gram {
+                        model.prepare_gram();
+                    }
+                    model.encode(&x).map_err(msg)?;
+                    let t = Instant::now();
+                    model.encode(&x).map_err(msg)?;
+                    let t_enc = t.elapsed().as_secs_f64();
+                    // Dense work this strategy needs, at the machine's rate for those shapes.
+                    let dense_s = match strategy {
+                        Strategy::Gram => t_xdt + t_gram.unwrap_or(0.0),
+                        _ => t_xdt * k as f64,
+                    };
+                    let dense_in_step = split[0] + split[1];
+                    let dense_flops = match strategy {
+                        Strategy::Gram => 2.0 * (n * c * d) as f64 + (c * c * d) as f64,
+                        _ => 2.0 * (n * c * d * k) as f64,
+                    };
+                    let dense_gf = dense_flops / dense_in_step.max(1e-12) / 1e9;
+                    // What a step must hold: W, grad, Adam moments, Gram if used, batch, picks.
+                    let need = 4.0 * (4 * c * d + n * d * 3 + 2 * n * k) as f64
+                        + if strategy == Strategy::Gram { 4.0 * (c * c) as f64 } else { 0.0 };
+                    let ms = |s: f64| s * 1e3;
+                    println!(
+                        "{d:>4} {c:>6} {k:>3} {n:>5} {:>11} {:>9.0} {:>9.0} {:>9.1} | {:>7.1} {:>6.1} {:>7.1} {:>7.1} {:>6.1} {:>6.1} | {:>6.1} {:>6.1} {:>5.2} {:>5.2} | {:>7.0} {:>7.0}",
+                        strategy.name(),
+                        n as f64 / step,
+                        n as f64 / t_enc,
+                        ms(step),
+                        ms(split[0]),
+                        ms(split[1]),
+                        ms(split[2]),
+                        ms(split[3]),
+                        ms(split[4]),
+                        ms(split[5]),
+                        sgemm_gf,
+                        dense_gf,
+                        dense_gf / sgemm_gf,
+                        step / dense_s,
+                        peak.map_or(f64::NAN, |p| p as f64 / 1e6),
+                        need / 1e6,
+                    );
+                    results.push(json!({
+                        "d": d, "c": c, "k": k, "batch": n, "data": source, "strategy": strategy.name(),
+                        "threads": par.degree(),
+                        "train_rows_per_s": n as f64 / step, "encode_rows_per_s": n as f64 / t_enc,
+                        "step_s": step,
+                        "split_s": {"gram": split[0], "correlations": split[1], "pursuit_select": split[2],
+                                    "backward": split[3], "optimizer": split[4], "other": split[5]},
+                        "sgemm_gflops": sgemm_gf, "dense_gflops_in_step": dense_gf,
+                        "dense_fraction_of_sgemm": dense_gf / sgemm_gf,
+                        "step_over_dense": step / dense_s,
+                        "peak_rss_bytes": peak, "must_hold_bytes": need,
+                    }));
+                }
+            }
+        }
+    }
+    println!("# step/ = training step time over the dense work it needs (X·Dᵀ + Gram, or k·X·Dᵀ) at the sgemm rate");
+    println!("# eff = dense GFLOP/s inside the step over the standalone sgemm rate for X·Dᵀ");
+    if let Some(p) = a.out {
+        let v = json!({"threads": par.degree(), "results": results});
+        std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    Ok(())
+}
