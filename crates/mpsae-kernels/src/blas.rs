@@ -12,11 +12,33 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 type Sgemm = unsafe extern "C" fn(
-    c_int, c_int, c_int, c_int, c_int, c_int, c_float, *const c_float, c_int, *const c_float, c_int,
-    c_float, *mut c_float, c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_float,
+    *const c_float,
+    c_int,
+    *const c_float,
+    c_int,
+    c_float,
+    *mut c_float,
+    c_int,
 );
 type Ssyrk = unsafe extern "C" fn(
-    c_int, c_int, c_int, c_int, c_int, c_float, *const c_float, c_int, c_float, *mut c_float, c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_int,
+    c_float,
+    *const c_float,
+    c_int,
+    c_float,
+    *mut c_float,
+    c_int,
 );
 type SetThreads = unsafe extern "C" fn(c_int);
 
@@ -98,8 +120,20 @@ impl OpenBlas {
         // SAFETY: slice lengths were checked by the caller against m, n, k.
         unsafe {
             (self.sgemm)(
-                ROW_MAJOR, NO_TRANS, TRANS, m as c_int, n as c_int, k as c_int, 1.0, a.as_ptr(), k as c_int,
-                b.as_ptr(), k as c_int, 0.0, out.as_mut_ptr(), n as c_int,
+                ROW_MAJOR,
+                NO_TRANS,
+                TRANS,
+                m as c_int,
+                n as c_int,
+                k as c_int,
+                1.0,
+                a.as_ptr(),
+                k as c_int,
+                b.as_ptr(),
+                k as c_int,
+                0.0,
+                out.as_mut_ptr(),
+                n as c_int,
             )
         }
     }
@@ -110,8 +144,17 @@ impl OpenBlas {
         // SAFETY: slice lengths were checked by the caller against c and dim.
         unsafe {
             (self.ssyrk)(
-                ROW_MAJOR, LOWER, NO_TRANS, c as c_int, dim as c_int, 1.0, d.as_ptr(), dim as c_int, 0.0,
-                out.as_mut_ptr(), c as c_int,
+                ROW_MAJOR,
+                LOWER,
+                NO_TRANS,
+                c as c_int,
+                dim as c_int,
+                1.0,
+                d.as_ptr(),
+                dim as c_int,
+                0.0,
+                out.as_mut_ptr(),
+                c as c_int,
             )
         }
     }
@@ -119,5 +162,6 @@ impl OpenBlas {
 
 /// Whether the sizes fit OpenBLAS's 32-bit integers.
 pub fn fits(dims: &[usize]) -> bool {
-    dims.iter().all(|&v| v <= i32::MAX as usize) && dims.windows(2).all(|w| w[0].saturating_mul(w[1]) <= i32::MAX as usize)
+    dims.iter().all(|&v| v <= i32::MAX as usize)
+        && dims.windows(2).all(|w| w[0].saturating_mul(w[1]) <= i32::MAX as usize)
 }

@@ -84,8 +84,24 @@ pub fn gram(d: &[f32], out: &mut [f32], c: usize, dim: usize, par: Par) {
         // SAFETY: block row i covers rows r0..r0+rows of `out`, disjoint between tasks.
         unsafe {
             gemm::gemm(
-                rows, cols, dim, p.0.add(r0 * c), 1, c as isize, false, d.as_ptr().add(r0 * dim), 1,
-                dim as isize, d.as_ptr(), dim as isize, 1, 0.0, 1.0, false, false, false,
+                rows,
+                cols,
+                dim,
+                p.0.add(r0 * c),
+                1,
+                c as isize,
+                false,
+                d.as_ptr().add(r0 * dim),
+                1,
+                dim as isize,
+                d.as_ptr(),
+                dim as isize,
+                1,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
                 gemm::Parallelism::None,
             );
         }

@@ -283,9 +283,11 @@ pub fn pursuit(p: &Problem, strategy: Strategy, gram: Option<&[f32]>, par: Par, 
                         };
                         match par {
                             Par::Seq => states.iter_mut().zip(corr.chunks_mut(c)).for_each(row),
-                            Par::Rayon(_) => {
-                                states.par_iter_mut().zip(corr.par_chunks_mut(c)).with_min_len(4).for_each(row)
-                            }
+                            Par::Rayon(_) => states
+                                .par_iter_mut()
+                                .zip(corr.par_chunks_mut(c))
+                                .with_min_len(4)
+                                .for_each(row),
                         }
                     }
                     None => {
@@ -307,9 +309,11 @@ pub fn pursuit(p: &Problem, strategy: Strategy, gram: Option<&[f32]>, par: Par, 
                             };
                             match par {
                                 Par::Seq => states.iter_mut().zip(corr.chunks(c)).for_each(step),
-                                Par::Rayon(_) => {
-                                    states.par_iter_mut().zip(corr.par_chunks(c)).with_min_len(8).for_each(step)
-                                }
+                                Par::Rayon(_) => states
+                                    .par_iter_mut()
+                                    .zip(corr.par_chunks(c))
+                                    .with_min_len(8)
+                                    .for_each(step),
                             }
                         }
                     }
@@ -358,9 +362,7 @@ fn pursue_picked(p: &Problem, par: Par, out: &mut Output) {
             .zip(done.iter_mut().zip(stops.iter()));
         match par {
             Par::Seq => it.for_each(step),
-            Par::Rayon(_) => {
-                it.collect::<Vec<_>>().into_par_iter().with_min_len(8).for_each(step)
-            }
+            Par::Rayon(_) => it.collect::<Vec<_>>().into_par_iter().with_min_len(8).for_each(step),
         }
         if t + 1 == k {
             break;

@@ -3,7 +3,8 @@
 //! Runs over every `*.safetensors` in `$MPSAE_FIXTURES_DIR` (default `../shared/fixtures` beside
 //! the repository), tells each file's kind from the tensors it holds and takes each case's
 //! parameters from its metadata (`info`), so new golden files in the same format are checked
-//! without code changes. Each case runs under every pursuit strategy, sequential and parallel.
+//! without code changes. Each case runs under every pursuit strategy, sequential and parallel, on
+//! the system BLAS (when present) and on the `gemm` crate.
 
 use mpsae::criterion::{Criterion, Mse, Revive};
 use mpsae::io::state_dict::{load_model, model_to_bytes, read_tensors, Tensor};
@@ -284,16 +285,23 @@ fn golden_files_match_overcomplete() {
             }
             continue;
         }
-        for (label, engine) in engines() {
-            let r = match kind {
-                "train" => train_case(&f, engine, &label),
-                "eval" => eval_case(&f, engine, &label),
-                _ => forward_case(&f, engine, &label),
-            };
-            if let Err(e) = r {
-                failures.push(e);
+        // Both dense back ends: the system BLAS (when present) and the gemm crate.
+        for blas_off in [false, true] {
+            mpsae::kernels::blas::set_disabled(blas_off);
+            let blas = mpsae::kernels::blas::backend_name();
+            for (label, engine) in engines() {
+                let label = format!("{label}/{blas}");
+                let r = match kind {
+                    "train" => train_case(&f, engine, &label),
+                    "eval" => eval_case(&f, engine, &label),
+                    _ => forward_case(&f, engine, &label),
+                };
+                if let Err(e) = r {
+                    failures.push(e);
+                }
             }
         }
+        mpsae::kernels::blas::set_disabled(false);
     }
     eprintln!("golden files checked: {} ({counts:?})", files.len());
     assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));

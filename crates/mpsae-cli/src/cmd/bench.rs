@@ -70,7 +70,8 @@ fn batch_for(d: usize, n: usize, dir: &std::path::Path) -> (Vec<f32>, String) {
 /// Peak resident memory since the last reset, in bytes (Linux), resetting it for the next point.
 fn peak_rss_and_reset() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb: u64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kb: u64 =
+        status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     Some(kb * 1024)
 }
@@ -141,7 +142,8 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                         if rep > 0 {
                             let tm = pass.timings;
                             steps.push(total);
-                            let parts = [tm.gram, tm.correlations, tm.pursuit - tm.correlations, tm.backward, opt];
+                            let parts =
+                                [tm.gram, tm.correlations, tm.pursuit - tm.correlations, tm.backward, opt];
                             for (s, p) in split.iter_mut().zip(parts) {
                                 *s += p / a.reps as f64;
                             }
@@ -213,7 +215,8 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
     println!("# eff = dense GFLOP/s inside the step over the standalone sgemm rate for X·Dᵀ");
     if let Some(p) = a.out {
         let v = json!({"threads": par.degree(), "results": results});
-        std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap()).map_err(|e| format!("{}: {e}", p.display()))?;
+        std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap())
+            .map_err(|e| format!("{}: {e}", p.display()))?;
     }
     Ok(())
 }

@@ -165,25 +165,27 @@ fn data_names(files: &[PathBuf]) -> Vec<String> {
     }
 }
 
-/// Keeps the metrics lines up to `step` (a resumed run rewrites what came after its checkpoint).
-fn trim_metrics(path: &Path, step: u64) -> CliResult<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
-    };
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
-                .is_some_and(|s| s <= step)
-        })
-        .collect();
-    let mut out = kept.join("\n");
-    if !out.is_empty() {
+/// Rewrites the metrics file with the epochs a checkpoint has finished (lines written after it,
+/// by a run that was then interrupted, are written again by the resumed run).
+fn rewrite_metrics(path: &Path, epochs: &[mpsae::train::EpochReport]) -> CliResult<()> {
+    let mut out = String::new();
+    for e in epochs {
+        out.push_str(&serde_json::to_string(e).map_err(msg)?);
         out.push('\n');
     }
     mpsae::io::atomic::write_atomic(path, out.as_bytes()).map_err(msg)
+}
+
+/// Removes the temporary files of atomic writes that a killed run left behind.
+fn remove_stale_temporaries(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.starts_with('.') && name.contains(".tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 }
 
 /// Runs `mpsae train`.
@@ -218,7 +220,7 @@ pub fn run(a: TrainArgs) -> CliResult<()> {
             (a.data.clone(), a.tensor.clone(), a.skip_nonfinite)
         };
         let data = open_data(&files, tensor.as_deref(), skip, true)?;
-        trim_metrics(&metrics, trainer.progress.step)?;
+        rewrite_metrics(&metrics, &trainer.progress.epochs)?;
         (trainer, data)
     } else {
         if ckpt.exists() && !a.force {
@@ -264,6 +266,7 @@ pub fn run(a: TrainArgs) -> CliResult<()> {
     if data.stats().skipped > 0 {
         eprintln!("note: left out {} rows with NaN or infinite values", data.stats().skipped);
     }
+    remove_stale_temporaries(&a.out);
     trainer.model.set_engine(engine);
     trainer.checkpoint_dir = Some(a.out.clone());
     let total = trainer.options.total_steps(data.rows());

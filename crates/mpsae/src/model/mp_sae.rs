@@ -130,7 +130,7 @@ impl MpSae {
         let bound = (6.0 / (c + d) as f64).sqrt() as f32;
         let weights = (0..c * d).map(|_| rng.gen_range(-bound..=bound)).collect();
         let mut model = MpSae::assemble(config, weights, 0.0, rng);
-        model.build_encoder(true);
+        model.build_encoder(false);
         Ok(model)
     }
 
@@ -151,7 +151,7 @@ impl MpSae {
             return Err(Error::invalid("weights", "contain NaN or infinite values"));
         }
         let mut model = MpSae::assemble(config, weights, multiplier, ChaCha8Rng::seed_from_u64(seed));
-        model.build_encoder(true);
+        model.build_encoder(false);
         Ok(model)
     }
 
@@ -440,12 +440,14 @@ impl MpSae {
             let scale = self.normalize_weights();
             let dict = scaled_dictionary(&self.weights, scale, mask.as_deref(), self.config.input_dim);
             let dict = dict.as_deref().unwrap_or(&self.weights);
-            let run = run_pursuit(&self.engine, &mut self.workspace, &self.config, x, n, dict, k, opts.tol, None);
+            let run =
+                run_pursuit(&self.engine, &mut self.workspace, &self.config, x, n, dict, k, opts.tol, None);
             Ok(run.encoded)
         } else {
             self.ensure_fused();
             let (dict, gram) = (self.fused.as_deref().unwrap(), self.fused_gram.as_deref());
-            let run = run_pursuit(&self.engine, &mut self.workspace, &self.config, x, n, dict, k, opts.tol, gram);
+            let run =
+                run_pursuit(&self.engine, &mut self.workspace, &self.config, x, n, dict, k, opts.tol, gram);
             Ok(run.encoded)
         }
     }
@@ -454,7 +456,9 @@ impl MpSae {
     fn mask_for(&mut self, given: Option<&[f32]>) -> Result<Option<Vec<f32>>> {
         let c = self.config.nb_concepts;
         match given {
-            Some(m) if m.len() != c => Err(Error::Shape(format!("dropout mask has {} entries, not {c}", m.len()))),
+            Some(m) if m.len() != c => {
+                Err(Error::Shape(format!("dropout mask has {} entries, not {c}", m.len())))
+            }
             Some(m) => Ok(Some(m.to_vec())),
             None => Ok(self.draw_mask()),
         }
@@ -500,9 +504,17 @@ impl MpSae {
     ///
     /// `W` is normalised in place once per pass (the reference does it two or three times; the
     /// extra passes move already-normalised weights by a few ulps at most).
-    pub fn training_pass(&mut self, x: &[f32], criterion: &dyn Criterion, mask: Option<&[f32]>) -> Result<TrainingPass> {
+    pub fn training_pass(
+        &mut self,
+        x: &[f32],
+        criterion: &dyn Criterion,
+        mask: Option<&[f32]>,
+    ) -> Result<TrainingPass> {
         if !self.training {
-            return Err(Error::invalid("mode", "training_pass needs a model in training mode (call train())"));
+            return Err(Error::invalid(
+                "mode",
+                "training_pass needs a model in training mode (call train())",
+            ));
         }
         let n = self.rows_of(x)?;
         let (c, d, k) = (self.config.nb_concepts, self.config.input_dim, self.config.k);
@@ -522,7 +534,8 @@ impl MpSae {
         let dict_encode: &[f32] = dict_encode_owned.as_deref().unwrap_or(dict_decode);
         let t_dict = t_start.elapsed().as_secs_f64();
         let t0 = Instant::now();
-        let run = run_pursuit(&self.engine, &mut self.workspace, &self.config, x, n, dict_encode, k, None, None);
+        let run =
+            run_pursuit(&self.engine, &mut self.workspace, &self.config, x, n, dict_encode, k, None, None);
         let t_encode = t0.elapsed().as_secs_f64();
         let (enc, strategy, gram_time) = (run.encoded, run.strategy, run.gram_seconds);
         let t1 = Instant::now();
@@ -573,9 +586,10 @@ impl MpSae {
         if let Some(gx) = &crit.g_x {
             axpy(1.0, gx, &mut g_x);
         }
-        let multiplier = self.config.use_multiplier.then(|| {
-            g_dict.iter().zip(dict_decode).map(|(&g, &w)| g as f64 * w as f64).sum::<f64>() as f32
-        });
+        let multiplier = self
+            .config
+            .use_multiplier
+            .then(|| g_dict.iter().zip(dict_decode).map(|(&g, &w)| g as f64 * w as f64).sum::<f64>() as f32);
         if scale != 1.0 {
             g_dict.iter_mut().for_each(|g| *g *= scale);
         }
@@ -671,8 +685,12 @@ fn run_pursuit(
     pursuit(&p, strategy, g, engine.par, &mut out);
     ws.scratch = std::mem::take(&mut out.scratch);
     let codes = Codes { n, c, k, atoms: out.atoms, values: out.values };
-    let encoded =
-        Encoded { residual: out.residual, codes, energy: out.energy, correlation_seconds: out.matmul_seconds };
+    let encoded = Encoded {
+        residual: out.residual,
+        codes,
+        energy: out.energy,
+        correlation_seconds: out.matmul_seconds,
+    };
     PursuitRun { encoded, strategy, gram_seconds }
 }
 

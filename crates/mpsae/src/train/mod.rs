@@ -293,6 +293,9 @@ pub struct Progress {
     pub total_bad: u64,
     /// The current epoch's sums.
     pub acc: EpochAccumulator,
+    /// Reports of the epochs finished so far (a resumed run's metrics are exactly these).
+    #[serde(default)]
+    pub epochs: Vec<EpochReport>,
 }
 
 /// A training run: model, optimiser, options and progress.
@@ -339,6 +342,7 @@ impl Trainer {
                 consecutive_bad: 0,
                 total_bad: 0,
                 acc: EpochAccumulator { alive: vec![false; c], ..Default::default() },
+                epochs: Vec::new(),
             },
             preprocess,
             checkpoint_dir: None,
@@ -444,7 +448,7 @@ impl Trainer {
             params_norm: acc.detailed.params_norm / b,
             params_grad_norm: acc.detailed.params_grad_norm / b,
         });
-        EpochReport {
+        let report = EpochReport {
             epoch: self.progress.epoch + 1,
             step: self.progress.step,
             avg_loss: acc.loss / b,
@@ -455,7 +459,9 @@ impl Trainer {
             explained_variance: acc.ev.iter().map(|v| v / b).collect(),
             skipped_steps: acc.skipped,
             detailed,
-        }
+        };
+        self.progress.epochs.push(report.clone());
+        report
     }
 
     /// Runs (or continues) the training on `data` until the step budget or the last epoch,
