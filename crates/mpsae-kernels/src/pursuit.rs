@@ -17,7 +17,7 @@
 //! as the dot product of the residual with the atom, so the codes do not drift.
 
 use crate::matmul::matmul_abt;
-use crate::{argmax, axpy, dot, Par};
+use crate::{argmax, axpy, axpy_argmax, dot, Par};
 use rayon::prelude::*;
 use std::time::Instant;
 
@@ -269,15 +269,17 @@ pub fn pursuit(p: &Problem, strategy: Strategy, gram: Option<&[f32]>, par: Par, 
                 match g {
                     Some(g) => {
                         let row = |(s, a): (&mut RowState, &mut [f32])| {
+                            // The argmax of each step comes out of the previous step's update pass.
+                            let mut best = argmax(a).0;
                             for t in 0..k {
                                 if s.check_stop(t) {
                                     continue;
                                 }
-                                let (j, _) = argmax(a);
+                                let j = best;
                                 let v = dot(s.r, &p.dict[j * d..(j + 1) * d]);
                                 s.apply(t, j, v, p.dict, d);
                                 if t + 1 < k {
-                                    axpy(-v, &g[j * c..(j + 1) * c], a);
+                                    best = axpy_argmax(-v, &g[j * c..(j + 1) * c], a).0;
                                 }
                             }
                         };

@@ -61,6 +61,7 @@ impl Elem {
 enum Storage {
     Map(Mmap),
     Static(&'static [u8]),
+    Owned(Vec<u8>),
 }
 
 impl std::ops::Deref for Storage {
@@ -69,6 +70,7 @@ impl std::ops::Deref for Storage {
         match self {
             Storage::Map(m) => m,
             Storage::Static(s) => s,
+            Storage::Owned(v) => v,
         }
     }
 }
@@ -109,6 +111,11 @@ impl Source {
     /// extension gives the format).
     pub fn from_static(name: &str, bytes: &'static [u8], tensor: Option<&str>) -> Result<Source> {
         Source::from_storage(Path::new(name), Storage::Static(bytes), tensor)
+    }
+
+    /// A source over bytes in memory, named `name` (whose extension gives the format).
+    pub fn from_bytes(name: &str, bytes: Vec<u8>, tensor: Option<&str>) -> Result<Source> {
+        Source::from_storage(Path::new(name), Storage::Owned(bytes), tensor)
     }
 
     fn from_storage(path: &Path, map: Storage, tensor: Option<&str>) -> Result<Source> {

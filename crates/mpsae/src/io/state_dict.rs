@@ -112,7 +112,16 @@ pub fn read_tensors(path: &Path, bytes: &[u8]) -> Result<(HashMap<String, Tensor
 /// non-zero). Also returns the file's metadata.
 pub fn load_model(path: &Path, config: Option<SaeConfig>) -> Result<(MpSae, HashMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let (mut tensors, meta) = read_tensors(path, &bytes)?;
+    model_from_bytes(path, &bytes, config)
+}
+
+/// [`load_model`] on the bytes of a file (`path` names it in errors).
+pub fn model_from_bytes(
+    path: &Path,
+    bytes: &[u8],
+    config: Option<SaeConfig>,
+) -> Result<(MpSae, HashMap<String, String>)> {
+    let (mut tensors, meta) = read_tensors(path, bytes)?;
     let w = tensors
         .remove("dictionary._weights")
         .ok_or_else(|| Error::file(path, "no 'dictionary._weights' tensor: not an MP-SAE state dict"))?;

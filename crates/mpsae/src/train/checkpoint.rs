@@ -3,7 +3,7 @@
 
 use crate::data::Preprocess;
 use crate::io::atomic::write_atomic;
-use crate::io::state_dict::{load_model, model_to_bytes_with, read_tensors, PREPROCESS_KEY};
+use crate::io::state_dict::{model_from_bytes, model_to_bytes_with, read_tensors, PREPROCESS_KEY};
 use crate::train::{Progress, TrainOptions, Trainer};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -57,7 +57,13 @@ impl Checkpoint {
 
     /// Restores a trainer from a checkpoint written by [`Checkpoint::save`].
     pub fn load(path: &Path) -> Result<Trainer> {
-        let (model, meta) = load_model(path, None)?;
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Checkpoint::from_bytes(path, &bytes)
+    }
+
+    /// [`Checkpoint::load`] on the bytes of a file (`path` names it in errors).
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Trainer> {
+        let (model, meta) = model_from_bytes(path, bytes, None)?;
         let bad = |m: String| Error::file(path, m);
         let state: TrainState = serde_json::from_str(
             meta.get(STATE_KEY)
@@ -68,8 +74,7 @@ impl Checkpoint {
             Some(p) => serde_json::from_str(p).map_err(|e| bad(format!("bad preprocessing: {e}")))?,
             None => Preprocess::default(),
         };
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let (mut tensors, _) = read_tensors(path, &bytes)?;
+        let (mut tensors, _) = read_tensors(path, bytes)?;
         let mut take = |name: &str| -> Result<Vec<f32>> {
             let t = tensors.remove(name).ok_or_else(|| bad(format!("no '{name}' tensor")))?;
             if t.data.len() != model.weights().len() {
