@@ -165,8 +165,10 @@ mod tests {
     fn fused_axpy_argmax_matches_the_two_passes() {
         for n in [1usize, 7, 8, 9, 33, 100] {
             for seed in 0..20u32 {
-                let x: Vec<f32> = (0..n).map(|i| (((i as u32 * 2654435761u32) ^ seed) % 7) as f32 - 3.0).collect();
-                let y0: Vec<f32> = (0..n).map(|i| (((i as u32 * 40503u32) ^ (seed * 7)) % 5) as f32).collect();
+                let x: Vec<f32> =
+                    (0..n).map(|i| (((i as u32 * 2654435761u32) ^ seed) % 7) as f32 - 3.0).collect();
+                let y0: Vec<f32> =
+                    (0..n).map(|i| (((i as u32 * 40503u32) ^ (seed * 7)) % 5) as f32).collect();
                 let alpha = if seed % 2 == 0 { 0.5 } else { -1.0 };
                 let mut a = y0.clone();
                 axpy(alpha, &x, &mut a);

@@ -105,23 +105,20 @@ pub fn run(a: EncodeArgs) -> CliResult<()> {
         start += len;
     }
     let bytes_f32 = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let (b1, b2);
-    let views: Vec<(String, TensorView)> = match a.format {
-        Format::Sparse => {
-            b1 = indices.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-            b2 = bytes_f32(&values);
-            vec![
-                ("indices".into(), TensorView::new(Dtype::I64, vec![rows, k], &b1).map_err(msg)?),
-                ("values".into(), TensorView::new(Dtype::F32, vec![rows, k], &b2).map_err(msg)?),
-            ]
-        }
-        Format::Dense => {
-            b1 = bytes_f32(&dense);
-            b2 = Vec::new();
-            let _ = &b2;
-            vec![("codes".into(), TensorView::new(Dtype::F32, vec![rows, c], &b1).map_err(msg)?)]
-        }
+    // (name, dtype, shape, little-endian bytes) of each output tensor.
+    let tensors: Vec<(&str, Dtype, Vec<usize>, Vec<u8>)> = match a.format {
+        Format::Sparse => vec![
+            ("indices", Dtype::I64, vec![rows, k], indices.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            ("values", Dtype::F32, vec![rows, k], bytes_f32(&values)),
+        ],
+        Format::Dense => vec![("codes", Dtype::F32, vec![rows, c], bytes_f32(&dense))],
     };
+    let views = tensors
+        .iter()
+        .map(|(name, dtype, shape, b)| {
+            Ok((name.to_string(), TensorView::new(*dtype, shape.clone(), b).map_err(msg)?))
+        })
+        .collect::<CliResult<Vec<(String, TensorView)>>>()?;
     let meta: HashMap<String, String> = [
         ("model".to_string(), a.model.display().to_string()),
         ("k".to_string(), k.to_string()),

@@ -125,20 +125,19 @@ impl Dataset {
                 })
                 .collect();
             for p in parts {
+                // Parts come in row order, so the first bad row of the first bad part is the file's first.
                 if let (Some(&i), NonFinite::Error) = (p.bad.first(), opts.non_finite) {
-                    if bad_all.is_empty() {
-                        let mut row = vec![0f32; d];
-                        s.read_row(i, &mut row);
-                        let col = row.iter().position(|v| !v.is_finite()).unwrap_or(0);
-                        return Err(Error::Row {
-                            path: s.path.clone(),
-                            row: i,
-                            message: format!(
-                                "value {} at column {col} is not finite (skip such rows with --skip-nonfinite / NonFinite::Skip)",
-                                row[col]
-                            ),
-                        });
-                    }
+                    let mut row = vec![0f32; d];
+                    s.read_row(i, &mut row);
+                    let col = row.iter().position(|v| !v.is_finite()).unwrap_or(0);
+                    return Err(Error::Row {
+                        path: s.path.clone(),
+                        row: i,
+                        message: format!(
+                            "value {} at column {col} is not finite (skip such rows with --skip-nonfinite / NonFinite::Skip)",
+                            row[col]
+                        ),
+                    });
                 }
                 sum.iter_mut().zip(&p.sum).for_each(|(a, b)| *a += b);
                 sq += p.sq;

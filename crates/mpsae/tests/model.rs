@@ -1,0 +1,113 @@
+//! Model behaviour beyond the golden files: dropout across mode switches, custom normalisations,
+//! encoders, the eval-mode dictionary after loading new weights.
+
+use mpsae::io::state_dict::{load_model, save_model};
+use mpsae::{EncodeOptions, MpSae, Normalization, SaeConfig};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+fn data(n: usize, d: usize) -> Vec<f32> {
+    (0..n * d).map(|i| ((i * 31 % 97) as f32 * 0.173).sin()).collect()
+}
+
+fn used_atoms(m: &mut MpSae, x: &[f32]) -> HashSet<usize> {
+    let e = m.encode(x).unwrap();
+    (0..e.codes.n)
+        .flat_map(|i| e.codes.row(i).filter(|(_, v)| *v != 0.0).map(|(a, _)| a).collect::<Vec<_>>())
+        .collect()
+}
+
+#[test]
+fn dropout_applies_in_training_only_and_survives_eval() {
+    let mut cfg = SaeConfig::new(8, 60);
+    cfg.k = 3;
+    cfg.dropout = Some(0.9);
+    let mut m = MpSae::new(cfg, 7).unwrap();
+    let x = data(200, 8);
+    let train_atoms = used_atoms(&mut m, &x).len();
+    m.eval();
+    let eval_atoms = used_atoms(&mut m, &x).len();
+    m.train();
+    assert_eq!(m.config().dropout, Some(0.9), "eval() must not drop the configured dropout");
+    let again = used_atoms(&mut m, &x).len();
+    assert!(train_atoms < 20 && again < 20, "training encodes use ~10% of the atoms: {train_atoms}, {again}");
+    assert!(eval_atoms > 25, "eval encodes use all atoms: {eval_atoms}");
+    // An explicit mask: dropped atoms get no code, decode stays unmasked.
+    let mask: Vec<f32> = (0..60).map(|i| (i % 2) as f32).collect();
+    let e = m.encode_with(&x, &EncodeOptions { mask: Some(&mask), ..Default::default() }).unwrap();
+    for i in 0..e.codes.n {
+        for (a, v) in e.codes.row(i) {
+            assert!(mask[a] == 1.0 || v == 0.0);
+        }
+    }
+}
+
+#[test]
+fn custom_normalisation_is_used_and_needs_restating_after_load() {
+    let double: Arc<mpsae::model::NormalizeFn> = Arc::new(|w: &mut [f32], d: usize| {
+        for row in w.chunks_mut(d) {
+            let n = row.iter().map(|v| v * v).sum::<f32>().sqrt() + 1e-8;
+            row.iter_mut().for_each(|v| *v *= 2.0 / n);
+        }
+    });
+    let mut cfg = SaeConfig::new(6, 10);
+    cfg.k = 2;
+    cfg.normalization = Normalization::Custom("double".into(), double.clone());
+    let mut m = MpSae::new(cfg.clone(), 1).unwrap();
+    let dict = m.get_dictionary();
+    for row in dict.chunks(6) {
+        let n: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((n - 2.0).abs() < 1e-5);
+    }
+    let path = std::env::temp_dir().join(format!("mpsae-custom-{}.safetensors", std::process::id()));
+    save_model(&m, &path, &[]).unwrap();
+    let err =
+        load_model(&path, None).err().expect("a custom normalisation cannot be loaded by name").to_string();
+    assert!(err.contains("custom"), "{err}");
+    let (back, _) = load_model(&path, Some(cfg)).unwrap();
+    assert_eq!(back.weights(), m.weights());
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn eval_dictionary_follows_new_weights() {
+    let mut cfg = SaeConfig::new(4, 6);
+    cfg.k = 1;
+    cfg.use_multiplier = true;
+    let mut m = MpSae::new(cfg, 3).unwrap();
+    m.eval();
+    let before = m.get_dictionary();
+    let w: Vec<f32> = (0..24).map(|i| if i % 5 == 0 { 1.0 } else { 0.0 }).collect();
+    m.set_parameters(w, 0.5).unwrap();
+    let after = m.get_dictionary();
+    assert_ne!(before, after, "the reference keeps a stale fused dictionary here; mpsae must not");
+    let norm0: f32 = after[..4].iter().map(|v| v * v).sum::<f32>().sqrt();
+    assert!((norm0 - 0.5f32.exp()).abs() < 1e-5);
+}
+
+#[test]
+fn encoders_are_kept_but_never_change_the_codes() {
+    let mut cfg = SaeConfig::new(5, 9);
+    cfg.k = 2;
+    let x = data(7, 5);
+    let mut plain = MpSae::new(cfg.clone(), 2).unwrap();
+    let base = plain.forward(&x).unwrap();
+    for variant in 0..3 {
+        let mut m = MpSae::new(cfg.clone(), 2).unwrap();
+        match variant {
+            0 => m.tied(true),
+            1 => m.untied(true, true),
+            _ => m.untied(false, false),
+        };
+        let f = m.forward(&x).unwrap();
+        // Same picks; values equal up to the ulps of the extra normalisation untied() makes
+        // (it calls get_dictionary(), as the reference does).
+        assert_eq!(f.codes.atoms, base.codes.atoms);
+        for (a, b) in f.codes.values.iter().zip(&base.codes.values) {
+            assert!((a - b).abs() < 1e-6);
+        }
+        let (w, b) = m.encoder_parameters();
+        assert_eq!(b.is_some(), variant < 2);
+        assert_eq!(w.is_some(), variant > 0);
+    }
+}
