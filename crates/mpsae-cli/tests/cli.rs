@@ -248,3 +248,38 @@ fn wrong_inputs_give_one_clear_line() {
     fails_with(&["eval", "--model", dir.join("missing").to_str().unwrap(), "--data", demo], "no such model");
     fails_with(&["inspect", "/nonexistent.npy"], "no such file");
 }
+
+#[test]
+fn bench_reports_throughput_split_and_memory() {
+    let dir = tmp("bench");
+    let out = dir.join("bench.json");
+    let data_dir = shared_data("");
+    let text = ok(&[
+        "bench",
+        "--d",
+        "384",
+        "--c",
+        "256",
+        "--k",
+        "4",
+        "--batch",
+        "128",
+        "--reps",
+        "1",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(text.contains("train/s"), "{text}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let r = &v["results"][0];
+    assert_eq!(r["data"], "dinov2s_l6_public.npy");
+    assert!(r["train_rows_per_s"].as_f64().unwrap() > 0.0);
+    assert!(r["encode_rows_per_s"].as_f64().unwrap() > 0.0);
+    assert!(r["sgemm_gflops"].as_f64().unwrap() > 0.0);
+    for part in ["gram", "correlations", "pursuit_select", "backward", "optimizer"] {
+        assert!(r["split_s"][part].as_f64().unwrap() >= 0.0, "{part}");
+    }
+    fails_with(&["bench", "--k", "0"], "invalid bench grid");
+}
