@@ -114,31 +114,42 @@ pub fn gram(d: &[f32], out: &mut [f32], c: usize, dim: usize, par: Par) {
     mirror_lower(out, c, par);
 }
 
-/// Copies the lower triangle of a `c x c` row-major matrix onto its upper triangle, by tiles.
+/// Copies the lower triangle of a `c x c` row-major matrix onto its upper triangle, by tiles:
+/// each tile below the diagonal is read row by row into a small buffer and written back transposed
+/// row by row, so both sides stream through memory contiguously.
 fn mirror_lower(out: &mut [f32], c: usize, par: Par) {
-    const T: usize = 64;
+    const T: usize = 32;
     let nt = c.div_ceil(T);
     let out_ptr = SendPtr(out.as_mut_ptr());
-    // Task bi fills tile row bi's tiles right of the diagonal (and its diagonal tile's upper part)
-    // from tile column bi below the diagonal: writes (i, j) with j > i, reads (j, i).
+    // Task bi writes tile row bi right of the diagonal ((i, j), j > i) from tile column bi below
+    // it ((j, i), read-only): no two tasks write the same element, none writes what another reads.
     let task = |bi: usize| {
         let p = out_ptr;
         let i0 = bi * T;
-        let i1 = (i0 + T).min(c);
+        let ih = (i0 + T).min(c) - i0;
+        let mut buf = [0f32; T * T];
         for bj in bi..nt {
             let j0 = bj * T;
-            let j1 = (j0 + T).min(c);
-            for i in i0..i1 {
-                for j in j0.max(i + 1)..j1 {
-                    // SAFETY: (i, j) with j > i is written only by task bi; (j, i) is read-only.
-                    unsafe { *p.0.add(i * c + j) = *p.0.add(j * c + i) };
+            let jh = (j0 + T).min(c) - j0;
+            // buf[jj][ii] = out[j0 + jj][i0 + ii]
+            for jj in 0..jh {
+                // SAFETY: row j0 + jj, columns i0..i0+ih are inside the matrix and only read here.
+                let src = unsafe { std::slice::from_raw_parts(p.0.add((j0 + jj) * c + i0), ih) };
+                buf[jj * T..jj * T + ih].copy_from_slice(src);
+            }
+            for ii in 0..ih {
+                let i = i0 + ii;
+                let start = if bj == bi { ii + 1 } else { 0 };
+                for jj in start..jh {
+                    // SAFETY: (i, j0 + jj) with j0 + jj > i is written only by task bi.
+                    unsafe { *p.0.add(i * c + j0 + jj) = buf[jj * T + ii] };
                 }
             }
         }
     };
     match par {
         Par::Seq => (0..nt).for_each(task),
-        Par::Rayon(_) => (0..nt).into_par_iter().for_each(task),
+        Par::Rayon(_) => (0..nt).into_par_iter().with_min_len(4).for_each(task),
     }
 }
 
@@ -181,12 +192,17 @@ mod tests {
         let (c, dim) = (1100, 9);
         let d: Vec<f32> = (0..c * dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
         let r = naive_abt(&d, &d, c, c, dim);
-        for par in [Par::Seq, Par::rayon()] {
-            let mut g = vec![f32::NAN; c * c];
-            gram(&d, &mut g, c, dim, par);
-            for (x, y) in g.iter().zip(&r) {
-                assert!((x - y).abs() < 1e-5);
+        // Both back ends (the system BLAS, when present, and the gemm crate).
+        for disabled in [false, true] {
+            crate::blas::set_disabled(disabled);
+            for par in [Par::Seq, Par::rayon()] {
+                let mut g = vec![f32::NAN; c * c];
+                gram(&d, &mut g, c, dim, par);
+                for (x, y) in g.iter().zip(&r) {
+                    assert!((x - y).abs() < 1e-5);
+                }
             }
         }
+        crate::blas::set_disabled(false);
     }
 }
