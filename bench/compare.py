@@ -107,7 +107,20 @@ def worker(args):
         step()
         times.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"step_s": times, "peak_rss_bytes": peak, "data": source}))
+    # Encode only (inference): overcomplete in eval mode, SAELens's matching pursuit, no gradients.
+    with torch.no_grad():
+        if args.worker == "overcomplete":
+            model.eval()
+            encode = lambda: model.encode(x)  # noqa: E731
+        else:
+            from sae_lens.saes.matching_pursuit_sae import _encode_matching_pursuit
+
+            encode = lambda: _encode_matching_pursuit(x, model.W_dec, 0.0, k, False)  # noqa: E731
+        encode()
+        t0 = time.perf_counter()
+        encode()
+        enc = time.perf_counter() - t0
+    print(json.dumps({"step_s": times, "encode_s": enc, "peak_rss_bytes": peak, "data": source}))
 
 
 def run_python_peer(name, python, args):
@@ -130,8 +143,8 @@ def run_mpsae(args):
         if res.returncode != 0:
             raise RuntimeError(f"mpsae failed:\n{res.stderr[-2000:]}")
         r = json.load(open(out))["results"][0]
-    return {"step_s": [r["step_s"]], "peak_rss_bytes": r["peak_rss_bytes"], "data": r["data"],
-            "strategy": r["strategy"]}
+    return {"step_s": [r["step_s"]], "encode_s": args.batch / r["encode_rows_per_s"],
+            "peak_rss_bytes": r["peak_rss_bytes"], "data": r["data"], "strategy": r["strategy"]}
 
 
 def main():
@@ -165,22 +178,25 @@ def main():
             r = fn()
             runs[name].append(r)
             print(f"round {rnd + 1} {name}: steps {[round(t, 3) for t in r['step_s']]} s, "
-                  f"peak {r['peak_rss_bytes'] / 1e6:.0f} MB", flush=True)
+                  f"encode {r['encode_s']:.3f} s, peak {r['peak_rss_bytes'] / 1e6:.0f} MB", flush=True)
     summary = {"config": {"d": args.d, "c": args.c, "k": args.k, "batch": args.batch, "steps": args.steps,
                           "rounds": args.rounds, "threads": args.threads}}
     for name in runs:
         step = min(statistics.median(r["step_s"]) for r in runs[name])
         peak = min(r["peak_rss_bytes"] for r in runs[name])
+        enc = min(r["encode_s"] for r in runs[name])
         summary[name] = {"step_s": step, "rows_per_s": args.batch / step, "peak_rss_mb": peak / 1e6,
-                         "data": runs[name][0]["data"]}
+                         "encode_s": enc, "encode_rows_per_s": args.batch / enc, "data": runs[name][0]["data"]}
     print(f"\nd={args.d} c={args.c} k={args.k} batch={args.batch} ({summary['mpsae']['data']}), "
           f"{args.threads} threads, best of {args.rounds} rounds of the median of {args.steps} steps")
-    print(f"{'peer':>13} {'s/step':>9} {'rows/s':>9} {'peak MB':>9} {'mpsae speed-up':>15} {'memory ratio':>13}")
+    print(f"{'peer':>13} {'s/step':>9} {'train/s':>9} {'encode/s':>9} {'peak MB':>9} "
+          f"{'train speed-up':>15} {'encode speed-up':>16} {'memory ratio':>13}")
     m = summary["mpsae"]
     for name in runs:
         s = summary[name]
-        print(f"{name:>13} {s['step_s']:>9.3f} {s['rows_per_s']:>9.0f} {s['peak_rss_mb']:>9.0f} "
-              f"{s['step_s'] / m['step_s']:>14.1f}x {s['peak_rss_mb'] / m['peak_rss_mb']:>12.2f}x")
+        print(f"{name:>13} {s['step_s']:>9.3f} {s['rows_per_s']:>9.0f} {s['encode_rows_per_s']:>9.0f} "
+              f"{s['peak_rss_mb']:>9.0f} {s['step_s'] / m['step_s']:>14.1f}x "
+              f"{s['encode_s'] / m['encode_s']:>15.1f}x {s['peak_rss_mb'] / m['peak_rss_mb']:>12.2f}x")
     if args.json:
         with open(args.json, "a") as f:
             f.write(json.dumps(summary) + "\n")

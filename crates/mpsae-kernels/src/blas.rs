@@ -138,6 +138,42 @@ impl OpenBlas {
         }
     }
 
+    /// `out[m x n] = a[m x k]·b[n x k]ᵀ` single-threaded, with `out` rows `ldc` floats apart.
+    ///
+    /// # Safety
+    /// `out` must be valid for writes of `m` rows of `n` floats at stride `ldc`, and `a`, `b` hold
+    /// at least `m·k` and `n·k` floats.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn abt_strided(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        out: *mut f32,
+        m: usize,
+        n: usize,
+        k: usize,
+        ldc: usize,
+    ) {
+        debug_assert!(a.len() >= m * k && b.len() >= n * k);
+        self.threads(1);
+        (self.sgemm)(
+            ROW_MAJOR,
+            NO_TRANS,
+            TRANS,
+            m as c_int,
+            n as c_int,
+            k as c_int,
+            1.0,
+            a.as_ptr(),
+            k as c_int,
+            b.as_ptr(),
+            k as c_int,
+            0.0,
+            out,
+            ldc as c_int,
+        )
+    }
+
     /// Lower triangle of `d·dᵀ` (`c x c`, row-major) on `threads` threads.
     pub fn syrk_lower(&self, d: &[f32], out: &mut [f32], c: usize, dim: usize, threads: usize) {
         self.threads(threads);

@@ -18,9 +18,22 @@ pub fn matmul_abt(a: &[f32], b: &[f32], out: &mut [f32], m: usize, n: usize, k: 
         out.fill(0.0);
         return;
     }
-    if let (Par::Rayon(t), Some(blas)) = (par, crate::blas::openblas()) {
+    if let Some(blas) = crate::blas::openblas() {
         if fits(&[m, n, k]) {
-            blas.abt(a, b, out, m, n, k, t.get());
+            // OpenBLAS runs single-threaded inside rayon tasks over row blocks: one thread pool
+            // for everything, so its threads never fight rayon's for the cores.
+            let parts = match par {
+                Par::Seq => 1,
+                Par::Rayon(t) => (2 * t.get()).min(m.div_ceil(64)).max(1),
+            };
+            let rows = m.div_ceil(parts);
+            if parts == 1 {
+                blas.abt(a, b, out, m, n, k, 1);
+            } else {
+                out.par_chunks_mut(rows * n).zip(a.par_chunks(rows * k)).for_each(|(o, a)| {
+                    blas.abt(a, b, o, a.len() / k, n, k, 1);
+                });
+            }
             return;
         }
     }
@@ -53,26 +66,20 @@ pub fn matmul_abt(a: &[f32], b: &[f32], out: &mut [f32], m: usize, n: usize, k: 
 /// Block size of the symmetric Gram product.
 const GRAM_BLOCK: usize = 512;
 
-/// `out[c x c] = d[c x dim] · d[c x dim]ᵀ`, computing only the lower triangle (OpenBLAS `ssyrk`
-/// when present, else blocks on and below the diagonal with the `gemm` crate: about half the
-/// flops of a full product) and mirroring it.
+/// `out[c x c] = d[c x dim] · d[c x dim]ᵀ`, computing only the blocks on and below the diagonal
+/// (about half the flops of a full product; single-threaded OpenBLAS or `gemm` per block, blocks
+/// spread over rayon) and mirroring them.
 pub fn gram(d: &[f32], out: &mut [f32], c: usize, dim: usize, par: Par) {
     assert_eq!(d.len(), c * dim, "gram: dictionary shape");
     assert_eq!(out.len(), c * c, "gram: out shape");
     if c == 0 {
         return;
     }
-    if let (Par::Rayon(t), Some(blas)) = (par, crate::blas::openblas()) {
-        if fits(&[c, c]) && fits(&[c, dim]) {
-            blas.syrk_lower(d, out, c, dim, t.get());
-            mirror_lower(out, c, par);
-            return;
-        }
-    }
     if c <= GRAM_BLOCK {
         matmul_abt(d, d, out, c, c, dim, par);
         return;
     }
+    let blas = crate::blas::openblas().filter(|_| fits(&[c, c]) && fits(&[c, dim]));
     let nb = c.div_ceil(GRAM_BLOCK);
     // One task per block row i: blocks (i, 0..=i). Each task writes only rows of block i.
     let out_ptr = SendPtr(out.as_mut_ptr());
@@ -81,6 +88,12 @@ pub fn gram(d: &[f32], out: &mut [f32], c: usize, dim: usize, par: Par) {
         let rows = GRAM_BLOCK.min(c - r0);
         let cols = (r0 + rows).min(c);
         let p = out_ptr;
+        if let Some(blas) = blas {
+            // SAFETY: block row i covers rows r0..r0+rows of `out`, disjoint between tasks; the
+            // slice below is exactly those rows' first `cols` columns with row stride c.
+            unsafe { blas.abt_strided(&d[r0 * dim..], d, p.0.add(r0 * c), rows, cols, dim, c) };
+            return;
+        }
         // SAFETY: block row i covers rows r0..r0+rows of `out`, disjoint between tasks.
         unsafe {
             gemm::gemm(
