@@ -246,6 +246,7 @@ fn wrong_inputs_give_one_clear_line() {
         "/proc/nope",
     );
     fails_with(&["eval", "--model", dir.join("missing").to_str().unwrap(), "--data", demo], "no such model");
+    fails_with(&["train", "--steps", "1", "--out", "/proc/nope/run"], "cannot create the run folder");
     fails_with(&["inspect", "/nonexistent.npy"], "no such file");
 }
 

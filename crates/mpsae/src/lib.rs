@@ -31,3 +31,8 @@ pub use engine::Engine;
 pub use error::{Error, Result};
 pub use model::{Codes, EncodeOptions, Encoded, Forward, Gradients, MpSae, Normalization, TrainingPass};
 pub use mpsae_kernels as kernels;
+
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
