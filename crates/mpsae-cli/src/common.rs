@@ -30,6 +30,27 @@ pub fn init_threads(threads: Option<usize>) -> CliResult<()> {
     Ok(())
 }
 
+/// The data options of `encode` and `eval`.
+#[derive(clap::Args)]
+pub struct DataArgs {
+    /// Activation files (.npy f16/f32/f64, .safetensors f16/bf16/f32), rows in file order.
+    #[arg(long, required = true, num_args = 1..)]
+    pub data: Vec<PathBuf>,
+    /// Tensor to read from .safetensors data files (default: the file's only 2-D tensor).
+    #[arg(long)]
+    pub tensor: Option<String>,
+    /// Leave out rows with NaN or infinite values (default: refuse the data).
+    #[arg(long)]
+    pub skip_nonfinite: bool,
+}
+
+impl DataArgs {
+    /// Opens the files.
+    pub fn open(&self) -> CliResult<Dataset> {
+        open_data(&self.data, self.tensor.as_deref(), self.skip_nonfinite, false)
+    }
+}
+
 /// Opens data files (or the demo data when `files` is empty and `allow_demo`).
 pub fn open_data(
     files: &[PathBuf],

@@ -86,7 +86,7 @@ fn encode_eval_inspect_on_shared_real_data() {
         "quiet",
     ]);
     // A small slice of the data for encoding: 300 rows written as f32.
-    let ds = mpsae::data::Dataset::open(&[data.clone()], &Default::default()).unwrap();
+    let ds = mpsae::data::Dataset::open(std::slice::from_ref(&data), &Default::default()).unwrap();
     let mut rows = Vec::new();
     ds.read_range(0, 300, &mut rows);
     let small = dir.join("small.npy");
@@ -200,10 +200,10 @@ fn wrong_inputs_give_one_clear_line() {
     fails_with(&["train", "--resume", "--out", dir.join("none").to_str().unwrap()], "no checkpoint");
     // Unsupported dtype and a header that lies about its size.
     let ints = dir.join("ints.npy");
-    write_npy_raw(&ints, "<i4", "(2, 3)", &[0u8; 24]);
+    write_npy_raw(&ints, "<i4", &[2, 3], &[0u8; 24]);
     fails_with(&["train", "--data", ints.to_str().unwrap(), "--out", o], "unsupported dtype");
     let short = dir.join("short.npy");
-    write_npy_raw(&short, "<f4", "(10, 3)", &[0u8; 40]);
+    write_npy_raw(&short, "<f4", &[10, 3], &[0u8; 40]);
     fails_with(&["train", "--data", short.to_str().unwrap(), "--out", o], "truncated");
     // A NaN row is named; --skip-nonfinite trains without it.
     let mut v: Vec<f32> = (0..40 * 6).map(|i| (i as f32 * 0.37).sin()).collect();

@@ -114,28 +114,12 @@ impl OpenBlas {
         }
     }
 
-    /// `out[m x n] = a[m x k]·b[n x k]ᵀ` on `threads` threads. Sizes must fit in a C int.
-    pub fn abt(&self, a: &[f32], b: &[f32], out: &mut [f32], m: usize, n: usize, k: usize, threads: usize) {
-        self.threads(threads);
-        // SAFETY: slice lengths were checked by the caller against m, n, k.
-        unsafe {
-            (self.sgemm)(
-                ROW_MAJOR,
-                NO_TRANS,
-                TRANS,
-                m as c_int,
-                n as c_int,
-                k as c_int,
-                1.0,
-                a.as_ptr(),
-                k as c_int,
-                b.as_ptr(),
-                k as c_int,
-                0.0,
-                out.as_mut_ptr(),
-                n as c_int,
-            )
-        }
+    /// `out[m x n] = a[m x k]·b[n x k]ᵀ`, single-threaded (parallelism comes from rayon tasks
+    /// over row blocks). Sizes must fit in a C int.
+    pub fn abt(&self, a: &[f32], b: &[f32], out: &mut [f32], m: usize, n: usize, k: usize) {
+        assert!(a.len() >= m * k && b.len() >= n * k && out.len() >= m * n, "abt: shapes");
+        // SAFETY: `out` holds m rows of n floats, checked above.
+        unsafe { self.abt_strided(a, b, out.as_mut_ptr(), m, n, k, n) }
     }
 
     /// `out[m x n] = a[m x k]·b[n x k]ᵀ` single-threaded, with `out` rows `ldc` floats apart.

@@ -28,10 +28,10 @@ pub fn matmul_abt(a: &[f32], b: &[f32], out: &mut [f32], m: usize, n: usize, k: 
             };
             let rows = m.div_ceil(parts);
             if parts == 1 {
-                blas.abt(a, b, out, m, n, k, 1);
+                blas.abt(a, b, out, m, n, k);
             } else {
                 out.par_chunks_mut(rows * n).zip(a.par_chunks(rows * k)).for_each(|(o, a)| {
-                    blas.abt(a, b, o, a.len() / k, n, k, 1);
+                    blas.abt(a, b, o, a.len() / k, n, k);
                 });
             }
             return;

@@ -80,15 +80,8 @@ fn tmpdir(name: &str) -> PathBuf {
     p
 }
 
-fn npy(path: &Path, descr: &str, shape: &str, payload: &[u8]) {
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut b = b"\x93NUMPY\x01\x00".to_vec();
-    b.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    b.extend_from_slice(header.as_bytes());
+fn npy(path: &Path, descr: &str, shape: &[usize], payload: &[u8]) {
+    let mut b = mpsae::data::npy_header(descr, shape);
     b.extend_from_slice(payload);
     std::fs::write(path, b).unwrap();
 }
@@ -103,17 +96,17 @@ fn bad_data_files_are_named_with_their_problem() {
     let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
         ("missing.npy", Box::new(|_p: &Path| {}), "No such file"),
-        ("trunc.npy", Box::new(|p: &Path| npy(p, "<f4", "(4, 3)", &[0; 20])), "truncated"),
-        ("long.npy", Box::new(|p: &Path| npy(p, "<f4", "(1, 3)", &[0; 20])), "header lies"),
-        ("ints.npy", Box::new(|p: &Path| npy(p, "<i8", "(1, 3)", &[0; 24])), "unsupported dtype"),
-        ("big.npy", Box::new(|p: &Path| npy(p, ">f4", "(1, 3)", &[0; 12])), "unsupported dtype"),
-        ("rank1.npy", Box::new(|p: &Path| npy(p, "<f4", "(3,)", &[0; 12])), "2 dimensions"),
-        ("rank3.npy", Box::new(|p: &Path| npy(p, "<f4", "(1, 1, 3)", &[0; 12])), "2 dimensions"),
-        ("zero.npy", Box::new(|p: &Path| npy(p, "<f4", "(0, 3)", &[])), "zero rows"),
+        ("trunc.npy", Box::new(|p: &Path| npy(p, "<f4", &[4, 3], &[0; 20])), "truncated"),
+        ("long.npy", Box::new(|p: &Path| npy(p, "<f4", &[1, 3], &[0; 20])), "header lies"),
+        ("ints.npy", Box::new(|p: &Path| npy(p, "<i8", &[1, 3], &[0; 24])), "unsupported dtype"),
+        ("big.npy", Box::new(|p: &Path| npy(p, ">f4", &[1, 3], &[0; 12])), "unsupported dtype"),
+        ("rank1.npy", Box::new(|p: &Path| npy(p, "<f4", &[3], &[0; 12])), "2 dimensions"),
+        ("rank3.npy", Box::new(|p: &Path| npy(p, "<f4", &[1, 1, 3], &[0; 12])), "2 dimensions"),
+        ("zero.npy", Box::new(|p: &Path| npy(p, "<f4", &[0, 3], &[])), "zero rows"),
         (
             "fortran.npy",
             Box::new(|p: &Path| {
-                npy(p, "<f4", "(1, 3)", &[0; 12]);
+                npy(p, "<f4", &[1, 3], &[0; 12]);
                 let mut b = std::fs::read(p).unwrap();
                 let key = b"'fortran_order': False";
                 let at = b.windows(key.len()).position(|w| w == key).unwrap();
@@ -128,7 +121,7 @@ fn bad_data_files_are_named_with_their_problem() {
         (
             "inf.npy",
             Box::new(move |p: &Path| {
-                npy(p, "<f4", "(3, 2)", &f32s(&[1.0, 2.0, 3.0, 4.0, f32::INFINITY, 0.0]))
+                npy(p, "<f4", &[3, 2], &f32s(&[1.0, 2.0, 3.0, 4.0, f32::INFINITY, 0.0]))
             }),
             "row 2",
         ),
@@ -147,8 +140,8 @@ fn bad_data_files_are_named_with_their_problem() {
     // Files of different widths.
     let a = dir.join("a.npy");
     let b = dir.join("b.npy");
-    npy(&a, "<f4", "(1, 3)", &[0; 12]);
-    npy(&b, "<f4", "(1, 2)", &[0; 8]);
+    npy(&a, "<f4", &[1, 3], &[0; 12]);
+    npy(&b, "<f4", &[1, 2], &[0; 8]);
     assert!(err_text(Dataset::open(&[a, b], &DataOptions::default())).contains("dimension"));
 }
 

@@ -7,14 +7,7 @@ use mpsae::{Error, MpSae, SaeConfig};
 use std::num::NonZeroUsize;
 
 fn npy_bytes(data: &[f32], n: usize, d: usize) -> Vec<u8> {
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {d}), }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut b = b"\x93NUMPY\x01\x00".to_vec();
-    b.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    b.extend_from_slice(header.as_bytes());
+    let mut b = mpsae::data::npy_header("<f4", &[n, d]);
     b.extend(data.iter().flat_map(|v| v.to_le_bytes()));
     b
 }

@@ -1,6 +1,6 @@
 //! `mpsae encode`.
 
-use crate::common::{load, msg, open_data, parse_strategy, CliResult};
+use crate::common::{load, msg, parse_strategy, CliResult, DataArgs};
 use mpsae::io::atomic::write_atomic;
 use mpsae::kernels::pursuit::Strategy;
 use mpsae::{Codes, EncodeOptions, Engine};
@@ -23,15 +23,8 @@ pub struct EncodeArgs {
     /// Run folder or model .safetensors file.
     #[arg(long)]
     model: PathBuf,
-    /// Activation files to encode (rows in file order).
-    #[arg(long, required = true, num_args = 1..)]
-    data: Vec<PathBuf>,
-    /// Tensor to read from .safetensors data files.
-    #[arg(long)]
-    tensor: Option<String>,
-    /// Leave out rows with NaN or infinite values (default: refuse the data).
-    #[arg(long)]
-    skip_nonfinite: bool,
+    #[command(flatten)]
+    data: DataArgs,
     /// Output .safetensors file.
     #[arg(long)]
     out: PathBuf,
@@ -59,12 +52,12 @@ pub fn run(a: EncodeArgs) -> CliResult<()> {
     }
     let (mut model, pre) = load(&a.model)?;
     model.set_engine(Engine { strategy: parse_strategy(&a.strategy)?, ..Engine::default() });
-    let data = open_data(&a.data, a.tensor.as_deref(), a.skip_nonfinite, false)?;
+    let data = a.data.open()?;
     let (rows, d, c) = (data.rows(), data.dim(), model.nb_concepts());
     if d != model.input_dim() {
         return Err(format!(
             "{}: rows have dimension {d}, the model expects {}",
-            a.data[0].display(),
+            a.data.data[0].display(),
             model.input_dim()
         ));
     }

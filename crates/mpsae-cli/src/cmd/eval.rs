@@ -1,6 +1,6 @@
 //! `mpsae eval`.
 
-use crate::common::{is_terminal, load, msg, open_data, parse_strategy, CliResult};
+use crate::common::{is_terminal, load, msg, parse_strategy, CliResult, DataArgs};
 use mpsae::train::{evaluate, EvalOptions};
 use mpsae::Engine;
 use std::path::PathBuf;
@@ -11,15 +11,8 @@ pub struct EvalArgs {
     /// Run folder or model .safetensors file.
     #[arg(long)]
     model: PathBuf,
-    /// Activation files.
-    #[arg(long, required = true, num_args = 1..)]
-    data: Vec<PathBuf>,
-    /// Tensor to read from .safetensors data files.
-    #[arg(long)]
-    tensor: Option<String>,
-    /// Leave out rows with NaN or infinite values (default: refuse the data).
-    #[arg(long)]
-    skip_nonfinite: bool,
+    #[command(flatten)]
+    data: DataArgs,
     /// Pursuit steps (default: the model's k).
     #[arg(long, short = 'k')]
     k: Option<usize>,
@@ -41,7 +34,7 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs) -> CliResult<()> {
     let (mut model, pre) = load(&a.model)?;
     model.set_engine(Engine { strategy: parse_strategy(&a.strategy)?, ..Engine::default() });
-    let data = open_data(&a.data, a.tensor.as_deref(), a.skip_nonfinite, false)?;
+    let data = a.data.open()?;
     let opts = EvalOptions { batch_size: a.batch_size, k: a.k, tol: a.tol };
     let r = evaluate(&mut model, &data, &pre, &opts).map_err(msg)?;
     if a.json || !is_terminal() {

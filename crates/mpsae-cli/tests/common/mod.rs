@@ -51,24 +51,16 @@ pub fn demo_data() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/minilm_l3_demo.npy")
 }
 
-/// Writes an NPY file with a given dtype descriptor and raw little-endian payload.
-pub fn write_npy_raw(path: &Path, descr: &str, shape: &str, payload: &[u8]) {
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut b = b"\x93NUMPY\x01\x00".to_vec();
-    b.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    b.extend_from_slice(header.as_bytes());
+/// Writes an NPY file with a given dtype descriptor, shape and raw little-endian payload.
+pub fn write_npy_raw(path: &Path, descr: &str, shape: &[usize], payload: &[u8]) {
+    let mut b = mpsae::data::npy_header(descr, shape);
     b.extend_from_slice(payload);
     std::fs::write(path, b).unwrap();
 }
 
 /// Writes an `n x d` f32 NPY file.
 pub fn write_npy_f32(path: &Path, data: &[f32], n: usize, d: usize) {
-    let payload: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    write_npy_raw(path, "<f4", &format!("({n}, {d})"), &payload);
+    mpsae::data::write_npy_f32(path, data, n, d).unwrap();
 }
 
 /// Reads the tensors of a safetensors file as (dtype, shape, f64 values).

@@ -8,6 +8,6 @@ mod preprocess;
 mod source;
 
 pub use dataset::{DataOptions, DataStats, Dataset, NonFinite};
-pub use npy::{parse_npy_header, write_npy_f32, NpyHeader};
+pub use npy::{npy_header, parse_npy_header, write_npy_f32, NpyHeader};
 pub use preprocess::Preprocess;
 pub use source::{Elem, Source};

@@ -77,23 +77,31 @@ pub fn parse_npy_header(bytes: &[u8]) -> std::result::Result<NpyHeader, String> 
     Ok(NpyHeader { elem, shape, data_offset: end })
 }
 
+/// The bytes of an NPY 1.0 header for an array of dtype `descr` (e.g. `<f4`) and `shape`, padded
+/// so that the data starts on a 64-byte boundary.
+pub fn npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let dims = match shape {
+        [one] => format!("({one},)"),
+        _ => format!("({})", shape.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")),
+    };
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {dims}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes
+}
+
 /// Writes an `n x d` f32 matrix as an NPY 1.0 file (atomically).
 pub fn write_npy_f32(path: &Path, data: &[f32], n: usize, d: usize) -> Result<()> {
     if data.len() != n * d {
         return Err(Error::Shape(format!("{} values is not {n} x {d}", data.len())));
     }
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {d}), }}");
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = Vec::with_capacity(10 + header.len() + data.len() * 4);
-    bytes.extend_from_slice(b"\x93NUMPY\x01\x00");
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    for v in data {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
+    let mut bytes = npy_header("<f4", &[n, d]);
+    bytes.extend(data.iter().flat_map(|v| v.to_le_bytes()));
     write_atomic(path, &bytes)
 }
 

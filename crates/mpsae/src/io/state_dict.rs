@@ -158,7 +158,7 @@ pub fn model_from_bytes(
             cfg
         }
     };
-    if meta.get(CONFIG_KEY).is_none() {
+    if !meta.contains_key(CONFIG_KEY) {
         cfg.encoder = match (tied, &encoder_weight, &encoder_bias) {
             (true, _, b) => EncoderKind::Tied { bias: b.is_some() },
             (false, Some(_), b) => EncoderKind::Untied { bias: b.is_some() },
