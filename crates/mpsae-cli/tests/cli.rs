@@ -23,6 +23,7 @@ fn train_writes_an_overcomplete_compatible_run_folder() {
         o,
         "--progress",
         "plain",
+        "--detailed-stats",
     ]);
     let s: Value = serde_json::from_str(summary.trim()).unwrap();
     assert_eq!(s["steps"], 16);
@@ -52,6 +53,10 @@ fn train_writes_an_overcomplete_compatible_run_folder() {
         assert!(l["avg_loss"].as_f64().unwrap() > 0.0);
         assert!((l["l0"].as_f64().unwrap() - 4.0).abs() < 0.5);
         assert_eq!(l["explained_variance"].as_array().unwrap().len(), 4);
+        // --detailed-stats: unit-norm atoms, and positive code and gradient norms.
+        assert!((l["detailed"]["dictionary_norms"].as_f64().unwrap() - 1.0).abs() < 1e-4);
+        assert!(l["detailed"]["z_l2"].as_f64().unwrap() > 0.0);
+        assert!(l["detailed"]["params_grad_norm"].as_f64().unwrap() > 0.0);
     }
     assert!(out.join("checkpoint.safetensors").exists());
     // A second train into the same folder refuses without --resume/--force.
