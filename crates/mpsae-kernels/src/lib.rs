@@ -15,6 +15,8 @@
 //! Shapes are the caller's contract: a slice of the wrong length is a bug in the caller and
 //! panics (as an index would), never a user-input error; the model crate validates user input.
 
+#![warn(missing_docs)]
+
 pub mod adam;
 pub mod backward;
 pub mod blas;

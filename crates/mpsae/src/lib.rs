@@ -15,6 +15,8 @@
 //! assert_eq!(pass.grads.weights.len(), 32 * 8);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod criterion;
 pub mod data;
