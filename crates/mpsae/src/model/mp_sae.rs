@@ -341,13 +341,9 @@ impl MpSae {
 
     /// Normalises `W` in place and returns `W·exp(m)` (the training-mode dictionary).
     fn training_dictionary(&mut self) -> Vec<f32> {
-        self.config.normalization.apply(&mut self.weights, self.config.input_dim);
-        let scale = self.multiplier.exp();
-        if scale == 1.0 {
-            self.weights.clone()
-        } else {
-            self.weights.iter().map(|&w| w * scale).collect()
-        }
+        let scale = self.normalize_weights();
+        scaled_dictionary(&self.weights, scale, None, self.config.input_dim)
+            .unwrap_or_else(|| self.weights.clone())
     }
 
     /// The dictionary `c x d`, as the reference's `get_dictionary()`: in training mode `W` is
