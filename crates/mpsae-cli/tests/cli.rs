@@ -289,3 +289,65 @@ fn bench_reports_throughput_split_and_memory() {
     }
     fails_with(&["bench", "--k", "0"], "invalid bench grid");
 }
+
+#[test]
+fn safetensors_and_f64_data_train_and_encode() {
+    let dir = tmp("formats");
+    let (n, d) = (200, 12);
+    let vals: Vec<f32> = (0..n * d).map(|i| ((i * 17 % 31) as f32 * 0.29).sin()).collect();
+    // A safetensors file with a bf16 activation tensor and a second 2-D tensor.
+    let bf: Vec<u8> = vals.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect();
+    let other: Vec<u8> = vec![0u8; 4 * 3 * 2];
+    let views = vec![
+        (
+            "acts".to_string(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, vec![n, d], &bf).unwrap(),
+        ),
+        (
+            "labels".to_string(),
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![3, 2], &other).unwrap(),
+        ),
+    ];
+    let st = dir.join("acts.safetensors");
+    std::fs::write(&st, safetensors::serialize(views, &None).unwrap()).unwrap();
+    let s = st.to_str().unwrap();
+    let run = dir.join("run");
+    let r = run.to_str().unwrap();
+    fails_with(&["train", "--data", s, "--out", r], "several 2-D tensors");
+    fails_with(&["train", "--data", s, "--tensor", "nope", "--out", r], "no tensor named 'nope'");
+    let out = ok(&[
+        "train",
+        "--data",
+        s,
+        "--tensor",
+        "acts",
+        "--concepts",
+        "32",
+        "-k",
+        "3",
+        "--steps",
+        "4",
+        "--batch-size",
+        "64",
+        "--out",
+        r,
+        "--progress",
+        "quiet",
+    ]);
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!((v["rows"].as_u64(), v["d"].as_u64()), (Some(n as u64), Some(d as u64)));
+    // The same rows as float64 .npy give the same codes as the bf16 safetensors rows they round to.
+    let rounded: Vec<f64> = vals.iter().map(|v| half::bf16::from_f32(*v).to_f32() as f64).collect();
+    let f64_path = dir.join("acts64.npy");
+    write_npy_raw(
+        &f64_path,
+        "<f8",
+        &[n, d],
+        &rounded.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+    );
+    let (c1, c2) = (dir.join("c1.safetensors"), dir.join("c2.safetensors"));
+    ok(&["encode", "--model", r, "--data", s, "--tensor", "acts", "--out", c1.to_str().unwrap()]);
+    ok(&["encode", "--model", r, "--data", f64_path.to_str().unwrap(), "--out", c2.to_str().unwrap()]);
+    assert_eq!(read_st(&c1)["indices"], read_st(&c2)["indices"]);
+    assert_eq!(read_st(&c1)["values"], read_st(&c2)["values"]);
+}
