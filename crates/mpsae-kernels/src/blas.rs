@@ -1,10 +1,11 @@
 //! An optional system BLAS (OpenBLAS), loaded at run time when present.
 //!
-//! Measured on our 2-core machines, OpenBLAS's `sgemm` is about 20% faster than the `gemm` crate
-//! for `X·Dᵀ`, and its `ssyrk` builds a Gram matrix in about 65% of the `gemm` crate's time. It
-//! is not a build dependency: `libopenblas.so.0` is opened at run time (Debian:
-//! `apt-get install libopenblas0`), and every product falls back to the `gemm` crate without it.
-//! `MPSAE_BLAS=gemm` forces the fallback.
+//! On our 2-core AVX2 machine OpenBLAS 0.3.21's `sgemm` ran a 16384 x 16384 x 768 product at
+//! 155-165 GFLOP/s against 124-132 for the `gemm` crate (`cargo run --release --example
+//! gram_probe -- 16384 768`, with and without `MPSAE_BLAS=gemm`). It is not a build dependency:
+//! `libopenblas.so.0` is opened at run time (Debian: `apt-get install libopenblas0`), and every
+//! product falls back to the `gemm` crate without it. `MPSAE_BLAS=gemm` forces the fallback.
+//! It is always called single-threaded, inside rayon tasks, so one thread pool runs everything.
 
 use libloading::Library;
 use std::os::raw::{c_float, c_int};
@@ -27,31 +28,16 @@ type Sgemm = unsafe extern "C" fn(
     *mut c_float,
     c_int,
 );
-type Ssyrk = unsafe extern "C" fn(
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_int,
-    c_float,
-    *const c_float,
-    c_int,
-    c_float,
-    *mut c_float,
-    c_int,
-);
 type SetThreads = unsafe extern "C" fn(c_int);
 
 const ROW_MAJOR: c_int = 101;
 const NO_TRANS: c_int = 111;
 const TRANS: c_int = 112;
-const LOWER: c_int = 122;
 
 /// The loaded library and its entry points.
 pub struct OpenBlas {
     _lib: Library,
     sgemm: Sgemm,
-    ssyrk: Ssyrk,
     set_threads: Option<SetThreads>,
 }
 
@@ -72,10 +58,9 @@ fn load() -> Option<OpenBlas> {
         // SAFETY: the symbols have the CBLAS signatures declared above.
         unsafe {
             let sgemm = lib.get::<Sgemm>(b"cblas_sgemm\0").ok().map(|s| *s);
-            let ssyrk = lib.get::<Ssyrk>(b"cblas_ssyrk\0").ok().map(|s| *s);
             let set_threads = lib.get::<SetThreads>(b"openblas_set_num_threads\0").ok().map(|s| *s);
-            if let (Some(sgemm), Some(ssyrk)) = (sgemm, ssyrk) {
-                return Some(OpenBlas { _lib: lib, sgemm, ssyrk, set_threads });
+            if let Some(sgemm) = sgemm {
+                return Some(OpenBlas { _lib: lib, sgemm, set_threads });
             }
         }
     }
@@ -156,27 +141,6 @@ impl OpenBlas {
             out,
             ldc as c_int,
         )
-    }
-
-    /// Lower triangle of `d·dᵀ` (`c x c`, row-major) on `threads` threads.
-    pub fn syrk_lower(&self, d: &[f32], out: &mut [f32], c: usize, dim: usize, threads: usize) {
-        self.threads(threads);
-        // SAFETY: slice lengths were checked by the caller against c and dim.
-        unsafe {
-            (self.ssyrk)(
-                ROW_MAJOR,
-                LOWER,
-                NO_TRANS,
-                c as c_int,
-                dim as c_int,
-                1.0,
-                d.as_ptr(),
-                dim as c_int,
-                0.0,
-                out.as_mut_ptr(),
-                c as c_int,
-            )
-        }
     }
 }
 
