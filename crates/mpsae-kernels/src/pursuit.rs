@@ -157,9 +157,9 @@ impl Output {
     }
 }
 
-/// Rows whose correlations are held at once: up to 256 MiB of them, at least 256 rows.
+/// Rows whose correlations are held at once: up to 32 MiB of them, at least 256 rows.
 fn chunk_rows(n: usize, c: usize) -> usize {
-    ((256usize << 20) / (4 * c.max(1))).max(256).min(n.max(1))
+    ((32usize << 20) / (4 * c.max(1))).max(256).min(n.max(1))
 }
 
 /// Per-row pursuit state while its correlations are live.
