@@ -42,6 +42,14 @@ pub fn explained_variance_per_step(x: &[f32], energy: &[f32], k: usize) -> Vec<f
         .collect()
 }
 
+/// `1 - mean(alive)` of an alive mask (0 for an empty one).
+pub fn dead_ratio(alive: &[bool]) -> f64 {
+    if alive.is_empty() {
+        return 0.0;
+    }
+    1.0 - alive.iter().filter(|&&a| a).count() as f64 / alive.len() as f64
+}
+
 /// overcomplete's `DeadCodeTracker`: an atom is alive once it has had a **positive** code;
 /// the dead ratio is the fraction never seen alive.
 #[derive(Clone, Debug, PartialEq)]
@@ -78,10 +86,7 @@ impl DeadCodeTracker {
 
     /// `1 - mean(alive)`.
     pub fn dead_ratio(&self) -> f64 {
-        if self.alive.is_empty() {
-            return 0.0;
-        }
-        1.0 - self.alive.iter().filter(|&&a| a).count() as f64 / self.alive.len() as f64
+        dead_ratio(&self.alive)
     }
 
     /// Which atoms are alive.

@@ -58,11 +58,4 @@ impl Preprocess {
             }
         }
     }
-
-    /// Maps a residual (a difference, no mean) back to the data's scale, in place.
-    pub fn undo_scale(&self, x: &mut [f32]) {
-        if let Some(s) = self.scale {
-            x.iter_mut().for_each(|v| *v /= s);
-        }
-    }
 }

@@ -9,7 +9,7 @@ pub use evaluate::{evaluate, EvalOptions, EvalReport};
 
 use crate::criterion::{Criterion, Mse, Revive};
 use crate::data::{Dataset, Preprocess};
-use crate::metrics::{explained_variance_per_step, l0_per_row, r2_score, DeadCodeTracker};
+use crate::metrics::{dead_ratio, explained_variance_per_step, l0_per_row, r2_score, DeadCodeTracker};
 use crate::model::MpSae;
 use crate::optim::{clip_gradients, Adam, AdamParams, CosineSchedule};
 use crate::{Error, Result};
@@ -417,7 +417,7 @@ impl Trainer {
             self.progress.consecutive_bad += 1;
             self.progress.total_bad += 1;
         }
-        let dead_ratio = DeadCodeTracker::from_alive(self.progress.acc.alive.clone()).dead_ratio();
+        let dead_ratio = dead_ratio(&self.progress.acc.alive);
         Ok(StepReport {
             step: self.progress.step + 1,
             total_steps: 0,
@@ -454,7 +454,7 @@ impl Trainer {
             avg_loss: acc.loss / b,
             r2: acc.r2 / b,
             l0: acc.l0 / b,
-            dead_ratio: DeadCodeTracker::from_alive(acc.alive).dead_ratio(),
+            dead_ratio: dead_ratio(&acc.alive),
             time_epoch: seconds,
             explained_variance: acc.ev.iter().map(|v| v / b).collect(),
             skipped_steps: acc.skipped,
