@@ -15,7 +15,7 @@
 //! same operations as the forward pass, so they are bitwise the ones the forward used.
 
 use crate::pursuit::NO_ATOM;
-use crate::{axpy, dot, Par};
+use crate::{axpy_generic as axpy, dot_generic as dot, Par};
 use rayon::prelude::*;
 
 /// Inputs of the backward pass. Shapes: `x`, `g_xhat`, `g_residual` are `n x d`; `atoms`,
@@ -100,7 +100,19 @@ pub fn backward(g: &Grads, par: Par, g_dict: &mut [f32], g_x: &mut [f32]) {
     }
 }
 
-fn backward_row(g: &Grads, row: usize, hist: &mut [f32], acc: &mut [f32], gr: &mut [f32]) {
+crate::simd_kernel!(
+    /// One row's backward pass (dispatched to its AVX2 build when the CPU has it).
+    fn backward_row = backward_row_generic(
+        g: &Grads,
+        row: usize,
+        hist: &mut [f32],
+        acc: &mut [f32],
+        gr: &mut [f32],
+    )
+);
+
+#[inline(always)]
+fn backward_row_generic(g: &Grads, row: usize, hist: &mut [f32], acc: &mut [f32], gr: &mut [f32]) {
     let (d, k) = (g.d, g.k);
     let atoms = &g.atoms[row * k..(row + 1) * k];
     let values = &g.values[row * k..(row + 1) * k];

@@ -17,6 +17,43 @@
 
 #![warn(missing_docs)]
 
+/// True when the CPU runs the AVX2 builds of the kernels (checked once by std, then cached).
+#[inline]
+pub fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Defines a kernel `$name` from a portable body `$generic`, dispatched at run time to a copy of
+/// that body compiled with AVX2 enabled when the CPU has it. The body is `#[inline(always)]`, so the
+/// copy is the same code auto-vectorised 8 lanes wide instead of 4. No fused multiply-add is
+/// introduced (Rust never contracts `a * b + c`), so both copies give bitwise the same results.
+macro_rules! simd_kernel {
+    ($(#[$m:meta])* $vis:vis fn $name:ident = $generic:ident ($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)?) => {
+        $(#[$m])*
+        #[inline]
+        $vis fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            if $crate::has_avx2() {
+                #[target_feature(enable = "avx2")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    $generic($($arg),*)
+                }
+                // SAFETY: the CPU has AVX2 (checked just above).
+                return unsafe { avx2($($arg),*) };
+            }
+            $generic($($arg),*)
+        }
+    };
+}
+pub(crate) use simd_kernel;
+
 pub mod adam;
 pub mod backward;
 pub mod blas;
@@ -57,9 +94,13 @@ impl Par {
     }
 }
 
-/// Dot product with four independent accumulators (vectorises well, fixed summation order).
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+simd_kernel!(
+    /// Dot product with eight independent accumulators (vectorises well, fixed summation order).
+    pub fn dot = dot_generic(a: &[f32], b: &[f32]) -> f32
+);
+
+#[inline(always)]
+pub(crate) fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let mut acc = [0f32; 8];
     let chunks = a.len() / 8;
@@ -76,19 +117,27 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
 }
 
-/// `y += alpha * x`.
-#[inline]
-pub fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+simd_kernel!(
+    /// `y += alpha * x`.
+    pub fn axpy = axpy_generic(alpha: f32, x: &[f32], y: &mut [f32])
+);
+
+#[inline(always)]
+pub(crate) fn axpy_generic(alpha: f32, x: &[f32], y: &mut [f32]) {
     debug_assert_eq!(x.len(), y.len());
     for (yi, xi) in y.iter_mut().zip(x) {
         *yi += alpha * xi;
     }
 }
 
-/// Index and value of the largest entry, the first one on exact ties (as `torch.max` on CPU).
-/// A NaN entry is never chosen over a number; an all-NaN slice gives index 0.
-#[inline]
-pub fn argmax(a: &[f32]) -> (usize, f32) {
+simd_kernel!(
+    /// Index and value of the largest entry, the first one on exact ties (as `torch.max` on CPU).
+    /// A NaN entry is never chosen over a number; an all-NaN slice gives index 0.
+    pub fn argmax = argmax_generic(a: &[f32]) -> (usize, f32)
+);
+
+#[inline(always)]
+pub(crate) fn argmax_generic(a: &[f32]) -> (usize, f32) {
     // Chunked scan: per-lane maxima, then the first index that holds the overall maximum.
     let mut best = f32::NEG_INFINITY;
     const L: usize = 16;
@@ -116,10 +165,14 @@ pub fn argmax(a: &[f32]) -> (usize, f32) {
     }
 }
 
-/// `y += alpha * x`, then the index and value of the largest entry of the new `y` (first index on
-/// exact ties, NaN never chosen), in one pass over `y`.
-#[inline]
-pub fn axpy_argmax(alpha: f32, x: &[f32], y: &mut [f32]) -> (usize, f32) {
+simd_kernel!(
+    /// `y += alpha * x`, then the index and value of the largest entry of the new `y` (first index
+    /// on exact ties, NaN never chosen), in one pass over `y`.
+    pub fn axpy_argmax = axpy_argmax_generic(alpha: f32, x: &[f32], y: &mut [f32]) -> (usize, f32)
+);
+
+#[inline(always)]
+pub(crate) fn axpy_argmax_generic(alpha: f32, x: &[f32], y: &mut [f32]) -> (usize, f32) {
     debug_assert_eq!(x.len(), y.len());
     const L: usize = 8;
     let mut best_v = [f32::NEG_INFINITY; L];
@@ -154,7 +207,7 @@ pub fn axpy_argmax(alpha: f32, x: &[f32], y: &mut [f32]) -> (usize, f32) {
     }
     if bi == usize::MAX {
         // Every entry is NaN or -inf: fall back to the plain scan's answer.
-        return argmax(y);
+        return argmax_generic(y);
     }
     (bi, bv)
 }
@@ -194,6 +247,24 @@ mod tests {
         assert_eq!(argmax(&v), (77, 2.0));
         assert_eq!(argmax(&[0.0; 40]), (0, 0.0));
         assert_eq!(argmax(&[f32::NAN, 1.0]).0, 1);
+    }
+
+    #[test]
+    fn dispatched_kernels_match_the_portable_build_bitwise() {
+        // On an AVX2 machine the public kernels run the AVX2 build; it must not change a bit.
+        for n in [1usize, 7, 16, 33, 384, 577] {
+            let x: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1000) as f32 * 0.0137).sin()).collect();
+            let y0: Vec<f32> = (0..n).map(|i| ((i * 104729 % 997) as f32 * 0.0211).cos()).collect();
+            assert_eq!(dot(&x, &y0).to_bits(), dot_generic(&x, &y0).to_bits());
+            assert_eq!(argmax(&y0), argmax_generic(&y0));
+            let (mut a, mut b) = (y0.clone(), y0.clone());
+            axpy(-0.37, &x, &mut a);
+            axpy_generic(-0.37, &x, &mut b);
+            assert_eq!(a, b);
+            let (mut a, mut b) = (y0.clone(), y0.clone());
+            assert_eq!(axpy_argmax(0.61, &x, &mut a), axpy_argmax_generic(0.61, &x, &mut b));
+            assert_eq!(a, b);
+        }
     }
 
     #[test]
