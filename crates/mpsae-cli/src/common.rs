@@ -2,8 +2,9 @@
 
 use mpsae::data::{DataOptions, Dataset, NonFinite, Preprocess, Source};
 use mpsae::io::state_dict::{load_model, PREPROCESS_KEY};
+use mpsae::kernels::gram::Precision;
 use mpsae::kernels::pursuit::Strategy;
-use mpsae::MpSae;
+use mpsae::{Engine, MpSae};
 use std::path::{Path, PathBuf};
 
 /// The CLI's error: one line for the user.
@@ -101,7 +102,31 @@ pub fn load(p: &Path) -> CliResult<(MpSae, Preprocess)> {
 }
 
 /// Parses a `--strategy` value.
-pub fn parse_strategy(s: &str) -> CliResult<Option<Strategy>> {
+/// How the kernels run: flattened into every command that runs a pursuit.
+#[derive(clap::Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Pursuit strategy: auto (cost model), plain, gram, gram-picked.
+    #[arg(long, default_value = "auto")]
+    pub strategy: String,
+    /// Storage of the Gram matrix: f16 (half the memory; near ties re-checked exactly, same
+    /// picks) or f32.
+    #[arg(long, default_value = "f16")]
+    pub gram_precision: String,
+}
+
+impl EngineArgs {
+    /// The engine these flags ask for (all threads of the pool).
+    pub fn engine(&self) -> CliResult<Engine> {
+        let gram_precision = match self.gram_precision.as_str() {
+            "f16" => Precision::F16,
+            "f32" => Precision::F32,
+            other => return Err(format!("invalid --gram-precision '{other}': use f16 or f32")),
+        };
+        Ok(Engine { strategy: parse_strategy(&self.strategy)?, gram_precision, ..Engine::default() })
+    }
+}
+
+fn parse_strategy(s: &str) -> CliResult<Option<Strategy>> {
     Ok(match s {
         "auto" => None,
         "plain" => Some(Strategy::Plain),

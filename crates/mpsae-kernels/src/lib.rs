@@ -57,8 +57,10 @@ pub(crate) use simd_kernel;
 pub mod adam;
 pub mod backward;
 pub mod blas;
+pub mod gram;
 pub mod matmul;
 pub mod pursuit;
+pub mod select;
 
 use std::num::NonZeroUsize;
 
@@ -165,77 +167,9 @@ pub(crate) fn argmax_generic(a: &[f32]) -> (usize, f32) {
     }
 }
 
-simd_kernel!(
-    /// `y += alpha * x`, then the index and value of the largest entry of the new `y` (first index
-    /// on exact ties, NaN never chosen), in one pass over `y`.
-    pub fn axpy_argmax = axpy_argmax_generic(alpha: f32, x: &[f32], y: &mut [f32]) -> (usize, f32)
-);
-
-#[inline(always)]
-pub(crate) fn axpy_argmax_generic(alpha: f32, x: &[f32], y: &mut [f32]) -> (usize, f32) {
-    debug_assert_eq!(x.len(), y.len());
-    const L: usize = 8;
-    let mut best_v = [f32::NEG_INFINITY; L];
-    let mut best_i = [0u32; L];
-    let chunks = y.len() / L;
-    for ch in 0..chunks {
-        let base = ch * L;
-        let (ys, xs) = (&mut y[base..base + L], &x[base..base + L]);
-        for l in 0..L {
-            let v = ys[l] + alpha * xs[l];
-            ys[l] = v;
-            let better = v > best_v[l];
-            best_v[l] = if better { v } else { best_v[l] };
-            best_i[l] = if better { (base + l) as u32 } else { best_i[l] };
-        }
-    }
-    let (mut bi, mut bv) = (usize::MAX, f32::NEG_INFINITY);
-    for l in 0..L {
-        let i = best_i[l] as usize;
-        if best_v[l] > bv || (best_v[l] == bv && best_v[l] > f32::NEG_INFINITY && i < bi) {
-            bv = best_v[l];
-            bi = i;
-        }
-    }
-    for i in chunks * L..y.len() {
-        let v = y[i] + alpha * x[i];
-        y[i] = v;
-        if v > bv {
-            bv = v;
-            bi = i;
-        }
-    }
-    if bi == usize::MAX {
-        // Every entry is NaN or -inf: fall back to the plain scan's answer.
-        return argmax_generic(y);
-    }
-    (bi, bv)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fused_axpy_argmax_matches_the_two_passes() {
-        for n in [1usize, 7, 8, 9, 33, 100] {
-            for seed in 0..20u32 {
-                let x: Vec<f32> =
-                    (0..n).map(|i| (((i as u32 * 2654435761u32) ^ seed) % 7) as f32 - 3.0).collect();
-                let y0: Vec<f32> =
-                    (0..n).map(|i| (((i as u32 * 40503u32) ^ (seed * 7)) % 5) as f32).collect();
-                let alpha = if seed % 2 == 0 { 0.5 } else { -1.0 };
-                let mut a = y0.clone();
-                axpy(alpha, &x, &mut a);
-                let want = argmax(&a);
-                let mut b = y0.clone();
-                assert_eq!(axpy_argmax(alpha, &x, &mut b), want, "n {n} seed {seed}");
-                assert_eq!(a, b);
-            }
-        }
-        let mut y = vec![f32::NAN; 10];
-        assert_eq!(axpy_argmax(1.0, &[0.0; 10], &mut y).0, 0);
-    }
 
     #[test]
     fn argmax_first_on_ties_and_signed() {
@@ -260,9 +194,6 @@ mod tests {
             let (mut a, mut b) = (y0.clone(), y0.clone());
             axpy(-0.37, &x, &mut a);
             axpy_generic(-0.37, &x, &mut b);
-            assert_eq!(a, b);
-            let (mut a, mut b) = (y0.clone(), y0.clone());
-            assert_eq!(axpy_argmax(0.61, &x, &mut a), axpy_argmax_generic(0.61, &x, &mut b));
             assert_eq!(a, b);
         }
     }

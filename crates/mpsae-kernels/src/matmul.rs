@@ -130,32 +130,32 @@ pub fn gram(d: &[f32], out: &mut [f32], c: usize, dim: usize, par: Par) {
 /// Copies the lower triangle of a `c x c` row-major matrix onto its upper triangle, by tiles:
 /// each tile below the diagonal is read row by row into a small buffer and written back transposed
 /// row by row, so both sides stream through memory contiguously.
-fn mirror_lower(out: &mut [f32], c: usize, par: Par) {
-    const T: usize = 32;
-    let nt = c.div_ceil(T);
-    let out_ptr = SendPtr(out.as_mut_ptr());
+pub(crate) fn mirror_lower<T: Copy + Default + Send + Sync>(out: &mut [T], c: usize, par: Par) {
+    const TILE: usize = 32;
+    let nt = c.div_ceil(TILE);
+    let out_ptr = SendPtrT(out.as_mut_ptr());
     // Task bi writes tile row bi right of the diagonal ((i, j), j > i) from tile column bi below
     // it ((j, i), read-only): no two tasks write the same element, none writes what another reads.
     let task = |bi: usize| {
         let p = out_ptr;
-        let i0 = bi * T;
-        let ih = (i0 + T).min(c) - i0;
-        let mut buf = [0f32; T * T];
+        let i0 = bi * TILE;
+        let ih = (i0 + TILE).min(c) - i0;
+        let mut buf = [T::default(); TILE * TILE];
         for bj in bi..nt {
-            let j0 = bj * T;
-            let jh = (j0 + T).min(c) - j0;
+            let j0 = bj * TILE;
+            let jh = (j0 + TILE).min(c) - j0;
             // buf[jj][ii] = out[j0 + jj][i0 + ii]
             for jj in 0..jh {
                 // SAFETY: row j0 + jj, columns i0..i0+ih are inside the matrix and only read here.
                 let src = unsafe { std::slice::from_raw_parts(p.0.add((j0 + jj) * c + i0), ih) };
-                buf[jj * T..jj * T + ih].copy_from_slice(src);
+                buf[jj * TILE..jj * TILE + ih].copy_from_slice(src);
             }
             for ii in 0..ih {
                 let i = i0 + ii;
                 let start = if bj == bi { ii + 1 } else { 0 };
                 for jj in start..jh {
                     // SAFETY: (i, j0 + jj) with j0 + jj > i is written only by task bi.
-                    unsafe { *p.0.add(i * c + j0 + jj) = buf[jj * T + ii] };
+                    unsafe { *p.0.add(i * c + j0 + jj) = buf[jj * TILE + ii] };
                 }
             }
         }
@@ -170,6 +170,16 @@ fn mirror_lower(out: &mut [f32], c: usize, par: Par) {
 struct SendPtr(*mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
+
+struct SendPtrT<T>(*mut T);
+impl<T> Clone for SendPtrT<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SendPtrT<T> {}
+unsafe impl<T: Send> Send for SendPtrT<T> {}
+unsafe impl<T: Sync> Sync for SendPtrT<T> {}
 
 #[cfg(test)]
 mod tests {

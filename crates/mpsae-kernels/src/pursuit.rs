@@ -14,11 +14,18 @@
 //!
 //! [`choose_strategy`] picks one from the problem's shape and a memory budget. In the Gram
 //! strategies the correlation vector only drives the argmax: the value `v` is recomputed exactly
-//! as the dot product of the residual with the atom, so the codes do not drift.
+//! as the dot product of the residual with the atom, so the codes do not drift. With the full
+//! Gram matrix the correlations carry an error bound (the f16 entries' `|v|·δ_j` per update, see
+//! [`crate::gram`], plus a margin for f32 rounding); whenever the runner-up is within twice that
+//! bound of the best, every atom that close is re-checked with an exact dot product, so an
+//! approximate correlation never decides a pick.
 
+use crate::gram::GramRef;
 use crate::matmul::matmul_abt;
-use crate::{argmax, axpy, axpy_argmax, dot, Par};
+use crate::select::{top2, update_top2, update_top2_f16, Top2};
+use crate::{argmax, axpy, dot, Par};
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// Atom index of a pick that did not happen (the row stopped early on its tolerance).
@@ -62,8 +69,17 @@ const UPDATE_WEIGHT: f64 = 6.0;
 
 /// The cost model behind [`choose_strategy`]: estimated work and memory of each strategy for
 /// `n` rows, `c` atoms, dimension `d`, `k` steps. `gram_cached` says the Gram matrix is already
-/// available (inference with a fixed dictionary), so its cost is not counted.
-pub fn strategy_costs(n: usize, c: usize, d: usize, k: usize, gram_cached: bool) -> [StrategyCost; 3] {
+/// available (inference with a fixed dictionary), so its cost is not counted; `gram_entry_bytes`
+/// is the size of one of its entries (4 for f32, 2 for f16).
+pub fn strategy_costs(
+    n: usize,
+    c: usize,
+    d: usize,
+    k: usize,
+    gram_cached: bool,
+    gram_entry_bytes: usize,
+) -> [StrategyCost; 3] {
+    let gram_entry = gram_entry_bytes as f64;
     let (n, c, d, k) = (n as f64, c as f64, d as f64, k as f64);
     let first = 2.0 * n * c * d;
     let updates = n * (k - 1.0).max(0.0) * c * UPDATE_WEIGHT;
@@ -76,7 +92,7 @@ pub fn strategy_costs(n: usize, c: usize, d: usize, k: usize, gram_cached: bool)
         StrategyCost {
             strategy: Strategy::Gram,
             flops: gram_flops + first + updates,
-            bytes: 4.0 * c * c + tile_bytes,
+            bytes: gram_entry * c * c + tile_bytes,
         },
         StrategyCost {
             strategy: Strategy::GramPicked,
@@ -86,19 +102,21 @@ pub fn strategy_costs(n: usize, c: usize, d: usize, k: usize, gram_cached: bool)
     ]
 }
 
-/// The cheapest strategy whose scratch fits in `memory_budget` bytes (Plain always fits).
+/// The cheapest strategy whose scratch fits in `memory_budget` bytes (Plain always fits); the
+/// arguments are those of [`strategy_costs`].
 pub fn choose_strategy(
     n: usize,
     c: usize,
     d: usize,
     k: usize,
     gram_cached: bool,
+    gram_entry_bytes: usize,
     memory_budget: usize,
 ) -> Strategy {
     if k <= 1 {
         return Strategy::Plain;
     }
-    strategy_costs(n, c, d, k, gram_cached)
+    strategy_costs(n, c, d, k, gram_cached, gram_entry_bytes)
         .into_iter()
         .filter(|s| s.strategy == Strategy::Plain || s.bytes <= memory_budget as f64)
         .min_by(|a, b| a.flops.total_cmp(&b.flops))
@@ -138,6 +156,9 @@ pub struct Output {
     pub energy: Vec<f32>,
     /// Seconds spent in dense correlation products.
     pub matmul_seconds: f64,
+    /// Steps whose pick was re-checked with exact dot products (near ties under the Gram
+    /// strategy's error bound).
+    pub rechecks: u64,
     /// Scratch memory kept between calls (correlations), so repeated pursuits do not page-fault
     /// fresh buffers in.
     pub scratch: Vec<f32>,
@@ -152,6 +173,7 @@ impl Output {
             residual: vec![0.0; n * d],
             energy: vec![0.0; n * k],
             matmul_seconds: 0.0,
+            rechecks: 0,
             scratch: Vec::new(),
         }
     }
@@ -210,9 +232,70 @@ fn stop_sq(x: &[f32], tol: Option<f32>) -> f32 {
     }
 }
 
+/// Margin for f32 rounding in the Gram strategy's correlations, per step, relative to
+/// `‖x‖·max‖atom‖`: runners-up this close to the best are re-checked exactly.
+const ROUNDING: f32 = 1.0 / (1 << 20) as f32;
+
+/// One row of the Gram pursuit, its correlations `a` (`X·Dmᵀ` of the row) live in cache.
+/// Returns the number of re-checked steps.
+fn gram_row(s: &mut RowState, a: &mut [f32], g: GramRef, p: &Problem, atom_norm: f32) -> u64 {
+    let (c, d, k) = (p.c, p.d, p.k);
+    let scale = dot(s.r, s.r).sqrt() * atom_norm;
+    let mut top = top2(a);
+    // Bound on |a - a_f32| accumulated from the f16 entries.
+    let mut err = 0f32;
+    let mut rechecks = 0;
+    for t in 0..k {
+        if s.check_stop(t) {
+            continue;
+        }
+        let guard = 2.0 * err + ROUNDING * (t + 1) as f32 * scale;
+        let (j, v) = if top.index != usize::MAX && top.second < top.value - guard {
+            let j = top.index;
+            (j, dot(s.r, &p.dict[j * d..(j + 1) * d]))
+        } else {
+            rechecks += 1;
+            recheck(a, top, guard, s.r, p.dict, d)
+        };
+        s.apply(t, j, v, p.dict, d);
+        if t + 1 < k {
+            top = match g {
+                GramRef::F32(g) => update_top2(-v, &g[j * c..(j + 1) * c], a),
+                GramRef::F16 { values, row_error } => {
+                    err += v.abs() * row_error[j];
+                    update_top2_f16(-v, &values[j * c..(j + 1) * c], a)
+                }
+            };
+        }
+    }
+    rechecks
+}
+
+/// The exact pick among the atoms whose correlation is within `guard` of the best: largest
+/// `r·Dm_i` (first index on ties), with that value.
+fn recheck(a: &[f32], top: Top2, guard: f32, r: &[f32], dict: &[f32], d: usize) -> (usize, f32) {
+    let atom = |i: usize| &dict[i * d..(i + 1) * d];
+    if top.index == usize::MAX {
+        // No number among the correlations: the plain argmax's answer.
+        let j = argmax(a).0;
+        return (j, dot(r, atom(j)));
+    }
+    let threshold = top.value - guard;
+    let mut best = (top.index, dot(r, atom(top.index)));
+    for (i, &ai) in a.iter().enumerate() {
+        if ai >= threshold && i != top.index {
+            let v = dot(r, atom(i));
+            if v > best.1 || (v == best.1 && i < best.0) {
+                best = (i, v);
+            }
+        }
+    }
+    best
+}
+
 /// Runs the pursuit. `gram` must be the `c x c` Gram matrix of `p.dict` when `strategy` is
 /// [`Strategy::Gram`] (ignored otherwise). `out` is resized as needed.
-pub fn pursuit(p: &Problem, strategy: Strategy, gram: Option<&[f32]>, par: Par, out: &mut Output) {
+pub fn pursuit(p: &Problem, strategy: Strategy, gram: Option<GramRef>, par: Par, out: &mut Output) {
     let (n, d, c, k) = (p.n, p.d, p.c, p.k);
     assert_eq!(p.x.len(), n * d, "pursuit: x shape");
     assert_eq!(p.dict.len(), c * d, "pursuit: dictionary shape");
@@ -227,6 +310,7 @@ pub fn pursuit(p: &Problem, strategy: Strategy, gram: Option<&[f32]>, par: Par, 
     }
     out.residual.copy_from_slice(p.x);
     out.matmul_seconds = 0.0;
+    out.rechecks = 0;
     if n == 0 || k == 0 || c == 0 {
         return;
     }
@@ -235,10 +319,19 @@ pub fn pursuit(p: &Problem, strategy: Strategy, gram: Option<&[f32]>, par: Par, 
             let g = if strategy == Strategy::Gram {
                 let g = gram.expect("pursuit: Strategy::Gram needs the Gram matrix");
                 assert_eq!(g.len(), c * c, "pursuit: Gram shape");
+                if let GramRef::F16 { row_error, .. } = g {
+                    assert_eq!(row_error.len(), c, "pursuit: Gram row bounds");
+                }
                 Some(g)
             } else {
                 None
             };
+            let atom_norm = if g.is_some() {
+                p.dict.chunks(d.max(1)).map(|a| dot(a, a)).fold(0f32, f32::max).sqrt()
+            } else {
+                0.0
+            };
+            let rechecks = AtomicU64::new(0);
             let chunk = chunk_rows(n, c);
             let mut corr = std::mem::take(&mut out.scratch);
             corr.resize(chunk * c, 0.0);
@@ -269,18 +362,9 @@ pub fn pursuit(p: &Problem, strategy: Strategy, gram: Option<&[f32]>, par: Par, 
                 match g {
                     Some(g) => {
                         let row = |(s, a): (&mut RowState, &mut [f32])| {
-                            // The argmax of each step comes out of the previous step's update pass.
-                            let mut best = argmax(a).0;
-                            for t in 0..k {
-                                if s.check_stop(t) {
-                                    continue;
-                                }
-                                let j = best;
-                                let v = dot(s.r, &p.dict[j * d..(j + 1) * d]);
-                                s.apply(t, j, v, p.dict, d);
-                                if t + 1 < k {
-                                    best = axpy_argmax(-v, &g[j * c..(j + 1) * c], a).0;
-                                }
+                            let n = gram_row(s, a, g, p, atom_norm);
+                            if n > 0 {
+                                rechecks.fetch_add(n, Ordering::Relaxed);
                             }
                         };
                         match par {
@@ -323,6 +407,7 @@ pub fn pursuit(p: &Problem, strategy: Strategy, gram: Option<&[f32]>, par: Par, 
                 r0 += rows;
             }
             out.scratch = corr;
+            out.rechecks = rechecks.into_inner();
         }
         Strategy::GramPicked => pursue_picked(p, par, out),
     }
@@ -412,6 +497,7 @@ fn pursue_picked(p: &Problem, par: Par, out: &mut Output) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gram::{Gram, Precision};
     use rand::{Rng, SeedableRng};
 
     fn random_problem(n: usize, d: usize, c: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
@@ -430,13 +516,19 @@ mod tests {
         let (n, d, c, k) = (300, 24, 200, 7);
         let (x, dict) = random_problem(n, d, c, 3);
         let p = Problem { x: &x, n, d, dict: &dict, c, k, tol: None };
-        let mut g = vec![0f32; c * c];
-        crate::matmul::gram(&dict, &mut g, c, d, Par::Seq);
         let mut outs = Vec::new();
-        for s in [Strategy::Plain, Strategy::Gram, Strategy::GramPicked] {
+        for (s, precision) in [
+            (Strategy::Plain, Precision::F32),
+            (Strategy::Gram, Precision::F32),
+            (Strategy::Gram, Precision::F16),
+            (Strategy::GramPicked, Precision::F32),
+        ] {
+            let mut g = Gram::new();
+            g.compute(&dict, c, d, precision, Par::Seq);
+            assert_eq!(g.precision(), precision);
             for par in [Par::Seq, Par::rayon()] {
                 let mut o = Output::default();
-                pursuit(&p, s, Some(&g), par, &mut o);
+                pursuit(&p, s, Some(g.view()), par, &mut o);
                 outs.push(o);
             }
         }
@@ -464,6 +556,35 @@ mod tests {
     }
 
     #[test]
+    fn f16_gram_rechecks_near_ties_and_picks_as_plain() {
+        // Half the atoms are near-copies of the other half (1e-3 apart): their correlations are
+        // closer than the f16 Gram's error, so only the exact re-check can tell them apart.
+        let (n, d, half, k) = (200, 32, 150, 12);
+        let (x, base) = random_problem(n, d, half, 8);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let mut dict = base.clone();
+        for a in base.chunks(d) {
+            let mut b: Vec<f32> = a.iter().map(|v| v + rng.gen_range(-1e-3..1e-3)).collect();
+            let norm = dot(&b, &b).sqrt();
+            b.iter_mut().for_each(|v| *v /= norm);
+            dict.extend(b);
+        }
+        let c = 2 * half;
+        let p = Problem { x: &x, n, d, dict: &dict, c, k, tol: None };
+        let mut plain = Output::default();
+        pursuit(&p, Strategy::Plain, None, Par::Seq, &mut plain);
+        let mut g = Gram::new();
+        g.compute(&dict, c, d, Precision::F16, Par::Seq);
+        let mut fast = Output::default();
+        pursuit(&p, Strategy::Gram, Some(g.view()), Par::rayon(), &mut fast);
+        assert!(fast.rechecks > 0, "near ties must be re-checked");
+        assert_eq!(fast.atoms, plain.atoms);
+        for (a, b) in fast.values.iter().zip(&plain.values) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()));
+        }
+    }
+
+    #[test]
     fn tolerance_stops_rows_early() {
         let (n, d, c, k) = (50, 16, 64, 12);
         let (x, dict) = random_problem(n, d, c, 4);
@@ -485,9 +606,12 @@ mod tests {
 
     #[test]
     fn cost_model_prefers_gram_for_big_batches_and_respects_memory() {
-        assert_eq!(choose_strategy(4096, 16384, 768, 16, false, 8 << 30), Strategy::Gram);
-        assert_ne!(choose_strategy(4096, 65536, 768, 16, false, 8 << 30), Strategy::Gram);
-        assert_eq!(choose_strategy(1024, 16384, 768, 1, false, 8 << 30), Strategy::Plain);
-        assert_eq!(choose_strategy(64, 16384, 768, 16, true, 8 << 30), Strategy::Gram);
+        assert_eq!(choose_strategy(4096, 16384, 768, 16, false, 4, 8 << 30), Strategy::Gram);
+        assert_ne!(choose_strategy(4096, 65536, 768, 16, false, 2, 8 << 30), Strategy::Gram);
+        assert_eq!(choose_strategy(1024, 16384, 768, 1, false, 2, 8 << 30), Strategy::Plain);
+        assert_eq!(choose_strategy(64, 16384, 768, 16, true, 2, 8 << 30), Strategy::Gram);
+        // 32768 atoms: 4 GiB of f32 Gram, 2 GiB in f16.
+        assert_ne!(choose_strategy(4096, 32768, 768, 32, false, 4, 3 << 30), Strategy::Gram);
+        assert_eq!(choose_strategy(4096, 32768, 768, 32, false, 2, 3 << 30), Strategy::Gram);
     }
 }

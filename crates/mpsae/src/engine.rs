@@ -1,5 +1,6 @@
 //! How the model runs its kernels: threads, pursuit strategy and memory budget.
 
+use mpsae_kernels::gram::Precision;
 use mpsae_kernels::pursuit::{choose_strategy, Strategy};
 use mpsae_kernels::Par;
 
@@ -13,17 +14,22 @@ pub struct Engine {
     pub strategy: Option<Strategy>,
     /// Scratch memory the pursuit may use (Gram matrix, correlations), in bytes.
     pub memory_budget: usize,
+    /// Storage of the Gram matrix: f16 (default; half the memory and traffic, picks re-checked
+    /// exactly near ties) or f32.
+    pub gram_precision: Precision,
 }
 
 impl Default for Engine {
     fn default() -> Self {
-        Engine { par: Par::rayon(), strategy: None, memory_budget: 8 << 30 }
+        Engine { par: Par::rayon(), strategy: None, memory_budget: 8 << 30, gram_precision: Precision::F16 }
     }
 }
 
 impl Engine {
     /// The strategy for a pursuit of `n` rows over `c` atoms of dimension `d` with `k` steps.
     pub fn strategy_for(&self, n: usize, c: usize, d: usize, k: usize, gram_cached: bool) -> Strategy {
-        self.strategy.unwrap_or_else(|| choose_strategy(n, c, d, k, gram_cached, self.memory_budget))
+        self.strategy.unwrap_or_else(|| {
+            choose_strategy(n, c, d, k, gram_cached, self.gram_precision.bytes(), self.memory_budget)
+        })
     }
 }

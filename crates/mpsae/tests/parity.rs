@@ -8,6 +8,7 @@
 
 use mpsae::criterion::{Criterion, Mse, Revive};
 use mpsae::io::state_dict::{load_model, model_to_bytes, read_tensors, Tensor};
+use mpsae::kernels::gram::Precision;
 use mpsae::kernels::pursuit::Strategy;
 use mpsae::kernels::Par;
 use mpsae::optim::{clip_gradients, Adam, AdamParams};
@@ -93,11 +94,17 @@ fn picks_match(case: &str, got: &[u32], want: &Tensor) -> Result<(), String> {
 
 fn engines() -> Vec<(String, Engine)> {
     let mut out = Vec::new();
-    for s in [Strategy::Plain, Strategy::Gram, Strategy::GramPicked] {
+    let runs = [
+        (Strategy::Plain, Precision::F32),
+        (Strategy::Gram, Precision::F32),
+        (Strategy::Gram, Precision::F16),
+        (Strategy::GramPicked, Precision::F32),
+    ];
+    for (s, gram_precision) in runs {
         for par in [Par::Seq, Par::Rayon(NonZeroUsize::new(2).unwrap())] {
             out.push((
-                format!("{}/{:?}", s.name(), par),
-                Engine { par, strategy: Some(s), memory_budget: 1 << 30 },
+                format!("{}/{}/{:?}", s.name(), gram_precision.name(), par),
+                Engine { par, strategy: Some(s), memory_budget: 1 << 30, gram_precision },
             ));
         }
     }

@@ -1,7 +1,7 @@
 //! `mpsae bench`: training-step and encode throughput over a grid of shapes, with the time split
 //! and the machine's own sgemm rate for the same shapes, measured side by side in one run.
 
-use crate::common::{msg, parse_strategy, CliResult};
+use crate::common::{msg, CliResult, EngineArgs};
 use mpsae::criterion::Mse;
 use mpsae::data::{DataOptions, Dataset};
 use mpsae::kernels::matmul::{gram, matmul_abt};
@@ -38,9 +38,8 @@ pub struct BenchArgs {
     /// Folder with the real activations (dinov2s_l6_public.npy, smollm2_l15_public.npy).
     #[arg(long, default_value = "../shared/data")]
     data_dir: PathBuf,
-    /// Pursuit strategy: auto, plain, gram, gram-picked.
-    #[arg(long, default_value = "auto")]
-    strategy: String,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -83,7 +82,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs `mpsae bench`.
 pub fn run(a: BenchArgs) -> CliResult<()> {
-    let forced = parse_strategy(&a.strategy)?;
+    let base = a.engine.engine()?;
     let (ds, cs, ks, bs) = if a.quick {
         (vec![384], vec![4096], vec![4, 16], vec![1024])
     } else {
@@ -93,7 +92,11 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
         return Err("invalid bench grid: every size and --reps must be at least 1".into());
     }
     let par = Par::rayon();
-    println!("# mpsae bench: {} threads; times in ms; rates in rows/s; GF = GFLOP/s", par.degree());
+    println!(
+        "# mpsae bench: {} threads; {} Gram; times in ms; rates in rows/s; GF = GFLOP/s",
+        par.degree(),
+        base.gram_precision.name()
+    );
     println!(
         "{:>4} {:>6} {:>3} {:>5} {:>11} {:>9} {:>9} {:>9} | {:>7} {:>6} {:>7} {:>7} {:>6} {:>6} | {:>6} {:>6} {:>5} {:>5} | {:>7} {:>7}",
         "d", "c", "k", "n", "strategy", "train/s", "encode/s", "step", "gram", "corr", "pursuit", "backwd", "optim", "other",
@@ -119,7 +122,7 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                     let mut cfg = SaeConfig::new(d, c);
                     cfg.k = k;
                     let mut model = MpSae::new(cfg, 0).map_err(msg)?;
-                    model.set_engine(Engine { par, strategy: forced, ..Engine::default() });
+                    model.set_engine(Engine { par, ..base });
                     let strategy = model.engine().strategy_for(n, c, d, k, false);
                     if strategy == Strategy::Gram && t_gram.is_none() {
                         let mut g = vec![0f32; c * c];
@@ -174,7 +177,11 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                     let dense_gf = dense_flops / dense_in_step.max(1e-12) / 1e9;
                     // What a step must hold: W, grad, Adam moments, Gram if used, batch, picks.
                     let need = 4.0 * (4 * c * d + n * d * 3 + 2 * n * k) as f64
-                        + if strategy == Strategy::Gram { 4.0 * (c * c) as f64 } else { 0.0 };
+                        + if strategy == Strategy::Gram {
+                            (base.gram_precision.bytes() * c * c) as f64
+                        } else {
+                            0.0
+                        };
                     let ms = |s: f64| s * 1e3;
                     println!(
                         "{d:>4} {c:>6} {k:>3} {n:>5} {:>11} {:>9.0} {:>9.0} {:>9.1} | {:>7.1} {:>6.1} {:>7.1} {:>7.1} {:>6.1} {:>6.1} | {:>6.1} {:>6.1} {:>5.2} {:>5.2} | {:>7.0} {:>7.0}",

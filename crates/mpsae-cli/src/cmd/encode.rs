@@ -1,9 +1,9 @@
 //! `mpsae encode`.
 
-use crate::common::{load, msg, parse_strategy, CliResult, DataArgs};
+use crate::common::{load, msg, CliResult, DataArgs, EngineArgs};
 use mpsae::io::atomic::write_atomic;
 use mpsae::kernels::pursuit::Strategy;
-use mpsae::{Codes, EncodeOptions, Engine};
+use mpsae::{Codes, EncodeOptions};
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -40,9 +40,8 @@ pub struct EncodeArgs {
     /// Rows per batch.
     #[arg(long, default_value_t = 4096)]
     batch_size: usize,
-    /// Pursuit strategy: auto, plain, gram, gram-picked.
-    #[arg(long, default_value = "auto")]
-    strategy: String,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 /// Runs `mpsae encode`.
@@ -51,7 +50,7 @@ pub fn run(a: EncodeArgs) -> CliResult<()> {
         return Err("invalid --batch-size: must be at least 1".into());
     }
     let (mut model, pre) = load(&a.model)?;
-    model.set_engine(Engine { strategy: parse_strategy(&a.strategy)?, ..Engine::default() });
+    model.set_engine(a.engine.engine()?);
     let data = a.data.open()?;
     let (rows, d, c) = (data.rows(), data.dim(), model.nb_concepts());
     if d != model.input_dim() {

@@ -1,8 +1,7 @@
 //! `mpsae eval`.
 
-use crate::common::{is_terminal, load, msg, parse_strategy, CliResult, DataArgs};
+use crate::common::{is_terminal, load, msg, CliResult, DataArgs, EngineArgs};
 use mpsae::train::{evaluate, EvalOptions};
-use mpsae::Engine;
 use std::path::PathBuf;
 
 /// Arguments of `mpsae eval`.
@@ -25,15 +24,14 @@ pub struct EvalArgs {
     /// Print JSON even on a terminal.
     #[arg(long)]
     json: bool,
-    /// Pursuit strategy: auto, plain, gram, gram-picked.
-    #[arg(long, default_value = "auto")]
-    strategy: String,
+    #[command(flatten)]
+    engine: EngineArgs,
 }
 
 /// Runs `mpsae eval`.
 pub fn run(a: EvalArgs) -> CliResult<()> {
     let (mut model, pre) = load(&a.model)?;
-    model.set_engine(Engine { strategy: parse_strategy(&a.strategy)?, ..Engine::default() });
+    model.set_engine(a.engine.engine()?);
     let data = a.data.open()?;
     let opts = EvalOptions { batch_size: a.batch_size, k: a.k, tol: a.tol };
     let r = evaluate(&mut model, &data, &pre, &opts).map_err(msg)?;

@@ -1,11 +1,11 @@
 //! `mpsae train`.
 
-use crate::common::{msg, open_data, parse_strategy, CliResult, DEMO_NAME};
+use crate::common::{msg, open_data, CliResult, EngineArgs, DEMO_NAME};
 use crate::progress::{ProgressMode, Reporter};
 use mpsae::data::Preprocess;
 use mpsae::io::state_dict::{save_model, PREPROCESS_KEY};
 use mpsae::train::{Checkpoint, CriterionChoice, ScheduleOptions, TrainOptions, Trainer, CHECKPOINT_FILE};
-use mpsae::{Engine, MpSae, Normalization, SaeConfig};
+use mpsae::{MpSae, Normalization, SaeConfig};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
@@ -111,9 +111,8 @@ pub struct TrainArgs {
     /// Start a new run in --out even if it already holds one.
     #[arg(long)]
     force: bool,
-    /// Pursuit strategy: auto (cost model), plain, gram, gram-picked.
-    #[arg(long, default_value = "auto")]
-    strategy: String,
+    #[command(flatten)]
+    engine: EngineArgs,
     /// Progress display.
     #[arg(long, value_enum, default_value = "auto")]
     progress: ProgressMode,
@@ -190,7 +189,7 @@ fn remove_stale_temporaries(dir: &Path) {
 
 /// Runs `mpsae train`.
 pub fn run(a: TrainArgs) -> CliResult<()> {
-    let engine = Engine { strategy: parse_strategy(&a.strategy)?, ..Engine::default() };
+    let engine = a.engine.engine()?;
     let ckpt = a.out.join(CHECKPOINT_FILE);
     let config_path = a.out.join("config.json");
     let metrics = a.out.join("metrics.jsonl");

@@ -6,7 +6,7 @@ use crate::engine::Engine;
 use crate::model::{Codes, Normalization};
 use crate::{Error, Result};
 use mpsae_kernels::backward::{backward, Grads};
-use mpsae_kernels::matmul::gram;
+use mpsae_kernels::gram::{Gram, GramRef};
 use mpsae_kernels::pursuit::{pursuit, Output, Problem, Strategy};
 use mpsae_kernels::{axpy, Par};
 use rand::{Rng, SeedableRng};
@@ -31,7 +31,7 @@ pub struct MpSae {
     training: bool,
     /// Eval mode's fused dictionary `normalize(W)·exp(m)`, and its Gram matrix once computed.
     fused: Option<Vec<f32>>,
-    fused_gram: Option<Vec<f32>>,
+    fused_gram: Option<Gram>,
     rng: ChaCha8Rng,
     engine: Engine,
     workspace: Workspace,
@@ -48,6 +48,9 @@ pub struct Encoded {
     pub energy: Vec<f32>,
     /// Seconds of the pursuit spent in dense correlation products.
     pub correlation_seconds: f64,
+    /// Pursuit steps whose pick was re-checked with exact dot products (near ties under the
+    /// Gram strategy's error bound; a diagnostic).
+    pub rechecks: u64,
 }
 
 /// Result of [`MpSae::forward`]: the reference's `(residual, codes, x_hat)`.
@@ -212,6 +215,9 @@ impl MpSae {
 
     /// Changes the execution settings (threads, strategy, memory budget).
     pub fn set_engine(&mut self, engine: Engine) {
+        if engine.gram_precision != self.engine.gram_precision {
+            self.fused_gram = None;
+        }
         self.engine = engine;
     }
 
@@ -330,7 +336,7 @@ impl MpSae {
         }
         self.training = false;
         // The training Gram is not needed in eval mode (the fused one is built on demand).
-        self.workspace.gram = Vec::new();
+        self.workspace.gram = Gram::new();
         self
     }
 
@@ -379,15 +385,16 @@ impl MpSae {
     }
 
     /// Computes and keeps the Gram matrix of the eval-mode dictionary, so that encoding many
-    /// batches pays for it once. Needs `4·c²` bytes; does nothing in training mode.
+    /// batches pays for it once. Needs `2·c²` bytes (`4·c²` with an f32 Gram engine); does
+    /// nothing in training mode.
     pub fn prepare_gram(&mut self) {
         if self.training || self.fused_gram.is_some() {
             return;
         }
-        let (c, d, par) = (self.config.nb_concepts, self.config.input_dim, self.engine.par);
+        let (c, d, engine) = (self.config.nb_concepts, self.config.input_dim, self.engine);
         let dict = self.ensure_fused().to_vec();
-        let mut g = vec![0f32; c * c];
-        gram(&dict, &mut g, c, d, par);
+        let mut g = Gram::new();
+        g.compute(&dict, c, d, engine.gram_precision, engine.par);
         self.fused_gram = Some(g);
     }
 
@@ -441,7 +448,7 @@ impl MpSae {
             Ok(run.encoded)
         } else {
             self.ensure_fused();
-            let (dict, gram) = (self.fused.as_deref().unwrap(), self.fused_gram.as_deref());
+            let (dict, gram) = (self.fused.as_deref().unwrap(), self.fused_gram.as_ref().map(Gram::view));
             let run =
                 run_pursuit(&self.engine, &mut self.workspace, &self.config, x, n, dict, k, opts.tol, gram);
             Ok(run.encoded)
@@ -613,7 +620,7 @@ struct Workspace {
     /// Correlation scratch of the pursuit.
     scratch: Vec<f32>,
     /// Gram matrix of the training dictionary.
-    gram: Vec<f32>,
+    gram: Gram,
 }
 
 /// What [`run_pursuit`] gives back.
@@ -661,7 +668,7 @@ fn run_pursuit(
     dict: &[f32],
     k: usize,
     tol: Option<f32>,
-    cached: Option<&[f32]>,
+    cached: Option<GramRef>,
 ) -> PursuitRun {
     let (c, d) = (config.nb_concepts, config.input_dim);
     let strategy = engine.strategy_for(n, c, d, k, cached.is_some());
@@ -669,9 +676,8 @@ fn run_pursuit(
     let g = match (strategy, cached) {
         (Strategy::Gram, Some(g)) => Some(g),
         (Strategy::Gram, None) => {
-            ws.gram.resize(c * c, 0.0);
-            gram(dict, &mut ws.gram, c, d, engine.par);
-            Some(ws.gram.as_slice())
+            ws.gram.compute(dict, c, d, engine.gram_precision, engine.par);
+            Some(ws.gram.view())
         }
         _ => None,
     };
@@ -686,6 +692,7 @@ fn run_pursuit(
         codes,
         energy: out.energy,
         correlation_seconds: out.matmul_seconds,
+        rechecks: out.rechecks,
     };
     PursuitRun { encoded, strategy, gram_seconds }
 }

@@ -1,0 +1,251 @@
+//! Atom selection of the Gram pursuit: the correlation update `a += alpha·G[j]` fused with a scan
+//! that returns the best entry **and** the runner-up value, in one pass over `a`.
+//!
+//! The runner-up tells the pursuit whether the best entry is certain: when the correlations carry
+//! a known error bound `e` (an f16 Gram matrix, float rounding), any entry within `2e` of the best
+//! might be the true maximum, and those few are re-checked with exact dot products. When the
+//! runner-up is further away than that, no second pass is needed.
+//!
+//! The Gram row comes in f32 or in f16 ([`half::f16`], half the memory traffic: the update is
+//! memory-bound). Each kernel has a portable body and an AVX2 (+F16C) body chosen at run time;
+//! both compute `a[i] + alpha·g[i]` with one multiply and one add, so they agree bitwise.
+
+use half::f16;
+
+/// Result of a selection scan over `a`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Top2 {
+    /// Index of the largest entry (the first one on exact ties; `usize::MAX` when every entry is
+    /// NaN or `-inf`).
+    pub index: usize,
+    /// The largest entry (`-inf` when there is none).
+    pub value: f32,
+    /// The largest entry among all the others (equal to `value` on a tie; `-inf` if none).
+    pub second: f32,
+}
+
+/// Top-2 bookkeeping of one entry `v` at index `i` (NaN never enters).
+#[inline(always)]
+fn push(t: &mut Top2, i: usize, v: f32) {
+    if v > t.value {
+        t.second = t.value;
+        t.value = v;
+        t.index = i;
+    } else if v > t.second {
+        t.second = v;
+    }
+}
+
+const EMPTY: Top2 = Top2 { index: usize::MAX, value: f32::NEG_INFINITY, second: f32::NEG_INFINITY };
+
+/// Scan of `a` without update.
+pub fn top2(a: &[f32]) -> Top2 {
+    let mut t = EMPTY;
+    for (i, &v) in a.iter().enumerate() {
+        push(&mut t, i, v);
+    }
+    t
+}
+
+/// `a += alpha·g` (f32 Gram row), then the top-2 scan of the new `a`.
+pub fn update_top2(alpha: f32, g: &[f32], a: &mut [f32]) -> Top2 {
+    assert_eq!(g.len(), a.len(), "update_top2: lengths");
+    #[cfg(target_arch = "x86_64")]
+    if crate::has_avx2() {
+        // SAFETY: AVX2 is present (checked just above); lengths are equal.
+        return unsafe { x86::update_top2_f32(alpha, g, a) };
+    }
+    let mut t = EMPTY;
+    for (i, (y, &x)) in a.iter_mut().zip(g).enumerate() {
+        *y += alpha * x;
+        push(&mut t, i, *y);
+    }
+    t
+}
+
+/// `a += alpha·g` (f16 Gram row, widened exactly to f32), then the top-2 scan of the new `a`.
+pub fn update_top2_f16(alpha: f32, g: &[f16], a: &mut [f32]) -> Top2 {
+    assert_eq!(g.len(), a.len(), "update_top2_f16: lengths");
+    #[cfg(target_arch = "x86_64")]
+    if crate::has_avx2() && std::arch::is_x86_feature_detected!("f16c") {
+        // SAFETY: AVX2 and F16C are present (checked just above); lengths are equal.
+        return unsafe { x86::update_top2_f16(alpha, g, a) };
+    }
+    let mut t = EMPTY;
+    for (i, (y, &x)) in a.iter_mut().zip(g).enumerate() {
+        *y += alpha * x.to_f32();
+        push(&mut t, i, *y);
+    }
+    t
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{push, Top2, EMPTY};
+    use half::f16;
+    use std::arch::x86_64::*;
+
+    /// Lane state of the vector scan: per lane the best value and index, and the runner-up.
+    struct Lanes {
+        b1: __m256,
+        b2: __m256,
+        i1: __m256i,
+        idx: __m256i,
+    }
+
+    impl Lanes {
+        #[inline(always)]
+        unsafe fn new() -> Self {
+            Lanes {
+                b1: _mm256_set1_ps(f32::NEG_INFINITY),
+                b2: _mm256_set1_ps(f32::NEG_INFINITY),
+                i1: _mm256_setzero_si256(),
+                idx: _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+            }
+        }
+
+        /// Takes the next 8 entries (indices `idx..idx+8`).
+        #[inline(always)]
+        unsafe fn push(&mut self, v: __m256) {
+            let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(v, self.b1);
+            // max(v, b2) keeps b2 when v is NaN; a new best pushes the old one down.
+            let nb2 = _mm256_blendv_ps(_mm256_max_ps(v, self.b2), self.b1, gt);
+            self.b1 = _mm256_blendv_ps(self.b1, v, gt);
+            self.i1 = _mm256_castps_si256(_mm256_blendv_ps(
+                _mm256_castsi256_ps(self.i1),
+                _mm256_castsi256_ps(self.idx),
+                gt,
+            ));
+            self.b2 = nb2;
+            self.idx = _mm256_add_epi32(self.idx, _mm256_set1_epi32(8));
+        }
+
+        /// Merges the lanes into the scalar answer (first index among equal bests).
+        #[inline(always)]
+        unsafe fn finish(&self) -> Top2 {
+            let (mut b1, mut b2, mut i1) = ([0f32; 8], [0f32; 8], [0i32; 8]);
+            _mm256_storeu_ps(b1.as_mut_ptr(), self.b1);
+            _mm256_storeu_ps(b2.as_mut_ptr(), self.b2);
+            _mm256_storeu_si256(i1.as_mut_ptr() as *mut __m256i, self.i1);
+            let mut best: Option<usize> = None;
+            for l in 0..8 {
+                if b1[l] > f32::NEG_INFINITY {
+                    best = match best {
+                        Some(w) if b1[w] > b1[l] || (b1[w] == b1[l] && i1[w] < i1[l]) => Some(w),
+                        _ => Some(l),
+                    };
+                }
+            }
+            let mut t = EMPTY;
+            if let Some(w) = best {
+                t.index = i1[w] as usize;
+                t.value = b1[w];
+            }
+            for l in 0..8 {
+                let other = if Some(l) == best { f32::NEG_INFINITY } else { b1[l] };
+                t.second = t.second.max(other).max(b2[l]);
+            }
+            t
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn update_top2_f32(alpha: f32, g: &[f32], a: &mut [f32]) -> Top2 {
+        let n = a.len();
+        let chunks = n / 8;
+        let al = _mm256_set1_ps(alpha);
+        let mut lanes = Lanes::new();
+        let (gp, ap) = (g.as_ptr(), a.as_mut_ptr());
+        for ch in 0..chunks {
+            let x = _mm256_loadu_ps(gp.add(ch * 8));
+            let v = _mm256_add_ps(_mm256_loadu_ps(ap.add(ch * 8)), _mm256_mul_ps(al, x));
+            _mm256_storeu_ps(ap.add(ch * 8), v);
+            lanes.push(v);
+        }
+        let mut t = lanes.finish();
+        for i in chunks * 8..n {
+            a[i] += alpha * g[i];
+            push(&mut t, i, a[i]);
+        }
+        t
+    }
+
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) unsafe fn update_top2_f16(alpha: f32, g: &[f16], a: &mut [f32]) -> Top2 {
+        let n = a.len();
+        let chunks = n / 8;
+        let al = _mm256_set1_ps(alpha);
+        let mut lanes = Lanes::new();
+        let (gp, ap) = (g.as_ptr() as *const __m128i, a.as_mut_ptr());
+        for ch in 0..chunks {
+            let x = _mm256_cvtph_ps(_mm_loadu_si128(gp.add(ch)));
+            let v = _mm256_add_ps(_mm256_loadu_ps(ap.add(ch * 8)), _mm256_mul_ps(al, x));
+            _mm256_storeu_ps(ap.add(ch * 8), v);
+            lanes.push(v);
+        }
+        let mut t = lanes.finish();
+        for i in chunks * 8..n {
+            a[i] += alpha * g[i].to_f32();
+            push(&mut t, i, a[i]);
+        }
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scalar definition: best (first on ties), and the max over every other index.
+    fn naive(a: &[f32]) -> Top2 {
+        let mut t = EMPTY;
+        for (i, &v) in a.iter().enumerate() {
+            if v > t.value {
+                t.value = v;
+                t.index = i;
+            }
+        }
+        for (i, &v) in a.iter().enumerate() {
+            if i != t.index && v > t.second {
+                t.second = v;
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn fused_updates_match_the_definition_and_the_plain_update() {
+        for n in [1usize, 5, 8, 9, 16, 31, 100, 4099] {
+            for seed in 0..12u32 {
+                let g: Vec<f32> = (0..n)
+                    .map(|i| ((((i as u32).wrapping_mul(2654435761) ^ seed) % 9) as f32 - 4.0) * 0.25)
+                    .collect();
+                let mut y0: Vec<f32> =
+                    (0..n).map(|i| (((i as u32).wrapping_mul(40503) ^ (seed * 7)) % 5) as f32).collect();
+                if seed % 3 == 0 {
+                    y0[n / 2] = f32::NAN;
+                }
+                let alpha = if seed % 2 == 0 { 0.5 } else { -1.0 };
+                let mut want_a = y0.clone();
+                want_a.iter_mut().zip(&g).for_each(|(y, x)| *y += alpha * x);
+                let want = naive(&want_a);
+                let mut a = y0.clone();
+                assert_eq!(update_top2(alpha, &g, &mut a), want, "f32 n {n} seed {seed}");
+                assert_eq!(
+                    a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want_a.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                );
+                // These values are exact in f16, so the f16 row gives the same answer.
+                let g16: Vec<f16> = g.iter().map(|&v| f16::from_f32(v)).collect();
+                let mut a = y0.clone();
+                assert_eq!(update_top2_f16(alpha, &g16, &mut a), want, "f16 n {n} seed {seed}");
+                assert_eq!(top2(&want_a), want);
+            }
+        }
+        let mut y = vec![f32::NAN; 10];
+        assert_eq!(update_top2(1.0, &[0.0; 10], &mut y).index, usize::MAX);
+        // A tie shows as a runner-up equal to the best.
+        let t = top2(&[1.0, 3.0, 0.0, 3.0]);
+        assert_eq!((t.index, t.value, t.second), (1, 3.0, 3.0));
+    }
+}
