@@ -50,19 +50,22 @@ pub struct Grads<'a> {
     pub g_values: Option<&'a [f32]>,
 }
 
-/// Gradients with respect to the dictionary (`c x d`, written to `g_dict`, overwritten) and to
-/// the input through the pursuit (`n x d`, written to `g_x`, overwritten).
+/// Gradients with respect to the dictionary (`c x d`, written to `g_dict`, overwritten) and, when
+/// `g_x` is given, to the input through the pursuit (`n x d`, overwritten). Training needs only
+/// the first; skipping the second saves an `n x d` buffer.
 ///
 /// Rows are split into `par.degree()` parts, each with its own `c x d` accumulator, summed in a
 /// fixed order: the result depends on the thread count, never on scheduling.
-pub fn backward(g: &Grads, par: Par, g_dict: &mut [f32], g_x: &mut [f32]) {
+pub fn backward(g: &Grads, par: Par, g_dict: &mut [f32], g_x: Option<&mut [f32]>) {
     let (n, d, c, k) = (g.n, g.d, g.c, g.k);
     assert_eq!(g.x.len(), n * d);
     assert_eq!(g.atoms.len(), n * k);
     assert_eq!(g.values.len(), n * k);
     assert_eq!(g.g_xhat.len(), n * d);
     assert_eq!(g_dict.len(), c * d);
-    assert_eq!(g_x.len(), n * d);
+    if let Some(gx) = &g_x {
+        assert_eq!(gx.len(), n * d);
+    }
     let parts = par.degree().min(n.max(1));
     let rows_per = n.div_ceil(parts).max(1);
     g_dict.fill(0.0);
@@ -73,14 +76,24 @@ pub fn backward(g: &Grads, par: Par, g_dict: &mut [f32], g_x: &mut [f32]) {
         for e in extra.iter_mut() {
             accs.push(e.as_mut_slice());
         }
-        let work = |(part, (acc, gx)): (usize, (&mut &mut [f32], &mut [f32]))| {
+        let work = |(part, (acc, mut gx)): (usize, (&mut &mut [f32], Option<&mut [f32]>))| {
             let r0 = part * rows_per;
+            let r1 = (r0 + rows_per).min(n);
             let mut hist = vec![0f32; (k + 1) * d];
-            for (i, gx_row) in gx.chunks_mut(d).enumerate() {
-                backward_row(g, r0 + i, &mut hist, acc, gx_row);
+            let mut scratch = vec![0f32; if gx.is_some() { 0 } else { d }];
+            for row in r0..r1 {
+                let gr = match gx.as_deref_mut() {
+                    Some(rows) => &mut rows[(row - r0) * d..(row - r0 + 1) * d],
+                    None => scratch.as_mut_slice(),
+                };
+                backward_row(g, row, &mut hist, acc, gr);
             }
         };
-        let it = accs.iter_mut().zip(g_x.chunks_mut(rows_per * d)).enumerate();
+        let gx_parts: Vec<Option<&mut [f32]>> = match g_x {
+            Some(gx) => gx.chunks_mut(rows_per * d).map(Some).collect(),
+            None => (0..n.div_ceil(rows_per)).map(|_| None).collect(),
+        };
+        let it = accs.iter_mut().zip(gx_parts).enumerate();
         match par {
             Par::Seq => it.for_each(work),
             Par::Rayon(_) => it.collect::<Vec<_>>().into_par_iter().for_each(work),

@@ -179,9 +179,9 @@ impl Output {
     }
 }
 
-/// Rows whose correlations are held at once: up to 32 MiB of them, at least 256 rows.
+/// Rows whose correlations are held at once: up to 16 MiB of them, at least 256 rows.
 fn chunk_rows(n: usize, c: usize) -> usize {
-    ((32usize << 20) / (4 * c.max(1))).max(256).min(n.max(1))
+    ((16usize << 20) / (4 * c.max(1))).max(256).min(n.max(1))
 }
 
 /// Per-row pursuit state while its correlations are live.

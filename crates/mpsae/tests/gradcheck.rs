@@ -43,6 +43,7 @@ fn model_for(case: &Case, w: &[f32], m: f32, strategy: Strategy) -> MpSae {
     cfg.normalization = Normalization::Identity;
     cfg.use_multiplier = true;
     let mut model = MpSae::from_weights(cfg, w.to_vec(), m, 0).unwrap();
+    model.set_input_gradient(true);
     model.set_engine(Engine { strategy: Some(strategy), ..Engine::default() });
     model
 }

@@ -111,3 +111,21 @@ fn encoders_are_kept_but_never_change_the_codes() {
         assert_eq!(w.is_some(), variant > 0);
     }
 }
+
+#[test]
+fn input_gradient_is_computed_only_when_asked_and_changes_nothing_else() {
+    let mut cfg = SaeConfig::new(16, 90);
+    cfg.k = 5;
+    let x = data(300, 16);
+    // Two identical models (a pass normalises W in place, so one model twice is not the same).
+    let mut a = MpSae::new(cfg.clone(), 3).unwrap();
+    let mut b = MpSae::new(cfg, 3).unwrap();
+    let off = a.training_pass(&x, &mpsae::criterion::Mse, None).unwrap();
+    assert!(off.grads.input.is_empty());
+    b.set_input_gradient(true);
+    let on = b.training_pass(&x, &mpsae::criterion::Mse, None).unwrap();
+    assert_eq!(on.grads.input.len(), x.len());
+    assert!(on.grads.input.iter().any(|&g| g != 0.0));
+    assert!(on.grads.weights == off.grads.weights, "dictionary gradients differ");
+    assert_eq!(on.criterion.loss, off.criterion.loss);
+}

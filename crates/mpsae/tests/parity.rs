@@ -123,6 +123,7 @@ fn forward_case(f: &Fixture, engine: Engine, label: &str) -> Result<(), String> 
     let m = f.get("multiplier").data[0];
     let mut model = MpSae::from_weights(f.config(d, c), f.get("weights_raw").data.clone(), m, 0).unwrap();
     model.set_engine(engine);
+    model.set_input_gradient(true);
     close(&case, "dictionary", &model.clone_dictionary(), &f.get("dictionary").data, 1e-6, 1e-5)?;
     let revive = f.t.contains_key("revive_mask");
     let criterion: Box<dyn Criterion> = if revive { Box::new(Revive::default()) } else { Box::new(Mse) };

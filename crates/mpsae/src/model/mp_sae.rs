@@ -35,6 +35,8 @@ pub struct MpSae {
     rng: ChaCha8Rng,
     engine: Engine,
     workspace: Workspace,
+    /// Whether training passes also return dL/dx.
+    input_gradient: bool,
 }
 
 /// Result of [`MpSae::encode`].
@@ -74,7 +76,8 @@ pub struct Gradients {
     pub weights: Vec<f32>,
     /// dL/dm, present when the multiplier is trained.
     pub multiplier: Option<f32>,
-    /// dL/dx, `n x d`.
+    /// dL/dx, `n x d`; empty unless [`MpSae::set_input_gradient`] asked for it (training does
+    /// not need it).
     pub input: Vec<f32>,
 }
 
@@ -171,6 +174,7 @@ impl MpSae {
             rng,
             engine: Engine::default(),
             workspace: Workspace::default(),
+            input_gradient: false,
         }
     }
 
@@ -219,6 +223,12 @@ impl MpSae {
             self.fused_gram = None;
         }
         self.engine = engine;
+    }
+
+    /// Whether [`MpSae::training_pass`] also computes dL/dx ([`Gradients::input`]); off by
+    /// default, since training needs only the parameters' gradients.
+    pub fn set_input_gradient(&mut self, on: bool) {
+        self.input_gradient = on;
     }
 
     /// Changes the number of pursuit steps used from now on.
@@ -566,7 +576,7 @@ impl MpSae {
         let t_decode_criterion = t1.elapsed().as_secs_f64();
         let t2 = Instant::now();
         let mut g_dict = vec![0f32; c * d];
-        let mut g_x = vec![0f32; n * d];
+        let mut g_x = if self.input_gradient { vec![0f32; n * d] } else { Vec::new() };
         let grads = Grads {
             x,
             n,
@@ -582,11 +592,11 @@ impl MpSae {
             g_residual: crit.g_residual.as_deref(),
             g_values: crit.g_codes.as_deref(),
         };
-        backward(&grads, self.engine.par, &mut g_dict, &mut g_x);
+        backward(&grads, self.engine.par, &mut g_dict, self.input_gradient.then_some(g_x.as_mut_slice()));
         if let Some(gd) = &crit.g_dictionary {
             axpy(1.0, gd, &mut g_dict);
         }
-        if let Some(gx) = &crit.g_x {
+        if let (Some(gx), true) = (&crit.g_x, self.input_gradient) {
             axpy(1.0, gx, &mut g_x);
         }
         let multiplier = self
