@@ -23,6 +23,9 @@ pub struct CriterionInput<'a> {
     pub n: usize,
     /// Row dimension.
     pub d: usize,
+    /// Whether the caller wants dL/dx: when false a criterion may leave
+    /// [`CriterionOutput::g_x`] out (training does not need it).
+    pub input_gradient: bool,
 }
 
 /// A criterion's loss and gradients. Absent gradients are zero.
@@ -57,18 +60,18 @@ pub trait Criterion: Send + Sync {
 pub struct Mse;
 
 /// Loss and gradients of the MSE, shared by the criteria that build on it.
-fn mse_parts(input: &CriterionInput) -> (f64, Vec<f32>, Vec<f32>) {
+fn mse_parts(input: &CriterionInput) -> (f64, Vec<f32>, Option<Vec<f32>>) {
     let nd = input.x.len().max(1) as f64;
     let scale = (2.0 / nd) as f32;
     let mut sum = 0f64;
     let mut g_x_hat = Vec::with_capacity(input.x.len());
-    let mut g_x = Vec::with_capacity(input.x.len());
     for (&a, &b) in input.x.iter().zip(input.x_hat) {
         let diff = a - b;
         sum += diff as f64 * diff as f64;
         g_x_hat.push(-scale * diff);
-        g_x.push(scale * diff);
     }
+    // dL/dx = -dL/dx_hat, bit for bit (the negation is exact).
+    let g_x = input.input_gradient.then(|| g_x_hat.iter().map(|&g| -g).collect());
     (sum / nd, g_x_hat, g_x)
 }
 
@@ -79,7 +82,7 @@ impl Criterion for Mse {
 
     fn evaluate(&self, input: &CriterionInput) -> CriterionOutput {
         let (loss, g_x_hat, g_x) = mse_parts(input);
-        CriterionOutput { loss, g_x_hat, g_x: Some(g_x), parts: vec![("recon", loss)], ..Default::default() }
+        CriterionOutput { loss, g_x_hat, g_x, parts: vec![("recon", loss)], ..Default::default() }
     }
 }
 
@@ -134,7 +137,7 @@ impl Criterion for Revive {
         let mut out = CriterionOutput {
             loss: recon,
             g_x_hat,
-            g_x: Some(g_x),
+            g_x,
             parts: vec![("recon", recon)],
             ..Default::default()
         };

@@ -561,6 +561,7 @@ impl MpSae {
             dictionary: dict_decode,
             n,
             d,
+            input_gradient: self.input_gradient,
         });
         check_len("criterion dL/dx_hat", crit.g_x_hat.len(), n * d)?;
         for (name, g, len) in [
