@@ -69,7 +69,7 @@ pub fn backward(g: &Grads, par: Par, g_dict: &mut [f32], g_x: Option<&mut [f32]>
     let parts = par.degree().min(n.max(1));
     let rows_per = n.div_ceil(parts).max(1);
     g_dict.fill(0.0);
-    let mut extra: Vec<Vec<f32>> = (1..parts).map(|_| vec![0f32; c * d]).collect();
+    let mut extra: Vec<Vec<f32>> = (1..parts).map(|_| crate::memory::huge_vec(c * d, 0f32)).collect();
     {
         let mut accs: Vec<&mut [f32]> = Vec::with_capacity(parts);
         accs.push(g_dict);

@@ -13,6 +13,7 @@
 //! matrix whatever was asked.
 
 use crate::matmul::{gram as gram_f32, matmul_abt, mirror_lower};
+use crate::memory::grow_huge;
 use crate::{dot, Par};
 use half::f16;
 use rayon::prelude::*;
@@ -131,12 +132,12 @@ impl Gram {
             Precision::F32 => {
                 self.f16s = Vec::new();
                 self.row_error = Vec::new();
-                self.f32s.resize(c * c, 0.0);
+                grow_huge(&mut self.f32s, c * c, 0.0);
                 gram_f32(dict, &mut self.f32s, c, dim, par);
             }
             Precision::F16 => {
                 self.f32s = Vec::new();
-                self.f16s.resize(c * c, f16::ZERO);
+                grow_huge(&mut self.f16s, c * c, f16::ZERO);
                 self.row_error.resize(c, 0.0);
                 compute_f16(dict, c, dim, par, &mut self.f16s, &mut self.row_error);
             }

@@ -59,6 +59,7 @@ pub mod backward;
 pub mod blas;
 pub mod gram;
 pub mod matmul;
+pub mod memory;
 pub mod pursuit;
 pub mod select;
 

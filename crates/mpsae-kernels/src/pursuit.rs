@@ -334,7 +334,7 @@ pub fn pursuit(p: &Problem, strategy: Strategy, gram: Option<GramRef>, par: Par,
             let rechecks = AtomicU64::new(0);
             let chunk = chunk_rows(n, c);
             let mut corr = std::mem::take(&mut out.scratch);
-            corr.resize(chunk * c, 0.0);
+            crate::memory::grow_huge(&mut corr, chunk * c, 0.0);
             let mut resid = Vec::new();
             let mut r0 = 0;
             while r0 < n {
@@ -417,7 +417,7 @@ pub fn pursuit(p: &Problem, strategy: Strategy, gram: Option<GramRef>, par: Par,
 fn pursue_picked(p: &Problem, par: Par, out: &mut Output) {
     let (n, d, c, k) = (p.n, p.d, p.c, p.k);
     let mut corr = std::mem::take(&mut out.scratch);
-    corr.resize(n * c, 0.0);
+    crate::memory::grow_huge(&mut corr, n * c, 0.0);
     let t0 = Instant::now();
     matmul_abt(p.x, p.dict, &mut corr, n, c, d, par);
     let stops: Vec<f32> = p.x.chunks(d).map(|x| stop_sq(x, p.tol)).collect();

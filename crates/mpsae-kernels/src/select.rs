@@ -40,6 +40,11 @@ const EMPTY: Top2 = Top2 { index: usize::MAX, value: f32::NEG_INFINITY, second: 
 
 /// Scan of `a` without update.
 pub fn top2(a: &[f32]) -> Top2 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::has_avx2() {
+        // SAFETY: AVX2 is present (checked just above).
+        return unsafe { x86::top2(a) };
+    }
     let mut t = EMPTY;
     for (i, &v) in a.iter().enumerate() {
         push(&mut t, i, v);
@@ -150,6 +155,21 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn top2(a: &[f32]) -> Top2 {
+        let n = a.len();
+        let chunks = n / 8;
+        let mut lanes = Lanes::new();
+        for ch in 0..chunks {
+            lanes.push(_mm256_loadu_ps(a.as_ptr().add(ch * 8)));
+        }
+        let mut t = lanes.finish();
+        for (i, &v) in a.iter().enumerate().skip(chunks * 8) {
+            push(&mut t, i, v);
+        }
+        t
+    }
+
+    #[target_feature(enable = "avx2")]
     pub(super) unsafe fn update_top2_f32(alpha: f32, g: &[f32], a: &mut [f32]) -> Top2 {
         let n = a.len();
         let chunks = n / 8;
@@ -240,6 +260,7 @@ mod tests {
                 let mut a = y0.clone();
                 assert_eq!(update_top2_f16(alpha, &g16, &mut a), want, "f16 n {n} seed {seed}");
                 assert_eq!(top2(&want_a), want);
+                assert_eq!(top2(&y0), naive(&y0));
             }
         }
         let mut y = vec![f32::NAN; 10];

@@ -98,9 +98,9 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
         base.gram_precision.name()
     );
     println!(
-        "{:>4} {:>6} {:>3} {:>5} {:>11} {:>9} {:>9} {:>9} | {:>7} {:>6} {:>7} {:>7} {:>6} {:>6} | {:>6} {:>6} {:>5} {:>5} | {:>7} {:>7}",
+        "{:>4} {:>6} {:>3} {:>5} {:>11} {:>9} {:>9} {:>9} | {:>7} {:>6} {:>7} {:>7} {:>6} {:>6} | {:>6} {:>6} {:>5} {:>5} | {:>7} {:>7} | {:>6}",
         "d", "c", "k", "n", "strategy", "train/s", "encode/s", "step", "gram", "corr", "pursuit", "backwd", "optim", "other",
-        "sgemm", "dense", "eff", "step/", "peakMB", "needMB"
+        "sgemm", "dense", "eff", "step/", "peakMB", "needMB", "rechk%"
     );
     let mut results = Vec::new();
     for &d in &ds {
@@ -133,6 +133,7 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                     let mut adam = Adam::new(AdamParams::default(), c * d);
                     let _ = peak_rss_and_reset();
                     let mut steps = Vec::new();
+                    let mut rechecks = 0u64;
                     let mut split = [0f64; 6];
                     for rep in 0..=a.reps {
                         let t = Instant::now();
@@ -145,6 +146,7 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                         if rep > 0 {
                             let tm = pass.timings;
                             steps.push(total);
+                            rechecks += pass.rechecks;
                             let parts =
                                 [tm.gram, tm.correlations, tm.pursuit - tm.correlations, tm.backward, opt];
                             for (s, p) in split.iter_mut().zip(parts) {
@@ -188,8 +190,10 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                             0.0
                         };
                     let ms = |s: f64| s * 1e3;
+                    // Share of pursuit steps whose pick was re-checked with exact dot products.
+                    let recheck_pct = 100.0 * rechecks as f64 / (a.reps * n * k) as f64;
                     println!(
-                        "{d:>4} {c:>6} {k:>3} {n:>5} {:>11} {:>9.0} {:>9.0} {:>9.1} | {:>7.1} {:>6.1} {:>7.1} {:>7.1} {:>6.1} {:>6.1} | {:>6.1} {:>6.1} {:>5.2} {:>5.2} | {:>7.0} {:>7.0}",
+                        "{d:>4} {c:>6} {k:>3} {n:>5} {:>11} {:>9.0} {:>9.0} {:>9.1} | {:>7.1} {:>6.1} {:>7.1} {:>7.1} {:>6.1} {:>6.1} | {:>6.1} {:>6.1} {:>5.2} {:>5.2} | {:>7.0} {:>7.0} | {:>6.2}",
                         strategy.name(),
                         n as f64 / step,
                         n as f64 / t_enc,
@@ -206,6 +210,7 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                         step / dense_s,
                         peak.map_or(f64::NAN, |p| p as f64 / 1e6),
                         need / 1e6,
+                        recheck_pct,
                     );
                     results.push(json!({
                         "d": d, "c": c, "k": k, "batch": n, "data": source, "strategy": strategy.name(),
@@ -218,6 +223,7 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                         "dense_fraction_of_sgemm": dense_gf / sgemm_gf,
                         "step_over_dense": step / dense_s,
                         "peak_rss_bytes": peak, "must_hold_bytes": need,
+                        "recheck_percent": recheck_pct,
                     }));
                 }
             }

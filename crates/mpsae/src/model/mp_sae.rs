@@ -7,6 +7,7 @@ use crate::model::{Codes, Normalization};
 use crate::{Error, Result};
 use mpsae_kernels::backward::{backward, Grads};
 use mpsae_kernels::gram::{Gram, GramRef};
+use mpsae_kernels::memory::huge_vec;
 use mpsae_kernels::pursuit::{pursuit, Output, Problem, Strategy};
 use mpsae_kernels::{axpy, Par};
 use rand::{Rng, SeedableRng};
@@ -92,6 +93,9 @@ pub struct TrainingPass {
     pub grads: Gradients,
     /// The pursuit strategy that was used.
     pub strategy: Strategy,
+    /// Pursuit steps whose pick was re-checked with exact dot products (a diagnostic of the
+    /// Gram strategy, see [`Encoded::rechecks`]).
+    pub rechecks: u64,
     /// Where the time went.
     pub timings: PassTimings,
 }
@@ -99,7 +103,7 @@ pub struct TrainingPass {
 /// Seconds spent in each part of a training pass.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct PassTimings {
-    /// Normalising and scaling the dictionary (three times, as the reference).
+    /// Normalising and scaling the dictionary (once per pass).
     pub dictionary: f64,
     /// The Gram matrix (zero unless the Gram strategy ran).
     pub gram: f64,
@@ -164,7 +168,7 @@ impl MpSae {
     fn assemble(config: SaeConfig, weights: Vec<f32>, multiplier: f32, rng: ChaCha8Rng) -> Self {
         MpSae {
             config,
-            weights,
+            weights: on_huge_pages(&weights),
             multiplier,
             encoder_weight: None,
             encoder_bias: None,
@@ -280,7 +284,7 @@ impl MpSae {
                 self.weights.len()
             )));
         }
-        self.weights = weights;
+        self.weights = on_huge_pages(&weights);
         self.multiplier = multiplier;
         self.invalidate();
         Ok(())
@@ -341,7 +345,7 @@ impl MpSae {
     pub fn eval(&mut self) -> &mut Self {
         if self.training || self.fused.is_none() {
             let d = self.training_dictionary();
-            self.fused = Some(d);
+            self.fused = Some(on_huge_pages(&d));
             self.fused_gram = None;
         }
         self.training = false;
@@ -388,7 +392,7 @@ impl MpSae {
     fn ensure_fused(&mut self) -> &[f32] {
         if self.fused.is_none() {
             let d = self.training_dictionary();
-            self.fused = Some(d);
+            self.fused = Some(on_huge_pages(&d));
             self.fused_gram = None;
         }
         self.fused.as_deref().unwrap()
@@ -538,7 +542,7 @@ impl MpSae {
         let dict_decode_owned = scaled_dictionary(&self.weights, scale, None, d);
         let dict_decode: &[f32] = dict_decode_owned.as_deref().unwrap_or(&self.weights);
         let dict_encode_owned = mask.as_ref().map(|m| {
-            let mut e = dict_decode.to_vec();
+            let mut e = on_huge_pages(dict_decode);
             for (row, &keep) in e.chunks_mut(d).zip(m) {
                 row.iter_mut().for_each(|v| *v *= keep);
             }
@@ -551,6 +555,7 @@ impl MpSae {
             run_pursuit(&self.engine, &mut self.workspace, &self.config, x, n, dict_encode, k, None, None);
         let t_encode = t0.elapsed().as_secs_f64();
         let (enc, strategy, gram_time) = (run.encoded, run.strategy, run.gram_seconds);
+        let rechecks = enc.rechecks;
         let t1 = Instant::now();
         let x_hat = decode_with(dict_decode, &enc.codes, d, self.engine.par);
         let crit = criterion.evaluate(&CriterionInput {
@@ -576,7 +581,7 @@ impl MpSae {
         }
         let t_decode_criterion = t1.elapsed().as_secs_f64();
         let t2 = Instant::now();
-        let mut g_dict = vec![0f32; c * d];
+        let mut g_dict = huge_vec(c * d, 0f32);
         let mut g_x = if self.input_gradient { vec![0f32; n * d] } else { Vec::new() };
         let grads = Grads {
             x,
@@ -620,6 +625,7 @@ impl MpSae {
             criterion: crit,
             grads: Gradients { weights: g_dict, multiplier, input: g_x },
             strategy,
+            rechecks,
             timings,
         })
     }
@@ -653,12 +659,21 @@ fn check_encode_options(k: usize, tol: Option<f32>) -> Result<()> {
     Ok(())
 }
 
+/// A copy of `v` backed by huge pages where the OS allows: the kernels read dictionary rows in
+/// the order of the picked atoms (see [`mpsae_kernels::memory`]).
+fn on_huge_pages(v: &[f32]) -> Vec<f32> {
+    let mut out = huge_vec(v.len(), 0f32);
+    out.copy_from_slice(v);
+    out
+}
+
 /// `W·scale` with dropped atoms zeroed, or `None` when that is `W` itself (scale 1, no mask).
 fn scaled_dictionary(w: &[f32], scale: f32, mask: Option<&[f32]>, d: usize) -> Option<Vec<f32>> {
     if scale == 1.0 && mask.is_none() {
         return None;
     }
-    let mut out: Vec<f32> = w.iter().map(|&v| v * scale).collect();
+    let mut out = huge_vec(w.len(), 0f32);
+    out.iter_mut().zip(w).for_each(|(o, &v)| *o = v * scale);
     if let Some(m) = mask {
         for (row, &keep) in out.chunks_mut(d).zip(m) {
             row.iter_mut().for_each(|v| *v *= keep);
