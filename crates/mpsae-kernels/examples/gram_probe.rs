@@ -1,8 +1,19 @@
-//! Times the Gram product (and its parts) against a full `A·Bᵀ` product:
+//! Times the Gram matrix (f32 and f16 storage) against a full `A·Bᵀ` product, best of 5:
 //! `cargo run --release --example gram_probe -- C D`.
+use mpsae_kernels::gram::{Gram, Precision};
 use mpsae_kernels::matmul::{gram, matmul_abt};
 use mpsae_kernels::Par;
 use std::time::Instant;
+
+fn best(mut f: impl FnMut()) -> f64 {
+    (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
 
 fn main() {
     let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().unwrap()).collect();
@@ -10,20 +21,18 @@ fn main() {
     let dict: Vec<f32> = (0..c * d).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 500.0).collect();
     let mut g = vec![0f32; c * c];
     let par = Par::rayon();
-    for _ in 0..3 {
-        let t = Instant::now();
-        gram(&dict, &mut g, c, d, par);
-        let tg = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        matmul_abt(&dict, &dict, &mut g, c, c, d, par);
-        let tf = t.elapsed().as_secs_f64();
-        let f = 2.0 * (c * c * d) as f64;
-        println!(
-            "c={c} d={d} ({}): gram {:.1} ms, full {:.1} ms ({:.0} GF/s)",
-            mpsae_kernels::blas::backend_name(),
-            tg * 1e3,
-            tf * 1e3,
-            f / tf / 1e9
-        );
-    }
+    let t32 = best(|| gram(&dict, &mut g, c, d, par));
+    let tfull = best(|| matmul_abt(&dict, &dict, &mut g, c, c, d, par));
+    drop(g);
+    let mut g16 = Gram::new();
+    let t16 = best(|| g16.compute(&dict, c, d, Precision::F16, par));
+    let f = 2.0 * (c * c * d) as f64;
+    println!(
+        "c={c} d={d} ({}): gram f32 {:.1} ms, gram f16 {:.1} ms, full product {:.1} ms ({:.0} GF/s)",
+        mpsae_kernels::blas::backend_name(),
+        t32 * 1e3,
+        t16 * 1e3,
+        tfull * 1e3,
+        f / tfull / 1e9
+    );
 }

@@ -88,7 +88,7 @@ pub struct Gram {
 /// Rows of one task of the f16 build (a block row of the lower triangle).
 const BLOCK: usize = 512;
 /// Columns computed at once inside a block row (bounds the f32 buffer at 4 MiB per task).
-const COLS: usize = 2048;
+const COLS: usize = 4096;
 
 impl Gram {
     /// An empty matrix.

@@ -134,6 +134,32 @@ pub(crate) fn axpy_generic(alpha: f32, x: &[f32], y: &mut [f32]) {
 }
 
 simd_kernel!(
+    /// `y += alpha * x`, then `y·y`, in one pass; bitwise `axpy` followed by `dot(y, y)`.
+    pub fn axpy_sumsq = axpy_sumsq_generic(alpha: f32, x: &[f32], y: &mut [f32]) -> f32
+);
+
+#[inline(always)]
+pub(crate) fn axpy_sumsq_generic(alpha: f32, x: &[f32], y: &mut [f32]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    // The same lanes and final sum as `dot_generic`.
+    let mut acc = [0f32; 8];
+    let chunks = y.len() / 8;
+    for i in 0..chunks {
+        let (xs, ys) = (&x[i * 8..i * 8 + 8], &mut y[i * 8..i * 8 + 8]);
+        for l in 0..8 {
+            ys[l] += alpha * xs[l];
+            acc[l] += ys[l] * ys[l];
+        }
+    }
+    let mut tail = 0f32;
+    for i in chunks * 8..y.len() {
+        y[i] += alpha * x[i];
+        tail += y[i] * y[i];
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
+simd_kernel!(
     /// Index and value of the largest entry, the first one on exact ties (as `torch.max` on CPU).
     /// A NaN entry is never chosen over a number; an all-NaN slice gives index 0.
     pub fn argmax = argmax_generic(a: &[f32]) -> (usize, f32)
@@ -196,6 +222,9 @@ mod tests {
             axpy(-0.37, &x, &mut a);
             axpy_generic(-0.37, &x, &mut b);
             assert_eq!(a, b);
+            let mut c = y0.clone();
+            assert_eq!(axpy_sumsq(-0.37, &x, &mut c).to_bits(), dot_generic(&a, &a).to_bits());
+            assert_eq!(c, a);
         }
     }
 

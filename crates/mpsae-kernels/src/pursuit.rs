@@ -22,8 +22,8 @@
 
 use crate::gram::GramRef;
 use crate::matmul::matmul_abt;
-use crate::select::{top2, update_top2, update_top2_f16, Top2};
-use crate::{argmax, axpy, dot, Par};
+use crate::select::{for_each_at_least, top2, update_top2, update_top2_f16, Top2};
+use crate::{argmax, axpy, axpy_sumsq, dot, Par};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -210,10 +210,9 @@ impl RowState<'_> {
     }
 
     fn apply(&mut self, t: usize, j: usize, v: f32, dict: &[f32], d: usize) {
-        axpy(-v, &dict[j * d..(j + 1) * d], self.r);
+        self.energy[t] = axpy_sumsq(-v, &dict[j * d..(j + 1) * d], self.r);
         self.atoms[t] = j as u32;
         self.values[t] = v;
-        self.energy[t] = dot(self.r, self.r);
     }
 }
 
@@ -282,14 +281,14 @@ fn recheck(a: &[f32], top: Top2, guard: f32, r: &[f32], dict: &[f32], d: usize) 
     }
     let threshold = top.value - guard;
     let mut best = (top.index, dot(r, atom(top.index)));
-    for (i, &ai) in a.iter().enumerate() {
-        if ai >= threshold && i != top.index {
+    for_each_at_least(a, threshold, |i| {
+        if i != top.index {
             let v = dot(r, atom(i));
             if v > best.1 || (v == best.1 && i < best.0) {
                 best = (i, v);
             }
         }
-    }
+    });
     best
 }
 

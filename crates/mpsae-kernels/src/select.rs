@@ -52,6 +52,20 @@ pub fn top2(a: &[f32]) -> Top2 {
     t
 }
 
+/// Calls `f(i)` for every index with `a[i] >= threshold` (never for NaN), in increasing order.
+pub fn for_each_at_least(a: &[f32], threshold: f32, mut f: impl FnMut(usize)) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::has_avx2() {
+        // SAFETY: AVX2 is present (checked just above).
+        return unsafe { x86::for_each_at_least(a, threshold, &mut f) };
+    }
+    for (i, &v) in a.iter().enumerate() {
+        if v >= threshold {
+            f(i);
+        }
+    }
+}
+
 /// `a += alpha·g` (f32 Gram row), then the top-2 scan of the new `a`.
 pub fn update_top2(alpha: f32, g: &[f32], a: &mut [f32]) -> Top2 {
     assert_eq!(g.len(), a.len(), "update_top2: lengths");
@@ -151,6 +165,26 @@ mod x86 {
                 t.second = t.second.max(other).max(b2[l]);
             }
             t
+        }
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn for_each_at_least(a: &[f32], threshold: f32, f: &mut impl FnMut(usize)) {
+        let n = a.len();
+        let chunks = n / 8;
+        let t = _mm256_set1_ps(threshold);
+        for ch in 0..chunks {
+            let v = _mm256_loadu_ps(a.as_ptr().add(ch * 8));
+            let mut mask = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(v, t)) as u32;
+            while mask != 0 {
+                f(ch * 8 + mask.trailing_zeros() as usize);
+                mask &= mask - 1;
+            }
+        }
+        for (i, &v) in a.iter().enumerate().skip(chunks * 8) {
+            if v >= threshold {
+                f(i);
+            }
         }
     }
 
@@ -265,6 +299,11 @@ mod tests {
         }
         let mut y = vec![f32::NAN; 10];
         assert_eq!(update_top2(1.0, &[0.0; 10], &mut y).index, usize::MAX);
+        let a: Vec<f32> = (0..37).map(|i| ((i * 7) % 11) as f32).chain([f32::NAN, 9.0]).collect();
+        let mut got = Vec::new();
+        for_each_at_least(&a, 8.0, |i| got.push(i));
+        let want: Vec<usize> = (0..a.len()).filter(|&i| a[i] >= 8.0).collect();
+        assert_eq!(got, want);
         // A tie shows as a runner-up equal to the best.
         let t = top2(&[1.0, 3.0, 0.0, 3.0]);
         assert_eq!((t.index, t.value, t.second), (1, 3.0, 3.0));
