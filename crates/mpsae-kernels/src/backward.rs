@@ -50,13 +50,27 @@ pub struct Grads<'a> {
     pub g_values: Option<&'a [f32]>,
 }
 
+/// Per-thread gradient accumulators kept between calls of [`backward`], so that a training loop
+/// does not allocate (and page-fault in) a `c x d` buffer per thread at every step.
+#[derive(Clone, Debug, Default)]
+pub struct BackwardScratch {
+    parts: Vec<Vec<f32>>,
+}
+
 /// Gradients with respect to the dictionary (`c x d`, written to `g_dict`, overwritten) and, when
 /// `g_x` is given, to the input through the pursuit (`n x d`, overwritten). Training needs only
 /// the first; skipping the second saves an `n x d` buffer.
 ///
 /// Rows are split into `par.degree()` parts, each with its own `c x d` accumulator, summed in a
-/// fixed order: the result depends on the thread count, never on scheduling.
-pub fn backward(g: &Grads, par: Par, g_dict: &mut [f32], g_x: Option<&mut [f32]>) {
+/// fixed order: the result depends on the thread count, never on scheduling. The accumulators
+/// beyond `g_dict` live in `scratch`.
+pub fn backward(
+    g: &Grads,
+    par: Par,
+    g_dict: &mut [f32],
+    g_x: Option<&mut [f32]>,
+    scratch: &mut BackwardScratch,
+) {
     let (n, d, c, k) = (g.n, g.d, g.c, g.k);
     assert_eq!(g.x.len(), n * d);
     assert_eq!(g.atoms.len(), n * k);
@@ -69,12 +83,17 @@ pub fn backward(g: &Grads, par: Par, g_dict: &mut [f32], g_x: Option<&mut [f32]>
     let parts = par.degree().min(n.max(1));
     let rows_per = n.div_ceil(parts).max(1);
     g_dict.fill(0.0);
-    let mut extra: Vec<Vec<f32>> = (1..parts).map(|_| crate::memory::huge_vec(c * d, 0f32)).collect();
+    scratch.parts.resize_with(parts - 1, Vec::new);
+    for e in scratch.parts.iter_mut() {
+        crate::memory::grow_huge(e, c * d, 0f32);
+        e.fill(0.0);
+    }
+    let extra = &mut scratch.parts;
     {
         let mut accs: Vec<&mut [f32]> = Vec::with_capacity(parts);
         accs.push(g_dict);
         for e in extra.iter_mut() {
-            accs.push(e.as_mut_slice());
+            accs.push(&mut e[..c * d]);
         }
         let work = |(part, (acc, mut gx)): (usize, (&mut &mut [f32], Option<&mut [f32]>))| {
             let r0 = part * rows_per;
@@ -99,9 +118,10 @@ pub fn backward(g: &Grads, par: Par, g_dict: &mut [f32], g_x: Option<&mut [f32]>
             Par::Rayon(_) => it.collect::<Vec<_>>().into_par_iter().for_each(work),
         }
     }
+    let extra: &[Vec<f32>] = extra;
     if !extra.is_empty() {
         let add = |(i, dst): (usize, &mut [f32])| {
-            for e in &extra {
+            for e in extra.iter() {
                 let src = &e[i * d..(i + 1) * d];
                 dst.iter_mut().zip(src).for_each(|(a, b)| *a += b);
             }

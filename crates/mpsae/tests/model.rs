@@ -129,3 +129,28 @@ fn input_gradient_is_computed_only_when_asked_and_changes_nothing_else() {
     assert!(on.grads.weights == off.grads.weights, "dictionary gradients differ");
     assert_eq!(on.criterion.loss, off.criterion.loss);
 }
+
+#[test]
+fn recycling_passes_changes_no_result() {
+    use mpsae::optim::{Adam, AdamParams};
+    let mut cfg = SaeConfig::new(16, 90);
+    cfg.k = 4;
+    let x = data(256, 16);
+    let mut runs = Vec::new();
+    for recycle in [false, true] {
+        let mut m = MpSae::new(cfg.clone(), 5).unwrap();
+        let mut adam = Adam::new(AdamParams::default(), 16 * 90);
+        let mut grads = Vec::new();
+        for _ in 0..4 {
+            let pass = m.training_pass(&x, &mpsae::criterion::Mse, None).unwrap();
+            let par = m.engine().par;
+            adam.step(&mut m, &pass.grads, 1e-2, par);
+            grads.push(pass.grads.weights.clone());
+            if recycle {
+                m.recycle(pass);
+            }
+        }
+        runs.push((m.weights().to_vec(), grads));
+    }
+    assert!(runs[0] == runs[1], "recycled buffers changed the training");
+}

@@ -1,7 +1,7 @@
 //! `mpsae bench`: training-step and encode throughput over a grid of shapes, with the time split
 //! and the machine's own sgemm rate for the same shapes, measured side by side in one run.
 
-use crate::common::{msg, CliResult, EngineArgs};
+use crate::common::{msg, release_free_memory, CliResult, EngineArgs};
 use mpsae::criterion::Mse;
 use mpsae::data::{DataOptions, Dataset};
 use mpsae::kernels::matmul::{gram, matmul_abt};
@@ -131,6 +131,7 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                         t_gram = Some(t.elapsed().as_secs_f64());
                     }
                     let mut adam = Adam::new(AdamParams::default(), c * d);
+                    release_free_memory();
                     let _ = peak_rss_and_reset();
                     let mut steps = Vec::new();
                     let mut rechecks = 0u64;
@@ -141,12 +142,14 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                         let t_opt = Instant::now();
                         clip_gradients(&mut pass.grads, 1.0);
                         adam.step(&mut model, &pass.grads, 1e-3, par);
+                        let (tm, pass_rechecks) = (pass.timings, pass.rechecks);
+                        // As the trainer does: the gradient buffer goes back to the model.
+                        model.recycle(pass);
                         let opt = t_opt.elapsed().as_secs_f64();
                         let total = t.elapsed().as_secs_f64();
                         if rep > 0 {
-                            let tm = pass.timings;
                             steps.push(total);
-                            rechecks += pass.rechecks;
+                            rechecks += pass_rechecks;
                             let parts =
                                 [tm.gram, tm.correlations, tm.pursuit - tm.correlations, tm.backward, opt];
                             for (s, p) in split.iter_mut().zip(parts) {

@@ -5,9 +5,9 @@ use crate::criterion::{Criterion, CriterionInput, CriterionOutput};
 use crate::engine::Engine;
 use crate::model::{Codes, Normalization};
 use crate::{Error, Result};
-use mpsae_kernels::backward::{backward, Grads};
+use mpsae_kernels::backward::{backward, BackwardScratch, Grads};
 use mpsae_kernels::gram::{Gram, GramRef};
-use mpsae_kernels::memory::huge_vec;
+use mpsae_kernels::memory::{grow_huge, huge_vec};
 use mpsae_kernels::pursuit::{pursuit, Output, Problem, Strategy};
 use mpsae_kernels::{axpy, Par};
 use rand::{Rng, SeedableRng};
@@ -227,6 +227,16 @@ impl MpSae {
             self.fused_gram = None;
         }
         self.engine = engine;
+    }
+
+    /// Hands a finished training pass back, so that the next pass reuses its dictionary-gradient
+    /// buffer (`c x d`: at 16384 x 576 that is 38 MB the allocator would otherwise map, fault in
+    /// and unmap at every step). Optional; [`crate::train::Trainer`] does it.
+    pub fn recycle(&mut self, pass: TrainingPass) {
+        let g = pass.grads.weights;
+        if g.len() == self.weights.len() {
+            self.workspace.gradient = g;
+        }
     }
 
     /// Whether [`MpSae::training_pass`] also computes dL/dx ([`Gradients::input`]); off by
@@ -581,7 +591,9 @@ impl MpSae {
         }
         let t_decode_criterion = t1.elapsed().as_secs_f64();
         let t2 = Instant::now();
-        let mut g_dict = huge_vec(c * d, 0f32);
+        // The gradient buffer of an earlier pass when one was handed back (no page faults).
+        let mut g_dict = std::mem::take(&mut self.workspace.gradient);
+        grow_huge(&mut g_dict, c * d, 0f32);
         let mut g_x = if self.input_gradient { vec![0f32; n * d] } else { Vec::new() };
         let grads = Grads {
             x,
@@ -598,7 +610,8 @@ impl MpSae {
             g_residual: crit.g_residual.as_deref(),
             g_values: crit.g_codes.as_deref(),
         };
-        backward(&grads, self.engine.par, &mut g_dict, self.input_gradient.then_some(g_x.as_mut_slice()));
+        let g_x_out = self.input_gradient.then_some(g_x.as_mut_slice());
+        backward(&grads, self.engine.par, &mut g_dict, g_x_out, &mut self.workspace.backward);
         if let Some(gd) = &crit.g_dictionary {
             axpy(1.0, gd, &mut g_dict);
         }
@@ -638,6 +651,10 @@ struct Workspace {
     scratch: Vec<f32>,
     /// Gram matrix of the training dictionary.
     gram: Gram,
+    /// The backward pass's per-thread accumulators.
+    backward: BackwardScratch,
+    /// A dictionary-gradient buffer handed back by [`MpSae::recycle`].
+    gradient: Vec<f32>,
 }
 
 /// What [`run_pursuit`] gives back.

@@ -418,7 +418,7 @@ impl Trainer {
             self.progress.total_bad += 1;
         }
         let dead_ratio = dead_ratio(&self.progress.acc.alive);
-        Ok(StepReport {
+        let report = StepReport {
             step: self.progress.step + 1,
             total_steps: 0,
             epoch: self.progress.epoch + 1,
@@ -431,7 +431,9 @@ impl Trainer {
             skipped: !finite,
             grad_norm,
             strategy: pass.strategy.name(),
-        })
+        };
+        self.model.recycle(pass);
+        Ok(report)
     }
 
     fn finish_epoch(&mut self, seconds: f64) -> EpochReport {
