@@ -6,11 +6,18 @@
 //!
 //! - [`matmul`]: `A · Bᵀ` products and the symmetric Gram matrix `D · Dᵀ` (on [`blas`] when a
 //!   system OpenBLAS is present, else on the `gemm` crate).
+//! - [`gram`]: the Gram matrix as the pursuit reads it, in f32 or in f16 with per-row error
+//!   bounds.
 //! - [`pursuit`]: k-step matching pursuit with the signed argmax, in three strategies (plain
 //!   per-step correlations, full Gram updates, Gram rows of the picked atoms only) chosen by a
-//!   cost model.
+//!   cost model; near ties under the Gram's error bound are re-checked exactly.
+//! - [`select`]: the fused correlation update and best/runner-up scan of the Gram pursuit.
+//! - [`memory`]: huge-page hints for the buffers read in picked-atom order.
 //! - [`backward`]: the exact sparse backward pass through the pursuit, O(n·k·d).
 //! - [`adam`]: `torch.optim.Adam` and `torch.nn.utils.clip_grad_norm_`, bit for bit in formula.
+//!
+//! The hot loops have AVX2 (and F16C) builds chosen at run time ([`has_avx2`]); they compute the
+//! same operations in the same order as the portable code, so results do not depend on the CPU.
 //!
 //! Shapes are the caller's contract: a slice of the wrong length is a bug in the caller and
 //! panics (as an index would), never a user-input error; the model crate validates user input.
