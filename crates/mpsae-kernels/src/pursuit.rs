@@ -67,26 +67,34 @@ pub struct StrategyCost {
 /// Weight of one streamed correlation update (`a -= v·G[j]`, memory-bound) against one flop.
 const UPDATE_WEIGHT: f64 = 6.0;
 
-/// The cost model behind [`choose_strategy`]: estimated work and memory of each strategy for
-/// `n` rows, `c` atoms, dimension `d`, `k` steps. `gram_cached` says the Gram matrix is already
-/// available (inference with a fixed dictionary), so its cost is not counted; `gram_entry_bytes`
-/// is the size of one of its entries (4 for f32, 2 for f16).
-pub fn strategy_costs(
-    n: usize,
-    c: usize,
-    d: usize,
-    k: usize,
-    gram_cached: bool,
-    gram_entry_bytes: usize,
-) -> [StrategyCost; 3] {
-    let gram_entry = gram_entry_bytes as f64;
-    let (n, c, d, k) = (n as f64, c as f64, d as f64, k as f64);
+/// What the cost model needs to know of a pursuit.
+#[derive(Clone, Copy, Debug)]
+pub struct Workload {
+    /// Rows.
+    pub n: usize,
+    /// Atoms.
+    pub c: usize,
+    /// Row dimension.
+    pub d: usize,
+    /// Pursuit steps.
+    pub k: usize,
+    /// The Gram matrix is already available (inference with a fixed dictionary), so its cost is
+    /// not counted.
+    pub gram_cached: bool,
+    /// Bytes of one Gram entry (4 for f32, 2 for f16).
+    pub gram_entry_bytes: usize,
+}
+
+/// The cost model behind [`choose_strategy`]: estimated work and memory of each strategy.
+pub fn strategy_costs(w: &Workload) -> [StrategyCost; 3] {
+    let gram_entry = w.gram_entry_bytes as f64;
+    let tile_bytes = 4.0 * w.c as f64 * chunk_rows(w.n, w.c) as f64;
+    let (n, c, d, k) = (w.n as f64, w.c as f64, w.d as f64, w.k as f64);
     let first = 2.0 * n * c * d;
     let updates = n * (k - 1.0).max(0.0) * c * UPDATE_WEIGHT;
     // Expected number of distinct atoms among n picks spread over c atoms.
     let distinct = c * (1.0 - (-n / c).exp());
-    let gram_flops = if gram_cached { 0.0 } else { c * c * d };
-    let tile_bytes = 4.0 * c * (chunk_rows(n as usize, c as usize) as f64);
+    let gram_flops = if w.gram_cached { 0.0 } else { c * c * d };
     [
         StrategyCost { strategy: Strategy::Plain, flops: first * k, bytes: tile_bytes },
         StrategyCost {
@@ -102,21 +110,12 @@ pub fn strategy_costs(
     ]
 }
 
-/// The cheapest strategy whose scratch fits in `memory_budget` bytes (Plain always fits); the
-/// arguments are those of [`strategy_costs`].
-pub fn choose_strategy(
-    n: usize,
-    c: usize,
-    d: usize,
-    k: usize,
-    gram_cached: bool,
-    gram_entry_bytes: usize,
-    memory_budget: usize,
-) -> Strategy {
-    if k <= 1 {
+/// The cheapest strategy whose scratch fits in `memory_budget` bytes (Plain always fits).
+pub fn choose_strategy(w: &Workload, memory_budget: usize) -> Strategy {
+    if w.k <= 1 {
         return Strategy::Plain;
     }
-    strategy_costs(n, c, d, k, gram_cached, gram_entry_bytes)
+    strategy_costs(w)
         .into_iter()
         .filter(|s| s.strategy == Strategy::Plain || s.bytes <= memory_budget as f64)
         .min_by(|a, b| a.flops.total_cmp(&b.flops))
@@ -605,12 +604,20 @@ mod tests {
 
     #[test]
     fn cost_model_prefers_gram_for_big_batches_and_respects_memory() {
-        assert_eq!(choose_strategy(4096, 16384, 768, 16, false, 4, 8 << 30), Strategy::Gram);
-        assert_ne!(choose_strategy(4096, 65536, 768, 16, false, 2, 8 << 30), Strategy::Gram);
-        assert_eq!(choose_strategy(1024, 16384, 768, 1, false, 2, 8 << 30), Strategy::Plain);
-        assert_eq!(choose_strategy(64, 16384, 768, 16, true, 2, 8 << 30), Strategy::Gram);
+        let w = |n, c, d, k, gram_cached, gram_entry_bytes| Workload {
+            n,
+            c,
+            d,
+            k,
+            gram_cached,
+            gram_entry_bytes,
+        };
+        assert_eq!(choose_strategy(&w(4096, 16384, 768, 16, false, 4), 8 << 30), Strategy::Gram);
+        assert_ne!(choose_strategy(&w(4096, 65536, 768, 16, false, 2), 8 << 30), Strategy::Gram);
+        assert_eq!(choose_strategy(&w(1024, 16384, 768, 1, false, 2), 8 << 30), Strategy::Plain);
+        assert_eq!(choose_strategy(&w(64, 16384, 768, 16, true, 2), 8 << 30), Strategy::Gram);
         // 32768 atoms: 4 GiB of f32 Gram, 2 GiB in f16.
-        assert_ne!(choose_strategy(4096, 32768, 768, 32, false, 4, 3 << 30), Strategy::Gram);
-        assert_eq!(choose_strategy(4096, 32768, 768, 32, false, 2, 3 << 30), Strategy::Gram);
+        assert_ne!(choose_strategy(&w(4096, 32768, 768, 32, false, 4), 3 << 30), Strategy::Gram);
+        assert_eq!(choose_strategy(&w(4096, 32768, 768, 32, false, 2), 3 << 30), Strategy::Gram);
     }
 }

@@ -203,46 +203,43 @@ mod x86 {
         t
     }
 
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn update_top2_f32(alpha: f32, g: &[f32], a: &mut [f32]) -> Top2 {
+    /// The fused update-and-scan over `a`, the Gram row read 8 entries at a time by `load(chunk)`
+    /// and entry by entry by `tail(i)`.
+    #[inline(always)]
+    unsafe fn update_top2_with(
+        alpha: f32,
+        a: &mut [f32],
+        load: impl Fn(usize) -> __m256,
+        tail: impl Fn(usize) -> f32,
+    ) -> Top2 {
         let n = a.len();
         let chunks = n / 8;
         let al = _mm256_set1_ps(alpha);
         let mut lanes = Lanes::new();
-        let (gp, ap) = (g.as_ptr(), a.as_mut_ptr());
+        let ap = a.as_mut_ptr();
         for ch in 0..chunks {
-            let x = _mm256_loadu_ps(gp.add(ch * 8));
-            let v = _mm256_add_ps(_mm256_loadu_ps(ap.add(ch * 8)), _mm256_mul_ps(al, x));
+            let v = _mm256_add_ps(_mm256_loadu_ps(ap.add(ch * 8)), _mm256_mul_ps(al, load(ch)));
             _mm256_storeu_ps(ap.add(ch * 8), v);
             lanes.push(v);
         }
         let mut t = lanes.finish();
         for i in chunks * 8..n {
-            a[i] += alpha * g[i];
+            a[i] += alpha * tail(i);
             push(&mut t, i, a[i]);
         }
         t
     }
 
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn update_top2_f32(alpha: f32, g: &[f32], a: &mut [f32]) -> Top2 {
+        let gp = g.as_ptr();
+        update_top2_with(alpha, a, |ch| _mm256_loadu_ps(gp.add(ch * 8)), |i| g[i])
+    }
+
     #[target_feature(enable = "avx2,f16c")]
     pub(super) unsafe fn update_top2_f16(alpha: f32, g: &[f16], a: &mut [f32]) -> Top2 {
-        let n = a.len();
-        let chunks = n / 8;
-        let al = _mm256_set1_ps(alpha);
-        let mut lanes = Lanes::new();
-        let (gp, ap) = (g.as_ptr() as *const __m128i, a.as_mut_ptr());
-        for ch in 0..chunks {
-            let x = _mm256_cvtph_ps(_mm_loadu_si128(gp.add(ch)));
-            let v = _mm256_add_ps(_mm256_loadu_ps(ap.add(ch * 8)), _mm256_mul_ps(al, x));
-            _mm256_storeu_ps(ap.add(ch * 8), v);
-            lanes.push(v);
-        }
-        let mut t = lanes.finish();
-        for i in chunks * 8..n {
-            a[i] += alpha * g[i].to_f32();
-            push(&mut t, i, a[i]);
-        }
-        t
+        let gp = g.as_ptr() as *const __m128i;
+        update_top2_with(alpha, a, |ch| _mm256_cvtph_ps(_mm_loadu_si128(gp.add(ch))), |i| g[i].to_f32())
     }
 }
 

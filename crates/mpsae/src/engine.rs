@@ -1,7 +1,7 @@
 //! How the model runs its kernels: threads, pursuit strategy and memory budget.
 
 use mpsae_kernels::gram::Precision;
-use mpsae_kernels::pursuit::{choose_strategy, Strategy};
+use mpsae_kernels::pursuit::{choose_strategy, Strategy, Workload};
 use mpsae_kernels::Par;
 
 /// Execution settings of a model (not part of its configuration: they change speed, not results
@@ -29,7 +29,8 @@ impl Engine {
     /// The strategy for a pursuit of `n` rows over `c` atoms of dimension `d` with `k` steps.
     pub fn strategy_for(&self, n: usize, c: usize, d: usize, k: usize, gram_cached: bool) -> Strategy {
         self.strategy.unwrap_or_else(|| {
-            choose_strategy(n, c, d, k, gram_cached, self.gram_precision.bytes(), self.memory_budget)
+            let gram_entry_bytes = self.gram_precision.bytes();
+            choose_strategy(&Workload { n, c, d, k, gram_cached, gram_entry_bytes }, self.memory_budget)
         })
     }
 }
