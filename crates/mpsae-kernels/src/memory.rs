@@ -36,11 +36,17 @@ pub fn huge_vec<T: Copy>(len: usize, value: T) -> Vec<T> {
 /// Resizes `v` to `len` entries (new ones are `value`); when that needs a fresh allocation, it is
 /// asked to be backed by huge pages before it is touched.
 pub fn grow_huge<T: Copy>(v: &mut Vec<T>, len: usize, value: T) {
-    if v.capacity() < len {
-        let mut fresh = Vec::with_capacity(len);
-        advise_huge_pages(fresh.as_mut_ptr() as *mut u8, len * std::mem::size_of::<T>());
-        fresh.extend_from_slice(&v[..v.len().min(len)]);
+    reserve_huge(v, len);
+    v.resize(len, value);
+}
+
+/// Makes room for `capacity` entries without touching them; a fresh allocation is asked to be
+/// backed by huge pages (the kept entries are copied over).
+pub fn reserve_huge<T: Copy>(v: &mut Vec<T>, capacity: usize) {
+    if v.capacity() < capacity {
+        let mut fresh = Vec::with_capacity(capacity);
+        advise_huge_pages(fresh.as_mut_ptr() as *mut u8, capacity * std::mem::size_of::<T>());
+        fresh.extend_from_slice(v);
         *v = fresh;
     }
-    v.resize(len, value);
 }
