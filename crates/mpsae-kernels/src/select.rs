@@ -45,11 +45,7 @@ pub fn top2(a: &[f32]) -> Top2 {
         // SAFETY: AVX2 is present (checked just above).
         return unsafe { x86::top2(a) };
     }
-    let mut t = EMPTY;
-    for (i, &v) in a.iter().enumerate() {
-        push(&mut t, i, v);
-    }
-    t
+    portable::top2(a)
 }
 
 /// Calls `f(i)` for every index with `a[i] >= threshold` (never for NaN), in increasing order.
@@ -59,11 +55,7 @@ pub fn for_each_at_least(a: &[f32], threshold: f32, mut f: impl FnMut(usize)) {
         // SAFETY: AVX2 is present (checked just above).
         return unsafe { x86::for_each_at_least(a, threshold, &mut f) };
     }
-    for (i, &v) in a.iter().enumerate() {
-        if v >= threshold {
-            f(i);
-        }
-    }
+    portable::for_each_at_least(a, threshold, f)
 }
 
 /// `a += alpha·g` (f32 Gram row), then the top-2 scan of the new `a`.
@@ -74,12 +66,7 @@ pub fn update_top2(alpha: f32, g: &[f32], a: &mut [f32]) -> Top2 {
         // SAFETY: AVX2 is present (checked just above); lengths are equal.
         return unsafe { x86::update_top2_f32(alpha, g, a) };
     }
-    let mut t = EMPTY;
-    for (i, (y, &x)) in a.iter_mut().zip(g).enumerate() {
-        *y += alpha * x;
-        push(&mut t, i, *y);
-    }
-    t
+    portable::update_top2(alpha, g, a, |x| x)
 }
 
 /// `a += alpha·g` (f16 Gram row, widened exactly to f32), then the top-2 scan of the new `a`.
@@ -90,12 +77,37 @@ pub fn update_top2_f16(alpha: f32, g: &[f16], a: &mut [f32]) -> Top2 {
         // SAFETY: AVX2 and F16C are present (checked just above); lengths are equal.
         return unsafe { x86::update_top2_f16(alpha, g, a) };
     }
-    let mut t = EMPTY;
-    for (i, (y, &x)) in a.iter_mut().zip(g).enumerate() {
-        *y += alpha * x.to_f32();
-        push(&mut t, i, *y);
+    portable::update_top2(alpha, g, a, f16::to_f32)
+}
+
+/// The scalar kernels, used where AVX2 is missing (and by the tests everywhere).
+mod portable {
+    use super::{push, Top2, EMPTY};
+
+    pub(super) fn top2(a: &[f32]) -> Top2 {
+        let mut t = EMPTY;
+        for (i, &v) in a.iter().enumerate() {
+            push(&mut t, i, v);
+        }
+        t
     }
-    t
+
+    pub(super) fn for_each_at_least(a: &[f32], threshold: f32, mut f: impl FnMut(usize)) {
+        for (i, &v) in a.iter().enumerate() {
+            if v >= threshold {
+                f(i);
+            }
+        }
+    }
+
+    pub(super) fn update_top2<T: Copy>(alpha: f32, g: &[T], a: &mut [f32], widen: impl Fn(T) -> f32) -> Top2 {
+        let mut t = EMPTY;
+        for (i, (y, &x)) in a.iter_mut().zip(g).enumerate() {
+            *y += alpha * widen(x);
+            push(&mut t, i, *y);
+        }
+        t
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -282,6 +294,14 @@ mod tests {
                 let want = naive(&want_a);
                 let mut a = y0.clone();
                 assert_eq!(update_top2(alpha, &g, &mut a), want, "f32 n {n} seed {seed}");
+                let mut b = y0.clone();
+                assert_eq!(
+                    portable::update_top2(alpha, &g, &mut b, |x| x),
+                    want,
+                    "portable n {n} seed {seed}"
+                );
+                assert_eq!(portable::top2(&want_a), want);
+                assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
                 assert_eq!(
                     a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                     want_a.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
@@ -290,6 +310,8 @@ mod tests {
                 let g16: Vec<f16> = g.iter().map(|&v| f16::from_f32(v)).collect();
                 let mut a = y0.clone();
                 assert_eq!(update_top2_f16(alpha, &g16, &mut a), want, "f16 n {n} seed {seed}");
+                let mut b = y0.clone();
+                assert_eq!(portable::update_top2(alpha, &g16, &mut b, f16::to_f32), want);
                 assert_eq!(top2(&want_a), want);
                 assert_eq!(top2(&y0), naive(&y0));
             }
@@ -297,10 +319,12 @@ mod tests {
         let mut y = vec![f32::NAN; 10];
         assert_eq!(update_top2(1.0, &[0.0; 10], &mut y).index, usize::MAX);
         let a: Vec<f32> = (0..37).map(|i| ((i * 7) % 11) as f32).chain([f32::NAN, 9.0]).collect();
-        let mut got = Vec::new();
+        let (mut got, mut got_portable) = (Vec::new(), Vec::new());
         for_each_at_least(&a, 8.0, |i| got.push(i));
+        portable::for_each_at_least(&a, 8.0, |i| got_portable.push(i));
         let want: Vec<usize> = (0..a.len()).filter(|&i| a[i] >= 8.0).collect();
         assert_eq!(got, want);
+        assert_eq!(got_portable, want);
         // A tie shows as a runner-up equal to the best.
         let t = top2(&[1.0, 3.0, 0.0, 3.0]);
         assert_eq!((t.index, t.value, t.second), (1, 3.0, 3.0));
