@@ -1,9 +1,11 @@
 //! Memory hints for the large buffers of the kernels.
 //!
 //! The pursuit and the backward pass read and write rows of `c x c` and `c x d` matrices in a
-//! data-dependent order (the picked atoms). With 4 KiB pages nearly every such row access missed
-//! the TLB; backed by 2 MiB transparent huge pages the pursuit ran about 1.4x faster here
-//! (`mpsae bench`, c = 4096, k = 32).
+//! data-dependent order (the picked atoms): with 4 KiB pages each Gram-row read lands on pages
+//! the TLB does not hold (a 4096-atom f16 Gram spans 8192 of them). Backed by 2 MiB transparent
+//! huge pages, the pursuit at d=576, c=4096, k=32, batch 4096 took 135-152 ms against 143-157 ms
+//! without (three alternating `mpsae bench` runs each: a few percent, near this machine's
+//! noise).
 
 /// Asks the kernel to back `[ptr, ptr + bytes)` with transparent huge pages (2 MiB) where it can:
 /// only the 2 MiB-aligned interior is advised. Linux only; a no-op elsewhere or when the kernel
