@@ -101,7 +101,6 @@ pub fn load(p: &Path) -> CliResult<(MpSae, Preprocess)> {
     Ok((model, pre))
 }
 
-/// Parses a `--strategy` value.
 /// How the kernels run: flattened into every command that runs a pursuit.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EngineArgs {
@@ -126,6 +125,7 @@ impl EngineArgs {
     }
 }
 
+/// Parses a `--strategy` value.
 fn parse_strategy(s: &str) -> CliResult<Option<Strategy>> {
     Ok(match s {
         "auto" => None,

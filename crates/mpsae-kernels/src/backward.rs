@@ -93,7 +93,7 @@ pub fn backward(
         let mut accs: Vec<&mut [f32]> = Vec::with_capacity(parts);
         accs.push(g_dict);
         for e in extra.iter_mut() {
-            accs.push(&mut e[..c * d]);
+            accs.push(e.as_mut_slice());
         }
         let work = |(part, (acc, mut gx)): (usize, (&mut &mut [f32], Option<&mut [f32]>))| {
             let r0 = part * rows_per;

@@ -12,7 +12,7 @@
 //! A dictionary whose atoms are too long for f16's range (squared norm 2¹⁴ or more) gets an f32
 //! matrix whatever was asked.
 
-use crate::matmul::{gram as gram_f32, matmul_abt, mirror_lower};
+use crate::matmul::{gram as gram_f32, matmul_abt, mirror_lower, SendPtr};
 use crate::memory::grow_huge;
 use crate::{dot, Par};
 use half::f16;
@@ -256,11 +256,6 @@ unsafe fn round_to_f16_x86(src: &[f32], dst: &mut [f16], col_max: &mut [f32]) ->
     }
     m
 }
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f16);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
 
 #[cfg(test)]
 mod tests {

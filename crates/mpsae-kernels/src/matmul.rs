@@ -133,7 +133,7 @@ pub fn gram(d: &[f32], out: &mut [f32], c: usize, dim: usize, par: Par) {
 pub(crate) fn mirror_lower<T: Copy + Default + Send + Sync>(out: &mut [T], c: usize, par: Par) {
     const TILE: usize = 32;
     let nt = c.div_ceil(TILE);
-    let out_ptr = SendPtrT(out.as_mut_ptr());
+    let out_ptr = SendPtr(out.as_mut_ptr());
     // Task bi writes tile row bi right of the diagonal ((i, j), j > i) from tile column bi below
     // it ((j, i), read-only): no two tasks write the same element, none writes what another reads.
     let task = |bi: usize| {
@@ -166,20 +166,17 @@ pub(crate) fn mirror_lower<T: Copy + Default + Send + Sync>(out: &mut [T], c: us
     }
 }
 
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-struct SendPtrT<T>(*mut T);
-impl<T> Clone for SendPtrT<T> {
+/// A raw pointer that tasks on other threads may use, each to its own disjoint part of the buffer.
+pub(crate) struct SendPtr<T>(pub(crate) *mut T);
+impl<T> Clone for SendPtr<T> {
     fn clone(&self) -> Self {
         *self
     }
 }
-impl<T> Copy for SendPtrT<T> {}
-unsafe impl<T: Send> Send for SendPtrT<T> {}
-unsafe impl<T: Sync> Sync for SendPtrT<T> {}
+impl<T> Copy for SendPtr<T> {}
+// SAFETY: the users write disjoint regions (stated at each use).
+unsafe impl<T: Send> Send for SendPtr<T> {}
+unsafe impl<T: Sync> Sync for SendPtr<T> {}
 
 #[cfg(test)]
 mod tests {

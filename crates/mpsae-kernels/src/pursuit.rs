@@ -460,8 +460,8 @@ fn pursue_picked(p: &Problem, par: Par, out: &mut Output) {
             break;
         }
         // 2. Gram rows of the atoms picked at this step that no earlier step needed: rows are
-        //    kept for the whole pursuit (popular atoms come back; on SmolLM2 rows, k=4, 16384
-        //    atoms: 1068 rows computed instead of 1705).
+        //    kept for the whole pursuit (popular atoms come back: on 1024 SmolLM2 rows with a
+        //    freshly initialised 16384-atom dictionary and k=4, 1068 rows instead of 1705).
         //    The cache holds at most `2n` rows; when it would overflow it is emptied and this
         //    step's rows are computed afresh (at most `n`).
         let mut fresh: Vec<u32> = Vec::new();
@@ -573,21 +573,28 @@ mod tests {
         }
     }
 
+    /// Runs `strategy` and the plain pursuit on `p`, checks they pick the same atoms with the same
+    /// values, and returns the strategy's output.
+    fn same_picks_as_plain(p: &Problem, strategy: Strategy, gram: Option<GramRef>) -> Output {
+        let (mut plain, mut fast) = (Output::default(), Output::default());
+        pursuit(p, Strategy::Plain, None, Par::Seq, &mut plain);
+        pursuit(p, strategy, gram, Par::rayon(), &mut fast);
+        assert_eq!(fast.atoms, plain.atoms);
+        for (a, b) in fast.values.iter().zip(&plain.values) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()));
+        }
+        fast
+    }
+
     #[test]
     fn picked_gram_rows_cache_overflows_and_stays_exact() {
         // 20 rows, 30 steps over 500 atoms: far more distinct picks than the 2n-row cache holds.
         let (n, d, c, k) = (20, 16, 500, 30);
         let (x, dict) = random_problem(n, d, c, 11);
         let p = Problem { x: &x, n, d, dict: &dict, c, k, tol: None };
-        let (mut plain, mut picked) = (Output::default(), Output::default());
-        pursuit(&p, Strategy::Plain, None, Par::Seq, &mut plain);
-        pursuit(&p, Strategy::GramPicked, None, Par::rayon(), &mut picked);
+        let picked = same_picks_as_plain(&p, Strategy::GramPicked, None);
         let distinct: std::collections::HashSet<u32> = picked.atoms.iter().copied().collect();
         assert!(distinct.len() > 2 * n, "the cache must overflow in this test");
-        assert_eq!(picked.atoms, plain.atoms);
-        for (a, b) in picked.values.iter().zip(&plain.values) {
-            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()));
-        }
     }
 
     #[test]
@@ -606,17 +613,10 @@ mod tests {
         }
         let c = 2 * half;
         let p = Problem { x: &x, n, d, dict: &dict, c, k, tol: None };
-        let mut plain = Output::default();
-        pursuit(&p, Strategy::Plain, None, Par::Seq, &mut plain);
         let mut g = Gram::new();
         g.compute(&dict, c, d, Precision::F16, Par::Seq);
-        let mut fast = Output::default();
-        pursuit(&p, Strategy::Gram, Some(g.view()), Par::rayon(), &mut fast);
+        let fast = same_picks_as_plain(&p, Strategy::Gram, Some(g.view()));
         assert!(fast.rechecks > 0, "near ties must be re-checked");
-        assert_eq!(fast.atoms, plain.atoms);
-        for (a, b) in fast.values.iter().zip(&plain.values) {
-            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()));
-        }
     }
 
     #[test]

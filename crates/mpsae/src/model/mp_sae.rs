@@ -615,7 +615,7 @@ impl MpSae {
         if let Some(gd) = &crit.g_dictionary {
             axpy(1.0, gd, &mut g_dict);
         }
-        if let (Some(gx), true) = (&crit.g_x, self.input_gradient) {
+        if let Some(gx) = crit.g_x.as_ref().filter(|_| self.input_gradient) {
             axpy(1.0, gx, &mut g_x);
         }
         let multiplier = self
