@@ -27,6 +27,7 @@ use crate::select::{for_each_at_least, top2, update_top2, update_top2_f16, Top2}
 use crate::{argmax, axpy, axpy_sumsq, dot, Par};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 /// Atom index of a pick that did not happen (the row stopped early on its tolerance).
@@ -89,7 +90,9 @@ pub struct Workload {
 /// The cost model behind [`choose_strategy`]: estimated work and memory of each strategy.
 pub fn strategy_costs(w: &Workload) -> [StrategyCost; 3] {
     let gram_entry = w.gram_entry_bytes as f64;
-    let tile_bytes = 4.0 * w.c as f64 * chunk_rows(w.n, w.c) as f64;
+    // One tile of correlations per worker thread.
+    let threads = rayon::current_num_threads();
+    let tile_bytes = 4.0 * w.c as f64 * (tile_rows(w.n, w.c, threads) * threads) as f64;
     let (n, c, d, k) = (w.n as f64, w.c as f64, w.d as f64, w.k as f64);
     let first = 2.0 * n * c * d;
     let updates = n * (k - 1.0).max(0.0) * c * UPDATE_WEIGHT;
@@ -180,9 +183,12 @@ impl Output {
     }
 }
 
-/// Rows whose correlations are held at once: up to 16 MiB of them, at least 256 rows.
-fn chunk_rows(n: usize, c: usize) -> usize {
-    ((16usize << 20) / (4 * c.max(1))).max(256).min(n.max(1))
+/// Rows of one tile: a worker computes the tile's correlations with a single-threaded product
+/// and pursues its rows at once. 256 rows (the product's rate was measured flat from there to
+/// 1024 rows, and lower below 128) unless the tile would pass 8 MiB, and at least 128 rows; fewer
+/// when the batch has fewer rows than that per worker, so every worker gets a tile.
+fn tile_rows(n: usize, c: usize, workers: usize) -> usize {
+    ((8usize << 20) / (4 * c.max(1))).clamp(128, 256).min(n.div_ceil(workers.max(1)).max(1))
 }
 
 /// Per-row pursuit state while its correlations are live.
@@ -326,91 +332,128 @@ pub fn pursuit(p: &Problem, strategy: Strategy, gram: Option<GramRef>, par: Par,
             } else {
                 None
             };
-            let atom_norm = if g.is_some() {
-                p.dict.chunks(d.max(1)).map(|a| dot(a, a)).fold(0f32, f32::max).sqrt()
-            } else {
-                0.0
-            };
-            let rechecks = AtomicU64::new(0);
-            let chunk = chunk_rows(n, c);
-            let mut corr = std::mem::take(&mut out.scratch);
-            crate::memory::grow_huge(&mut corr, chunk * c, 0.0);
-            let mut resid = Vec::new();
-            let mut r0 = 0;
-            while r0 < n {
-                let rows = chunk.min(n - r0);
-                let x = &p.x[r0 * d..(r0 + rows) * d];
-                let corr = &mut corr[..rows * c];
-                let t0 = Instant::now();
-                matmul_abt(x, p.dict, corr, rows, c, d, par);
-                out.matmul_seconds += t0.elapsed().as_secs_f64();
-                let mut states: Vec<RowState> = out.residual[r0 * d..(r0 + rows) * d]
-                    .chunks_mut(d)
-                    .zip(out.atoms[r0 * k..(r0 + rows) * k].chunks_mut(k))
-                    .zip(out.values[r0 * k..(r0 + rows) * k].chunks_mut(k))
-                    .zip(out.energy[r0 * k..(r0 + rows) * k].chunks_mut(k))
-                    .zip(x.chunks(d))
-                    .map(|((((r, a), v), e), x)| RowState {
-                        r,
-                        atoms: a,
-                        values: v,
-                        energy: e,
-                        stop_sq: stop_sq(x, p.tol),
-                        done: false,
-                    })
-                    .collect();
-                match g {
-                    Some(g) => {
-                        let row = |(s, a): (&mut RowState, &mut [f32])| {
-                            let n = gram_row(s, a, g, p, atom_norm);
-                            if n > 0 {
-                                rechecks.fetch_add(n, Ordering::Relaxed);
-                            }
-                        };
-                        match par {
-                            Par::Seq => states.iter_mut().zip(corr.chunks_mut(c)).for_each(row),
-                            Par::Rayon(_) => states
-                                .par_iter_mut()
-                                .zip(corr.par_chunks_mut(c))
-                                .with_min_len(4)
-                                .for_each(row),
-                        }
-                    }
-                    None => {
-                        for t in 0..k {
-                            if t > 0 {
-                                resid.resize(rows * d, 0.0);
-                                for (dst, s) in resid.chunks_mut(d).zip(&states) {
-                                    dst.copy_from_slice(s.r);
-                                }
-                                let t0 = Instant::now();
-                                matmul_abt(&resid, p.dict, corr, rows, c, d, par);
-                                out.matmul_seconds += t0.elapsed().as_secs_f64();
-                            }
-                            let step = |(s, a): (&mut RowState, &[f32])| {
-                                if !s.check_stop(t) {
-                                    let (j, v) = argmax(a);
-                                    s.apply(t, j, v, p.dict, d);
-                                }
-                            };
-                            match par {
-                                Par::Seq => states.iter_mut().zip(corr.chunks(c)).for_each(step),
-                                Par::Rayon(_) => states
-                                    .par_iter_mut()
-                                    .zip(corr.par_chunks(c))
-                                    .with_min_len(8)
-                                    .for_each(step),
-                            }
-                        }
-                    }
-                }
-                r0 += rows;
-            }
-            out.scratch = corr;
-            out.rechecks = rechecks.into_inner();
+            pursue_tiles(p, g, par, out);
         }
         Strategy::GramPicked => pursue_picked(p, par, out),
     }
+}
+
+/// The rows of one tile and the parts of the output they own.
+struct Tile<'a> {
+    x: &'a [f32],
+    residual: &'a mut [f32],
+    atoms: &'a mut [u32],
+    values: &'a mut [f32],
+    energy: &'a mut [f32],
+}
+
+/// The plain and Gram strategies, tile by tile: each worker takes the next tile of rows,
+/// computes its correlations `X·Dmᵀ` (single-threaded product) into its own buffer and pursues
+/// those rows while they are warm. Memory: one tile of correlations per worker, never `n x c`;
+/// no barrier between the product and the pursuit.
+fn pursue_tiles(p: &Problem, g: Option<GramRef>, par: Par, out: &mut Output) {
+    let (n, d, c, k) = (p.n, p.d, p.c, p.k);
+    let atom_norm = if g.is_some() {
+        p.dict.chunks(d.max(1)).map(|a| dot(a, a)).fold(0f32, f32::max).sqrt()
+    } else {
+        0.0
+    };
+    let tile = tile_rows(n, c, par.degree());
+    let tiles: Vec<Tile> =
+        p.x.chunks(tile * d)
+            .zip(out.residual.chunks_mut(tile * d))
+            .zip(out.atoms.chunks_mut(tile * k))
+            .zip(out.values.chunks_mut(tile * k))
+            .zip(out.energy.chunks_mut(tile * k))
+            .map(|((((x, residual), atoms), values), energy)| Tile { x, residual, atoms, values, energy })
+            .collect();
+    let workers = par.degree().min(tiles.len()).max(1);
+    let mut corr = std::mem::take(&mut out.scratch);
+    crate::memory::grow_huge(&mut corr, workers * tile * c, 0.0);
+    let queue = Mutex::new(tiles.into_iter());
+    let rechecks = AtomicU64::new(0);
+    let matmul_ns = AtomicU64::new(0);
+    let work = |buf: &mut [f32]| {
+        let mut resid = Vec::new();
+        loop {
+            // A poisoned lock means another worker panicked; its panic is the one reported.
+            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+            let Some(t) = next else { break };
+            let (r, ns) = pursue_tile(p, t, g, atom_norm, buf, &mut resid);
+            rechecks.fetch_add(r, Ordering::Relaxed);
+            matmul_ns.fetch_add(ns, Ordering::Relaxed);
+        }
+    };
+    match par {
+        Par::Seq => work(&mut corr),
+        Par::Rayon(_) => corr.par_chunks_mut(tile * c).for_each(work),
+    }
+    out.scratch = corr;
+    out.rechecks = rechecks.into_inner();
+    // Product time summed over the workers, as a share of the wall time.
+    out.matmul_seconds = matmul_ns.into_inner() as f64 * 1e-9 / workers as f64;
+}
+
+/// One tile: its correlations into `buf`, then every row's k steps. Returns the re-checked steps
+/// and the nanoseconds spent in products.
+fn pursue_tile(
+    p: &Problem,
+    t: Tile,
+    g: Option<GramRef>,
+    atom_norm: f32,
+    buf: &mut [f32],
+    resid: &mut Vec<f32>,
+) -> (u64, u64) {
+    let (d, c, k) = (p.d, p.c, p.k);
+    let rows = t.x.len() / d;
+    let corr = &mut buf[..rows * c];
+    let t0 = Instant::now();
+    matmul_abt(t.x, p.dict, corr, rows, c, d, Par::Seq);
+    let mut ns = t0.elapsed().as_nanos() as u64;
+    let mut states: Vec<RowState> = t
+        .residual
+        .chunks_mut(d)
+        .zip(t.atoms.chunks_mut(k))
+        .zip(t.values.chunks_mut(k))
+        .zip(t.energy.chunks_mut(k))
+        .zip(t.x.chunks(d))
+        .map(|((((r, atoms), values), energy), x)| RowState {
+            r,
+            atoms,
+            values,
+            energy,
+            stop_sq: stop_sq(x, p.tol),
+            done: false,
+        })
+        .collect();
+    let mut rechecks = 0;
+    match g {
+        Some(g) => {
+            for (s, a) in states.iter_mut().zip(corr.chunks_mut(c)) {
+                rechecks += gram_row(s, a, g, p, atom_norm);
+            }
+        }
+        None => {
+            for step in 0..k {
+                if step > 0 {
+                    resid.resize(rows * d, 0.0);
+                    for (dst, s) in resid.chunks_mut(d).zip(&states) {
+                        dst.copy_from_slice(s.r);
+                    }
+                    let t0 = Instant::now();
+                    matmul_abt(resid, p.dict, corr, rows, c, d, Par::Seq);
+                    ns += t0.elapsed().as_nanos() as u64;
+                }
+                for (s, a) in states.iter_mut().zip(corr.chunks(c)) {
+                    if !s.check_stop(step) {
+                        let (j, v) = argmax(a);
+                        s.apply(step, j, v, p.dict, d);
+                    }
+                }
+            }
+        }
+    }
+    (rechecks, ns)
 }
 
 /// Pursuit with the Gram rows of the atoms picked at each step only.
@@ -617,6 +660,35 @@ mod tests {
         g.compute(&dict, c, d, Precision::F16, Par::Seq);
         let fast = same_picks_as_plain(&p, Strategy::Gram, Some(g.view()));
         assert!(fast.rechecks > 0, "near ties must be re-checked");
+    }
+
+    #[test]
+    fn tiles_share_out_every_row_once() {
+        // 777 rows: several 256-row tiles (and a short last one) taken by the workers in any
+        // order; with a tolerance some rows stop early. Each row must come out as the
+        // single-threaded plain pursuit computes it, and reconstruct its input.
+        let (n, d, c, k) = (777, 8, 40, 5);
+        let (x, dict) = random_problem(n, d, c, 12);
+        let p = Problem { x: &x, n, d, dict: &dict, c, k, tol: Some(0.6) };
+        assert!(n > 2 * tile_rows(n, c, 1));
+        let mut g = Gram::new();
+        g.compute(&dict, c, d, Precision::F16, Par::Seq);
+        let plain = same_picks_as_plain(&p, Strategy::Plain, None);
+        let gram = same_picks_as_plain(&p, Strategy::Gram, Some(g.view()));
+        assert!(plain.atoms.contains(&NO_ATOM), "some rows must stop early");
+        for o in [&plain, &gram] {
+            for row in 0..n {
+                assert_ne!(o.atoms[row * k], NO_ATOM, "row {row} was never pursued");
+                let mut rec = o.residual[row * d..(row + 1) * d].to_vec();
+                for t in (0..k).filter(|&t| o.atoms[row * k + t] != NO_ATOM) {
+                    let j = o.atoms[row * k + t] as usize;
+                    axpy(o.values[row * k + t], &dict[j * d..(j + 1) * d], &mut rec);
+                }
+                for (a, b) in rec.iter().zip(&x[row * d..(row + 1) * d]) {
+                    assert!((a - b).abs() < 1e-5, "row {row}");
+                }
+            }
+        }
     }
 
     #[test]
