@@ -24,7 +24,7 @@
 use crate::gram::GramRef;
 use crate::matmul::matmul_abt;
 use crate::select::{for_each_at_least, top2, update_top2, update_top2_f16, Top2};
-use crate::{argmax, axpy, axpy_sumsq, dot, Par};
+use crate::{argmax, axpy_sumsq, dot, Par};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -60,14 +60,31 @@ impl Strategy {
 pub struct StrategyCost {
     /// Which strategy this is.
     pub strategy: Strategy,
-    /// Estimated work, in flop-equivalents (memory-bound updates weighted).
+    /// Estimated work, in flop-equivalents of the `X·Dmᵀ` product (other work weighted by its
+    /// measured time).
     pub flops: f64,
     /// Scratch memory needed, in bytes.
     pub bytes: f64,
 }
 
-/// Weight of one streamed correlation update (`a -= v·G[j]`, memory-bound) against one flop.
-const UPDATE_WEIGHT: f64 = 6.0;
+// The cost model counts work in flops of the `X·Dmᵀ` product; the other kinds of work are
+// weighted by their time against it, as measured with `mpsae bench` on the development machine
+// (2-core AVX2 EPYC; BENCHMARKS.md): the Gram strategy's update of one correlation (a row held in
+// cache, `a -= v·G[j]` streaming the Gram row: 0.18-0.2 ns, i.e. about 25 flops at 130 GFLOP/s
+// with an f16 row, a third more with an f32 one), `gram-picked`'s (the `n x c` correlations
+// streamed from memory at every step: 0.66-0.78 ns, about 90 flops), the plain strategy's
+// argmax scan of one correlation after each product (0.5-0.6 ns, about 60 flops), a flop of the
+// Gram matrix's block-triangular product (1.4 flops of `X·Dmᵀ`: smaller blocks), and a flop of
+// `gram-picked`'s per-step products of the new rows (small products split over the threads:
+// 1.1 flops of `X·Dmᵀ` at 350 rows a step, 1.8 at 100, modelled as 1 + 32 / rows per thread).
+/// Weight of one Gram-strategy correlation update with an f16 Gram row.
+const GRAM_UPDATE_WEIGHT: f64 = 25.0;
+/// Weight of one `gram-picked` correlation update.
+const PICKED_UPDATE_WEIGHT: f64 = 90.0;
+/// Weight of one plain-strategy correlation scan.
+const PLAIN_SCAN_WEIGHT: f64 = 60.0;
+/// Weight of one flop of the Gram matrix.
+const GRAM_FLOP_WEIGHT: f64 = 1.4;
 
 /// What the cost model needs to know of a pursuit.
 #[derive(Clone, Copy, Debug)]
@@ -85,6 +102,10 @@ pub struct Workload {
     pub gram_cached: bool,
     /// Bytes of one Gram entry (4 for f32, 2 for f16).
     pub gram_entry_bytes: usize,
+    /// Gram rows [`Strategy::GramPicked`] would compute, when known from the picks of a similar
+    /// batch ([`picked_gram_rows`]); otherwise estimated as if picks were spread evenly over the
+    /// atoms, which real activations are not (they favour some atoms, so fewer rows are needed).
+    pub picked_rows: Option<f64>,
 }
 
 /// The cost model behind [`choose_strategy`]: estimated work and memory of each strategy.
@@ -95,20 +116,28 @@ pub fn strategy_costs(w: &Workload) -> [StrategyCost; 3] {
     let tile_bytes = 4.0 * w.c as f64 * (tile_rows(w.n, w.c, threads) * threads) as f64;
     let (n, c, d, k) = (w.n as f64, w.c as f64, w.d as f64, w.k as f64);
     let first = 2.0 * n * c * d;
-    let updates = n * (k - 1.0).max(0.0) * c * UPDATE_WEIGHT;
+    let updates = n * (k - 1.0).max(0.0) * c;
+    let gram_update = GRAM_UPDATE_WEIGHT * if w.gram_entry_bytes > 2 { 4.0 / 3.0 } else { 1.0 };
     // Expected number of distinct atoms among n picks spread over c atoms.
     let distinct = c * (1.0 - (-n / c).exp());
-    let gram_flops = if w.gram_cached { 0.0 } else { c * c * d };
+    let picked_rows = w.picked_rows.unwrap_or((k - 1.0).max(0.0) * distinct);
+    let rows_per_thread = picked_rows / (k - 1.0).max(1.0) / threads as f64;
+    let picked_flop_weight = 1.0 + 32.0 / rows_per_thread.max(1.0);
+    let gram_flops = if w.gram_cached { 0.0 } else { GRAM_FLOP_WEIGHT * c * c * d };
     [
-        StrategyCost { strategy: Strategy::Plain, flops: first * k, bytes: tile_bytes },
+        StrategyCost {
+            strategy: Strategy::Plain,
+            flops: (first + PLAIN_SCAN_WEIGHT * n * c) * k,
+            bytes: tile_bytes,
+        },
         StrategyCost {
             strategy: Strategy::Gram,
-            flops: gram_flops + first + updates,
+            flops: gram_flops + first + gram_update * updates,
             bytes: gram_entry * c * c + tile_bytes,
         },
         StrategyCost {
             strategy: Strategy::GramPicked,
-            flops: first + (k - 1.0).max(0.0) * 2.0 * distinct * c * d + updates,
+            flops: first + picked_flop_weight * 2.0 * picked_rows * c * d + PICKED_UPDATE_WEIGHT * updates,
             // Gram rows of the atoms picked before the last step are kept, up to 2n of them.
             bytes: 4.0 * (n * c + ((k - 1.0).max(1.0) * distinct).min(2.0 * n).min(c) * c),
         },
@@ -166,6 +195,10 @@ pub struct Output {
     /// Scratch memory kept between calls (correlations), so repeated pursuits do not page-fault
     /// fresh buffers in.
     pub scratch: Vec<f32>,
+    /// The Gram rows [`Strategy::GramPicked`] computed, kept between calls for the same reason.
+    pub gram_rows: Vec<f32>,
+    /// Number of Gram rows [`Strategy::GramPicked`] computed (0 for the other strategies).
+    pub picked_rows: u64,
 }
 
 impl Output {
@@ -179,6 +212,8 @@ impl Output {
             matmul_seconds: 0.0,
             rechecks: 0,
             scratch: Vec::new(),
+            gram_rows: Vec::new(),
+            picked_rows: 0,
         }
     }
 }
@@ -306,9 +341,9 @@ pub fn pursuit(p: &Problem, strategy: Strategy, gram: Option<GramRef>, par: Par,
     assert_eq!(p.x.len(), n * d, "pursuit: x shape");
     assert_eq!(p.dict.len(), c * d, "pursuit: dictionary shape");
     if out.atoms.len() != n * k || out.residual.len() != n * d {
-        let scratch = std::mem::take(&mut out.scratch);
+        let (scratch, gram_rows) = (std::mem::take(&mut out.scratch), std::mem::take(&mut out.gram_rows));
         *out = Output::with_shape(n, k, d);
-        out.scratch = scratch;
+        (out.scratch, out.gram_rows) = (scratch, gram_rows);
     } else {
         out.atoms.fill(NO_ATOM);
         out.values.fill(0.0);
@@ -317,6 +352,7 @@ pub fn pursuit(p: &Problem, strategy: Strategy, gram: Option<GramRef>, par: Par,
     out.residual.copy_from_slice(p.x);
     out.matmul_seconds = 0.0;
     out.rechecks = 0;
+    out.picked_rows = 0;
     if n == 0 || k == 0 || c == 0 {
         return;
     }
@@ -456,6 +492,68 @@ fn pursue_tile(
     (rechecks, ns)
 }
 
+/// Which Gram rows [`Strategy::GramPicked`] holds: rows are kept for the whole pursuit (popular
+/// atoms come back at later steps and in other rows: on 1024 SmolLM2 rows with a freshly
+/// initialised 16384-atom dictionary and k=4, 1068 rows computed instead of 1705). At most `2n`
+/// rows are held; when a step's new rows would overflow that, the cache is emptied and the step's
+/// rows are computed afresh (at most `n`).
+struct RowCache {
+    /// Row of the cache holding each atom's Gram row (`u32::MAX`: not held).
+    slot: Vec<u32>,
+    /// The atoms held, in slot order.
+    held: Vec<u32>,
+    /// The atoms of the last [`RowCache::admit`] that need their row computed, in slot order
+    /// after the held ones.
+    fresh: Vec<u32>,
+    capacity: usize,
+}
+
+impl RowCache {
+    fn new(n: usize, c: usize) -> Self {
+        RowCache { slot: vec![u32::MAX; c], held: Vec::new(), fresh: Vec::new(), capacity: 2 * n }
+    }
+
+    /// Takes one step's picks ([`NO_ATOM`] skipped): assigns slots to the atoms not held (listed
+    /// in `fresh`, whose rows the caller computes into slots `held..held + fresh.len()`) and
+    /// returns the number of rows held before them.
+    fn admit(&mut self, picks: impl Iterator<Item = u32> + Clone) -> usize {
+        for pass in 0..2 {
+            self.fresh.clear();
+            for j in picks.clone().filter(|&j| j != NO_ATOM) {
+                if self.slot[j as usize] == u32::MAX {
+                    self.slot[j as usize] = (self.held.len() + self.fresh.len()) as u32;
+                    self.fresh.push(j);
+                }
+            }
+            if pass == 1 || self.held.len() + self.fresh.len() <= self.capacity {
+                break;
+            }
+            for &j in self.held.iter().chain(&self.fresh) {
+                self.slot[j as usize] = u32::MAX;
+            }
+            self.held.clear();
+        }
+        let before = self.held.len();
+        self.held.extend_from_slice(&self.fresh);
+        before
+    }
+}
+
+/// The number of Gram rows [`Strategy::GramPicked`] computes for a pursuit that makes these picks
+/// (`atoms`, `n x k` in pursuit order, over `c` atoms): the picks are the same whatever the
+/// strategy, so the picks of one batch tell the cost model what the next similar batch will need.
+pub fn picked_gram_rows(atoms: &[u32], n: usize, k: usize, c: usize) -> usize {
+    assert_eq!(atoms.len(), n * k, "picked_gram_rows: atoms shape");
+    let mut cache = RowCache::new(n, c);
+    // The last step's picks need no rows.
+    (0..k.saturating_sub(1))
+        .map(|t| {
+            cache.admit((0..n).map(|row| atoms[row * k + t]));
+            cache.fresh.len()
+        })
+        .sum()
+}
+
 /// Pursuit with the Gram rows of the atoms picked at each step only.
 fn pursue_picked(p: &Problem, par: Par, out: &mut Output) {
     let (n, d, c, k) = (p.n, p.d, p.c, p.k);
@@ -465,24 +563,25 @@ fn pursue_picked(p: &Problem, par: Par, out: &mut Output) {
     matmul_abt(p.x, p.dict, &mut corr, n, c, d, par);
     let stops: Vec<f32> = p.x.chunks(d).map(|x| stop_sq(x, p.tol)).collect();
     let mut done = vec![false; n];
-    // Row of `gsub` holding each atom's Gram row, once computed.
-    let mut slot = vec![u32::MAX; c];
-    let mut held = 0usize;
-    let mut held_atoms: Vec<u32> = Vec::new();
+    // Each row's next pick, found by the fused update-and-select pass of the previous step (the
+    // first step scans the product's correlations).
+    let mut next = vec![usize::MAX; n];
+    let mut cache = RowCache::new(n, c);
     let mut picked_rows: Vec<f32> = Vec::new();
-    let mut gsub: Vec<f32> = Vec::new();
+    let mut gsub = std::mem::take(&mut out.gram_rows);
+    gsub.clear();
     // Room for the whole cache up front (untouched until used): growing it never copies.
     crate::memory::reserve_huge(&mut gsub, (2 * n).min(c) * c);
     out.matmul_seconds = t0.elapsed().as_secs_f64();
     for t in 0..k {
         // 1. Argmax and exact value for every live row; apply the step to the residual.
-        let step = |(((((a, r), atoms), values), energy), (done, stop)): (
+        let step = |(((((a, r), atoms), values), energy), ((done, stop), next)): (
             ((((&mut [f32], &mut [f32]), &mut [u32]), &mut [f32]), &mut [f32]),
-            (&mut bool, &f32),
+            ((&mut bool, &f32), &usize),
         )| {
             let mut s = RowState { r, atoms, values, energy, stop_sq: *stop, done: *done };
             if !s.check_stop(t) {
-                let (j, _) = argmax(a);
+                let j = if *next == usize::MAX { argmax(a).0 } else { *next };
                 let v = dot(s.r, &p.dict[j * d..(j + 1) * d]);
                 s.apply(t, j, v, p.dict, d);
             }
@@ -494,7 +593,7 @@ fn pursue_picked(p: &Problem, par: Par, out: &mut Output) {
             .zip(out.atoms.chunks_mut(k))
             .zip(out.values.chunks_mut(k))
             .zip(out.energy.chunks_mut(k))
-            .zip(done.iter_mut().zip(stops.iter()));
+            .zip(done.iter_mut().zip(stops.iter()).zip(next.iter()));
         match par {
             Par::Seq => it.for_each(step),
             Par::Rayon(_) => it.collect::<Vec<_>>().into_par_iter().with_min_len(8).for_each(step),
@@ -502,62 +601,46 @@ fn pursue_picked(p: &Problem, par: Par, out: &mut Output) {
         if t + 1 == k {
             break;
         }
-        // 2. Gram rows of the atoms picked at this step that no earlier step needed: rows are
-        //    kept for the whole pursuit (popular atoms come back: on 1024 SmolLM2 rows with a
-        //    freshly initialised 16384-atom dictionary and k=4, 1068 rows instead of 1705).
-        //    The cache holds at most `2n` rows; when it would overflow it is emptied and this
-        //    step's rows are computed afresh (at most `n`).
-        let mut fresh: Vec<u32> = Vec::new();
-        for pass in 0..2 {
-            fresh.clear();
-            for row in 0..n {
-                let j = out.atoms[row * k + t];
-                if j != NO_ATOM && slot[j as usize] == u32::MAX {
-                    slot[j as usize] = (held + fresh.len()) as u32;
-                    fresh.push(j);
-                }
-            }
-            if pass == 1 || held + fresh.len() <= 2 * n {
-                break;
-            }
-            for &j in held_atoms.iter().chain(&fresh) {
-                slot[j as usize] = u32::MAX;
-            }
-            held_atoms.clear();
-            held = 0;
-        }
-        held_atoms.extend_from_slice(&fresh);
+        // 2. Gram rows of the atoms picked at this step that the cache does not hold.
+        let held = cache.admit((0..n).map(|row| out.atoms[row * k + t]));
+        let fresh = &cache.fresh;
         let u = fresh.len();
         if u > 0 {
             picked_rows.resize(u * d, 0.0);
-            for (dst, &j) in picked_rows.chunks_mut(d).zip(&fresh) {
+            for (dst, &j) in picked_rows.chunks_mut(d).zip(fresh) {
                 dst.copy_from_slice(&p.dict[j as usize * d..(j as usize + 1) * d]);
             }
             gsub.resize((held + u) * c, 0.0);
             let t1 = Instant::now();
             matmul_abt(&picked_rows, p.dict, &mut gsub[held * c..], u, c, d, par);
             out.matmul_seconds += t1.elapsed().as_secs_f64();
-            held += u;
+            out.picked_rows += u as u64;
         }
-        // 3. Correlation updates.
-        let update = |(row, a): (usize, &mut [f32])| {
+        let slot = &cache.slot;
+        // 3. Correlation updates, fused with the selection of the next pick (one pass over the
+        //    `n x c` correlations per step instead of two).
+        let update = |(row, (a, next)): (usize, (&mut [f32], &mut usize))| {
             let j = out.atoms[row * k + t];
             if j != NO_ATOM {
                 let s = slot[j as usize] as usize;
-                axpy(-out.values[row * k + t], &gsub[s * c..(s + 1) * c], a);
+                let top = update_top2(-out.values[row * k + t], &gsub[s * c..(s + 1) * c], a);
+                // No number among the correlations: the plain argmax decides, as at step one.
+                *next = top.index;
             }
         };
         match par {
-            Par::Seq => corr.chunks_mut(c).enumerate().for_each(update),
-            Par::Rayon(_) => corr.par_chunks_mut(c).enumerate().for_each(update),
+            Par::Seq => corr.chunks_mut(c).zip(next.iter_mut()).enumerate().for_each(update),
+            Par::Rayon(_) => corr.par_chunks_mut(c).zip(next.par_iter_mut()).enumerate().for_each(update),
         }
     }
     out.scratch = corr;
+    out.gram_rows = gsub;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::axpy;
     use crate::gram::{Gram, Precision};
     use rand::{Rng, SeedableRng};
 
@@ -638,6 +721,15 @@ mod tests {
         let picked = same_picks_as_plain(&p, Strategy::GramPicked, None);
         let distinct: std::collections::HashSet<u32> = picked.atoms.iter().copied().collect();
         assert!(distinct.len() > 2 * n, "the cache must overflow in this test");
+        // The cost model's count of the rows, from the picks alone, is what the pursuit computed,
+        // with and without early stops; a second step that re-picks atoms needs no new rows.
+        assert!(picked.picked_rows > 0);
+        assert_eq!(picked_gram_rows(&picked.atoms, n, k, c) as u64, picked.picked_rows);
+        let stopping = Problem { tol: Some(0.7), ..p };
+        let early = same_picks_as_plain(&stopping, Strategy::GramPicked, None);
+        assert!(early.atoms.contains(&NO_ATOM));
+        assert_eq!(picked_gram_rows(&early.atoms, n, k, c) as u64, early.picked_rows);
+        assert_eq!(picked_gram_rows(&[3, 3, 5, 3, 3, 5], 2, 3, 8), 1);
     }
 
     #[test]
@@ -712,6 +804,28 @@ mod tests {
     }
 
     #[test]
+    fn cost_model_follows_the_observed_picked_rows() {
+        // SmolLM2-like batch, k=4, 16384 atoms: the picks of real rows share atoms, so few Gram
+        // rows are needed and gram-picked wins; spread-out picks need the whole Gram matrix.
+        let w = |picked_rows| Workload {
+            n: 1024,
+            c: 16384,
+            d: 576,
+            k: 4,
+            gram_cached: false,
+            gram_entry_bytes: 2,
+            picked_rows,
+        };
+        assert_eq!(choose_strategy(&w(Some(1068.0)), 8 << 30), Strategy::GramPicked);
+        assert_ne!(choose_strategy(&w(Some(12000.0)), 8 << 30), Strategy::GramPicked);
+        // With 4096 atoms and 16 steps the Gram matrix is cheap: gram-picked only pays with very
+        // few rows.
+        let w16 = |picked_rows| Workload { c: 4096, k: 16, ..w(picked_rows) };
+        assert_eq!(choose_strategy(&w16(Some(1587.0)), 8 << 30), Strategy::Gram);
+        assert_eq!(choose_strategy(&w16(None), 8 << 30), Strategy::Gram);
+    }
+
+    #[test]
     fn cost_model_prefers_gram_for_big_batches_and_respects_memory() {
         let w = |n, c, d, k, gram_cached, gram_entry_bytes| Workload {
             n,
@@ -720,6 +834,7 @@ mod tests {
             k,
             gram_cached,
             gram_entry_bytes,
+            picked_rows: None,
         };
         assert_eq!(choose_strategy(&w(4096, 16384, 768, 16, false, 4), 8 << 30), Strategy::Gram);
         assert_ne!(choose_strategy(&w(4096, 65536, 768, 16, false, 2), 8 << 30), Strategy::Gram);

@@ -217,6 +217,12 @@ mod x86 {
 
     /// The fused update-and-scan over `a`, the Gram row read 8 entries at a time by `load(chunk)`
     /// and entry by entry by `tail(i)`.
+    ///
+    /// The scan keeps per lane only the best and the runner-up values (`max`/`min`, no index and
+    /// no blend), in two independent sets of lanes so that consecutive chunks do not wait on each
+    /// other; the index of the best is found afterwards by a scan for its first occurrence, which
+    /// stops early. NaN never enters: `max_ps`/`min_ps` return their second operand when either is
+    /// NaN, and the operands are ordered for that.
     #[inline(always)]
     unsafe fn update_top2_with(
         alpha: f32,
@@ -227,19 +233,68 @@ mod x86 {
         let n = a.len();
         let chunks = n / 8;
         let al = _mm256_set1_ps(alpha);
-        let mut lanes = Lanes::new();
+        let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
+        let (mut b1, mut b2, mut c1, mut c2) = (ninf, ninf, ninf, ninf);
         let ap = a.as_mut_ptr();
-        for ch in 0..chunks {
+        let step = |ch: usize, b1: &mut __m256, b2: &mut __m256| {
             let v = _mm256_add_ps(_mm256_loadu_ps(ap.add(ch * 8)), _mm256_mul_ps(al, load(ch)));
             _mm256_storeu_ps(ap.add(ch * 8), v);
-            lanes.push(v);
+            // min_ps(b1, v) is v (NaN) when v is NaN, and max_ps(NaN, b2) is b2.
+            *b2 = _mm256_max_ps(_mm256_min_ps(*b1, v), *b2);
+            // max_ps(v, b1) is b1 when v is NaN.
+            *b1 = _mm256_max_ps(v, *b1);
+        };
+        let mut ch = 0;
+        while ch + 2 <= chunks {
+            step(ch, &mut b1, &mut b2);
+            step(ch + 1, &mut c1, &mut c2);
+            ch += 2;
         }
-        let mut t = lanes.finish();
+        if ch < chunks {
+            step(ch, &mut b1, &mut b2);
+        }
+        // Merge the two lane sets: best of the bests; runner-up of both sets and the lesser best.
+        let m2 = _mm256_max_ps(_mm256_max_ps(b2, c2), _mm256_min_ps(b1, c1));
+        let m1 = _mm256_max_ps(b1, c1);
+        let (mut v1, mut v2) = ([0f32; 8], [0f32; 8]);
+        _mm256_storeu_ps(v1.as_mut_ptr(), m1);
+        _mm256_storeu_ps(v2.as_mut_ptr(), m2);
+        let (mut best, mut second) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+        let mut add = |v: f32| {
+            if v > best {
+                second = best;
+                best = v;
+            } else if v > second {
+                second = v;
+            }
+        };
+        for l in 0..8 {
+            add(v1[l]);
+        }
         for i in chunks * 8..n {
             a[i] += alpha * tail(i);
-            push(&mut t, i, a[i]);
+            add(a[i]);
         }
-        t
+        for &v in &v2 {
+            second = second.max(v);
+        }
+        if best == f32::NEG_INFINITY {
+            return Top2 { second, ..EMPTY };
+        }
+        // The first index holding the best value.
+        let target = _mm256_set1_ps(best);
+        let mut index = usize::MAX;
+        for ch in 0..chunks {
+            let eq = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_loadu_ps(ap.add(ch * 8)), target));
+            if eq != 0 {
+                index = ch * 8 + eq.trailing_zeros() as usize;
+                break;
+            }
+        }
+        if index == usize::MAX {
+            index = (chunks * 8..n).find(|&i| a[i] == best).unwrap_or(usize::MAX);
+        }
+        Top2 { index, value: best, second }
     }
 
     #[target_feature(enable = "avx2")]

@@ -27,10 +27,29 @@ impl Default for Engine {
 
 impl Engine {
     /// The strategy for a pursuit of `n` rows over `c` atoms of dimension `d` with `k` steps.
-    pub fn strategy_for(&self, n: usize, c: usize, d: usize, k: usize, gram_cached: bool) -> Strategy {
+    /// `gram_cached`: the Gram matrix of the dictionary is already computed; `picked_rows`: the
+    /// Gram rows the `gram-picked` strategy would compute, when known from a similar batch
+    /// ([`mpsae_kernels::pursuit::picked_gram_rows`]).
+    pub fn strategy_for(
+        &self,
+        n: usize,
+        c: usize,
+        d: usize,
+        k: usize,
+        gram_cached: bool,
+        picked_rows: Option<usize>,
+    ) -> Strategy {
         self.strategy.unwrap_or_else(|| {
-            let gram_entry_bytes = self.gram_precision.bytes();
-            choose_strategy(&Workload { n, c, d, k, gram_cached, gram_entry_bytes }, self.memory_budget)
+            let w = Workload {
+                n,
+                c,
+                d,
+                k,
+                gram_cached,
+                gram_entry_bytes: self.gram_precision.bytes(),
+                picked_rows: picked_rows.map(|r| r as f64),
+            };
+            choose_strategy(&w, self.memory_budget)
         })
     }
 }

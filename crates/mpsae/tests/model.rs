@@ -154,3 +154,31 @@ fn recycling_passes_changes_no_result() {
     }
     assert!(runs[0] == runs[1], "recycled buffers changed the training");
 }
+
+#[test]
+fn strategy_adapts_to_the_picks_of_the_previous_batch() {
+    use mpsae::criterion::Mse;
+    use mpsae::kernels::pursuit::{picked_gram_rows, Strategy};
+    let (n, d, c, k) = (256, 64, 8192, 4);
+    // Rows near four patterns: their picks share atoms, so `gram-picked` needs few Gram rows,
+    // which the cost model cannot know before it has seen picks (it expects them spread out).
+    let patterns = data(4, d);
+    let x: Vec<f32> =
+        (0..n * d).map(|i| patterns[(i / d % 4) * d + i % d] + 1e-3 * ((i % 89) as f32).sin()).collect();
+    let mut cfg = SaeConfig::new(d, c);
+    cfg.k = k;
+    let mut m = MpSae::new(cfg, 3).unwrap();
+    let engine = *m.engine();
+    let first = m.training_pass(&x, &Mse, None).unwrap();
+    assert_eq!(first.strategy, engine.strategy_for(n, c, d, k, false, None));
+    let rows = picked_gram_rows(&first.forward.codes.atoms, n, k, c);
+    assert!(rows <= 4 * (k - 1), "{rows} Gram rows for four patterns");
+    // Same weights, same batch: the second pass runs what the observed picks call for, and
+    // picks the same atoms.
+    let second = m.training_pass(&x, &Mse, None).unwrap();
+    assert_eq!(second.strategy, engine.strategy_for(n, c, d, k, false, Some(rows)));
+    assert_eq!(second.strategy, Strategy::GramPicked);
+    assert_ne!(first.strategy, second.strategy);
+    assert_eq!(second.picked_rows as usize, rows);
+    assert_eq!(first.forward.codes.atoms, second.forward.codes.atoms);
+}

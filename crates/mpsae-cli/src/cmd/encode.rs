@@ -62,7 +62,7 @@ pub fn run(a: EncodeArgs) -> CliResult<()> {
     }
     let k = a.k.unwrap_or(model.config().k);
     model.eval();
-    if model.engine().strategy_for(rows, c, d, k, false) == Strategy::Gram {
+    if model.engine().strategy_for(rows, c, d, k, false, None) == Strategy::Gram {
         model.prepare_gram();
     }
     let mut indices: Vec<i64> = Vec::new();

@@ -8,7 +8,7 @@ use crate::{Error, Result};
 use mpsae_kernels::backward::{backward, BackwardScratch, Grads};
 use mpsae_kernels::gram::{Gram, GramRef};
 use mpsae_kernels::memory::{grow_huge, huge_vec};
-use mpsae_kernels::pursuit::{pursuit, Output, Problem, Strategy};
+use mpsae_kernels::pursuit::{picked_gram_rows, pursuit, Output, Problem, Strategy};
 use mpsae_kernels::{axpy, Par};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -54,6 +54,8 @@ pub struct Encoded {
     /// Pursuit steps whose pick was re-checked with exact dot products (near ties under the
     /// Gram strategy's error bound; a diagnostic).
     pub rechecks: u64,
+    /// Gram rows computed by the `gram-picked` strategy (0 for the others).
+    pub picked_rows: u64,
 }
 
 /// Result of [`MpSae::forward`]: the reference's `(residual, codes, x_hat)`.
@@ -96,6 +98,8 @@ pub struct TrainingPass {
     /// Pursuit steps whose pick was re-checked with exact dot products (a diagnostic of the
     /// Gram strategy, see [`Encoded::rechecks`]).
     pub rechecks: u64,
+    /// Gram rows computed by the `gram-picked` strategy (0 for the others).
+    pub picked_rows: u64,
     /// Where the time went.
     pub timings: PassTimings,
 }
@@ -565,7 +569,7 @@ impl MpSae {
             run_pursuit(&self.engine, &mut self.workspace, &self.config, x, n, dict_encode, k, None, None);
         let t_encode = t0.elapsed().as_secs_f64();
         let (enc, strategy, gram_time) = (run.encoded, run.strategy, run.gram_seconds);
-        let rechecks = enc.rechecks;
+        let (rechecks, picked_rows) = (enc.rechecks, enc.picked_rows);
         let t1 = Instant::now();
         let x_hat = decode_with(dict_decode, &enc.codes, d, self.engine.par);
         let crit = criterion.evaluate(&CriterionInput {
@@ -639,6 +643,7 @@ impl MpSae {
             grads: Gradients { weights: g_dict, multiplier, input: g_x },
             strategy,
             rechecks,
+            picked_rows,
             timings,
         })
     }
@@ -649,12 +654,20 @@ impl MpSae {
 struct Workspace {
     /// Correlation scratch of the pursuit.
     scratch: Vec<f32>,
+    /// Gram rows kept by the `gram-picked` strategy.
+    gram_rows: Vec<f32>,
     /// Gram matrix of the training dictionary.
     gram: Gram,
     /// The backward pass's per-thread accumulators.
     backward: BackwardScratch,
     /// A dictionary-gradient buffer handed back by [`MpSae::recycle`].
     gradient: Vec<f32>,
+    /// `(n, k, rows)`: the Gram rows the `gram-picked` strategy needs (or needed) for the picks of
+    /// the last pursuit of `n` rows and `k` steps; the cost model's estimate for the next batch
+    /// of that shape (consecutive batches of one dataset pick alike).
+    picked_rows: Option<(usize, usize, usize)>,
+    /// The strategy the buffers above were sized for.
+    strategy: Option<Strategy>,
 }
 
 /// What [`run_pursuit`] gives back.
@@ -714,7 +727,18 @@ fn run_pursuit(
     cached: Option<GramRef>,
 ) -> PursuitRun {
     let (c, d) = (config.nb_concepts, config.input_dim);
-    let strategy = engine.strategy_for(n, c, d, k, cached.is_some());
+    let observed = ws.picked_rows.filter(|&(on, ok, _)| (on, ok) == (n, k)).map(|(_, _, rows)| rows);
+    let strategy = engine.strategy_for(n, c, d, k, cached.is_some(), observed);
+    if ws.strategy != Some(strategy) {
+        // Another strategy's buffers (an n x c scratch, a Gram matrix) would only add to the
+        // peak memory now.
+        ws.scratch = Vec::new();
+        ws.gram_rows = Vec::new();
+        if strategy != Strategy::Gram {
+            ws.gram = Gram::new();
+        }
+        ws.strategy = Some(strategy);
+    }
     let t0 = Instant::now();
     let g = match (strategy, cached) {
         (Strategy::Gram, Some(g)) => Some(g),
@@ -725,10 +749,24 @@ fn run_pursuit(
         _ => None,
     };
     let gram_seconds = t0.elapsed().as_secs_f64();
-    let mut out = Output { scratch: std::mem::take(&mut ws.scratch), ..Output::default() };
+    let mut out = Output {
+        scratch: std::mem::take(&mut ws.scratch),
+        gram_rows: std::mem::take(&mut ws.gram_rows),
+        ..Output::default()
+    };
     let p = Problem { x, n, d, dict, c, k, tol };
     pursuit(&p, strategy, g, engine.par, &mut out);
     ws.scratch = std::mem::take(&mut out.scratch);
+    ws.gram_rows = std::mem::take(&mut out.gram_rows);
+    // The picks are the same whatever the strategy: count the rows `gram-picked` needs for them
+    // (it counted them itself when it ran), unless the strategy is forced.
+    if engine.strategy.is_none() {
+        let rows = match strategy {
+            Strategy::GramPicked => out.picked_rows as usize,
+            _ => picked_gram_rows(&out.atoms, n, k, c),
+        };
+        ws.picked_rows = Some((n, k, rows));
+    }
     let codes = Codes { n, c, k, atoms: out.atoms, values: out.values };
     let encoded = Encoded {
         residual: out.residual,
@@ -736,6 +774,7 @@ fn run_pursuit(
         energy: out.energy,
         correlation_seconds: out.matmul_seconds,
         rechecks: out.rechecks,
+        picked_rows: out.picked_rows,
     };
     PursuitRun { encoded, strategy, gram_seconds }
 }

@@ -66,7 +66,7 @@ pub fn evaluate(
     }
     let (rows, d, c) = (data.rows(), data.dim(), model.nb_concepts());
     model.eval();
-    if model.engine().strategy_for(rows, c, d, k, false) == Strategy::Gram {
+    if model.engine().strategy_for(rows, c, d, k, false, None) == Strategy::Gram {
         model.prepare_gram();
     }
     let inv_scale2 = pre.scale.map_or(1.0, |s| 1.0 / (s as f64 * s as f64));
