@@ -13,7 +13,11 @@
 //!   picked in that step and not already computed at an earlier step (at most `2n` rows are
 //!   kept), so no `c x c` matrix is ever held.
 //!
-//! [`choose_strategy`] picks one from the problem's shape and a memory budget. In the Gram
+//! The plain and Gram strategies run tile by tile (each worker computes a tile's correlations
+//! and pursues its rows at once, so only one tile of correlations per worker is held).
+//!
+//! [`choose_strategy`] picks one from the problem's shape, a memory budget and, when known, the
+//! number of Gram rows the picks of a similar batch needed ([`picked_gram_rows`]). In the Gram
 //! strategies the correlation vector only drives the argmax: the value `v` is recomputed exactly
 //! as the dot product of the residual with the atom, so the codes do not drift. With the full
 //! Gram matrix the correlations carry an error bound (the f16 entries' `|v|·δ_j` per update, see
@@ -106,7 +110,15 @@ pub struct Workload {
     /// batch ([`picked_gram_rows`]); otherwise estimated as if picks were spread evenly over the
     /// atoms, which real activations are not (they favour some atoms, so fewer rows are needed).
     pub picked_rows: Option<f64>,
+    /// The strategy the previous similar batch ran, whose buffers are in place: it is kept unless
+    /// another is estimated [`SWITCH_GAIN`] cheaper, so that batches near the break-even point do
+    /// not flip between strategies (and re-allocate their buffers) at every step.
+    pub current: Option<Strategy>,
 }
+
+/// How much cheaper (as a fraction of its estimated work) another strategy must be to replace
+/// the one in use.
+pub const SWITCH_GAIN: f64 = 0.1;
 
 /// The cost model behind [`choose_strategy`]: estimated work and memory of each strategy.
 pub fn strategy_costs(w: &Workload) -> [StrategyCost; 3] {
@@ -149,12 +161,15 @@ pub fn choose_strategy(w: &Workload, memory_budget: usize) -> Strategy {
     if w.k <= 1 {
         return Strategy::Plain;
     }
-    strategy_costs(w)
-        .into_iter()
-        .filter(|s| s.strategy == Strategy::Plain || s.bytes <= memory_budget as f64)
-        .min_by(|a, b| a.flops.total_cmp(&b.flops))
-        .map(|s| s.strategy)
-        .unwrap_or(Strategy::Plain)
+    let costs = strategy_costs(w);
+    let fits = |s: &&StrategyCost| s.strategy == Strategy::Plain || s.bytes <= memory_budget as f64;
+    let best = costs.iter().filter(fits).min_by(|a, b| a.flops.total_cmp(&b.flops));
+    let current = costs.iter().filter(fits).find(|s| Some(s.strategy) == w.current);
+    match (best, current) {
+        (Some(b), Some(cur)) if b.flops > (1.0 - SWITCH_GAIN) * cur.flops => cur.strategy,
+        (Some(b), _) => b.strategy,
+        _ => Strategy::Plain,
+    }
 }
 
 /// The inputs of one pursuit.
@@ -219,9 +234,10 @@ impl Output {
 }
 
 /// Rows of one tile: a worker computes the tile's correlations with a single-threaded product
-/// and pursues its rows at once. 256 rows (the product's rate was measured flat from there to
-/// 1024 rows, and lower below 128) unless the tile would pass 8 MiB, and at least 128 rows; fewer
-/// when the batch has fewer rows than that per worker, so every worker gets a tile.
+/// and pursues its rows at once. 256 rows (single-threaded OpenBLAS `sgemm` of `m x 4096 x 384`
+/// here: 67-75 GFLOP/s from 256 to 1024 rows, 60 at 64) unless the tile would pass 8 MiB, and at
+/// least 128 rows; fewer when the batch has fewer rows than that per worker, so every worker gets
+/// a tile.
 fn tile_rows(n: usize, c: usize, workers: usize) -> usize {
     ((8usize << 20) / (4 * c.max(1))).clamp(128, 256).min(n.div_ceil(workers.max(1)).max(1))
 }
@@ -815,6 +831,7 @@ mod tests {
             gram_cached: false,
             gram_entry_bytes: 2,
             picked_rows,
+            current: None,
         };
         assert_eq!(choose_strategy(&w(Some(1068.0)), 8 << 30), Strategy::GramPicked);
         assert_ne!(choose_strategy(&w(Some(12000.0)), 8 << 30), Strategy::GramPicked);
@@ -823,6 +840,25 @@ mod tests {
         let w16 = |picked_rows| Workload { c: 4096, k: 16, ..w(picked_rows) };
         assert_eq!(choose_strategy(&w16(Some(1587.0)), 8 << 30), Strategy::Gram);
         assert_eq!(choose_strategy(&w16(None), 8 << 30), Strategy::Gram);
+        // Near the break-even point the strategy in use stays; far from it, the cheaper one wins.
+        let cost = |w: &Workload, s| strategy_costs(w).iter().find(|c| c.strategy == s).unwrap().flops;
+        let near = (100..4096)
+            .map(|rows| w16(Some(rows as f64)))
+            .find(|w| {
+                let (picked, gram) = (cost(w, Strategy::GramPicked), cost(w, Strategy::Gram));
+                picked < gram && picked > (1.0 - SWITCH_GAIN) * gram
+            })
+            .expect("a batch near the break-even point");
+        assert_eq!(choose_strategy(&near, 8 << 30), Strategy::GramPicked);
+        assert_eq!(
+            choose_strategy(&Workload { current: Some(Strategy::Gram), ..near }, 8 << 30),
+            Strategy::Gram
+        );
+        let far = w16(Some(100.0));
+        assert_eq!(
+            choose_strategy(&Workload { current: Some(Strategy::Gram), ..far }, 8 << 30),
+            Strategy::GramPicked
+        );
     }
 
     #[test]
@@ -835,6 +871,7 @@ mod tests {
             gram_cached,
             gram_entry_bytes,
             picked_rows: None,
+            current: None,
         };
         assert_eq!(choose_strategy(&w(4096, 16384, 768, 16, false, 4), 8 << 30), Strategy::Gram);
         assert_ne!(choose_strategy(&w(4096, 65536, 768, 16, false, 2), 8 << 30), Strategy::Gram);

@@ -27,9 +27,10 @@ impl Default for Engine {
 
 impl Engine {
     /// The strategy for a pursuit of `n` rows over `c` atoms of dimension `d` with `k` steps.
-    /// `gram_cached`: the Gram matrix of the dictionary is already computed; `picked_rows`: the
-    /// Gram rows the `gram-picked` strategy would compute, when known from a similar batch
-    /// ([`mpsae_kernels::pursuit::picked_gram_rows`]).
+    /// `gram_cached`: the Gram matrix of the dictionary is already computed; `previous`: what a
+    /// similar batch showed, when there was one: the Gram rows the `gram-picked` strategy needs
+    /// for its picks ([`mpsae_kernels::pursuit::picked_gram_rows`]) and the strategy it ran
+    /// (kept unless another is clearly cheaper).
     pub fn strategy_for(
         &self,
         n: usize,
@@ -37,7 +38,7 @@ impl Engine {
         d: usize,
         k: usize,
         gram_cached: bool,
-        picked_rows: Option<usize>,
+        previous: Option<(usize, Strategy)>,
     ) -> Strategy {
         self.strategy.unwrap_or_else(|| {
             let w = Workload {
@@ -47,7 +48,8 @@ impl Engine {
                 k,
                 gram_cached,
                 gram_entry_bytes: self.gram_precision.bytes(),
-                picked_rows: picked_rows.map(|r| r as f64),
+                picked_rows: previous.map(|(rows, _)| rows as f64),
+                current: previous.map(|(_, s)| s),
             };
             choose_strategy(&w, self.memory_budget)
         })

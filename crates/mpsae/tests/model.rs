@@ -176,7 +176,7 @@ fn strategy_adapts_to_the_picks_of_the_previous_batch() {
     // Same weights, same batch: the second pass runs what the observed picks call for, and
     // picks the same atoms.
     let second = m.training_pass(&x, &Mse, None).unwrap();
-    assert_eq!(second.strategy, engine.strategy_for(n, c, d, k, false, Some(rows)));
+    assert_eq!(second.strategy, engine.strategy_for(n, c, d, k, false, Some((rows, first.strategy))));
     assert_eq!(second.strategy, Strategy::GramPicked);
     assert_ne!(first.strategy, second.strategy);
     assert_eq!(second.picked_rows as usize, rows);

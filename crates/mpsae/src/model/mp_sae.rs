@@ -727,8 +727,12 @@ fn run_pursuit(
     cached: Option<GramRef>,
 ) -> PursuitRun {
     let (c, d) = (config.nb_concepts, config.input_dim);
-    let observed = ws.picked_rows.filter(|&(on, ok, _)| (on, ok) == (n, k)).map(|(_, _, rows)| rows);
-    let strategy = engine.strategy_for(n, c, d, k, cached.is_some(), observed);
+    let previous = ws
+        .picked_rows
+        .filter(|&(on, ok, _)| (on, ok) == (n, k))
+        .zip(ws.strategy)
+        .map(|((_, _, rows), s)| (rows, s));
+    let strategy = engine.strategy_for(n, c, d, k, cached.is_some(), previous);
     if ws.strategy != Some(strategy) {
         // Another strategy's buffers (an n x c scratch, a Gram matrix) would only add to the
         // peak memory now.
