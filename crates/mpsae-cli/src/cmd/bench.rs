@@ -200,12 +200,14 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                             Strategy::Plain => k as f64,
                         };
                     let dense_gf = dense_flops / dense_in_step.max(1e-12) / 1e9;
-                    // What a step must hold: W, grad, Adam moments, Gram if used, batch, picks.
+                    // What a step must hold: W, grad, Adam moments, the Gram matrix or the Gram
+                    // rows used (gram-picked holds at most 2n), batch, picks. Not counted:
+                    // gram-picked's n x c correlations.
                     let need = 4.0 * (4 * c * d + n * d * 3 + 2 * n * k) as f64
-                        + if strategy == Strategy::Gram {
-                            (base.gram_precision.bytes() * c * c) as f64
-                        } else {
-                            0.0
+                        + match strategy {
+                            Strategy::Gram => (base.gram_precision.bytes() * c * c) as f64,
+                            Strategy::GramPicked => (4 * c * (picked_rows as usize).min(2 * n).min(c)) as f64,
+                            Strategy::Plain => 0.0,
                         };
                     let ms = |s: f64| s * 1e3;
                     // Share of pursuit steps whose pick was re-checked with exact dot products.
