@@ -3,17 +3,8 @@
 use mpsae_kernels::gram::{Gram, Precision};
 use mpsae_kernels::matmul::{gram, matmul_abt};
 use mpsae_kernels::Par;
-use std::time::Instant;
-
-fn best(mut f: impl FnMut()) -> f64 {
-    (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
+mod common;
+use common::best_of_5 as best;
 
 fn main() {
     let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse().unwrap()).collect();

@@ -3,21 +3,12 @@
 //! distinct Gram rows read in a scattered order; 64 by default, in cache).
 use half::f16;
 use mpsae_kernels::select::{update_top2, update_top2_f16};
-use std::time::Instant;
-
-fn best(mut f: impl FnMut()) -> f64 {
-    (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::INFINITY, f64::min)
-}
+mod common;
+use common::best_of_5 as best;
 
 fn main() {
     let c: usize = std::env::args().nth(1).map_or(4096, |a| a.parse().expect("C: a number"));
-    // 64 Gram rows (as if 64 different atoms were picked), one correlation row in cache.
+    // ROWS Gram rows (as if that many different atoms were picked), one correlation row in cache.
     let rows: usize = std::env::args().nth(2).map_or(64, |a| a.parse().expect("ROWS: a number"));
     let g: Vec<f32> = (0..rows * c).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 5000.0).collect();
     let g16: Vec<f16> = g.iter().map(|&v| f16::from_f32(v)).collect();
