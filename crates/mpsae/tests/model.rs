@@ -181,4 +181,8 @@ fn strategy_adapts_to_the_picks_of_the_previous_batch() {
     assert_ne!(first.strategy, second.strategy);
     assert_eq!(second.picked_rows as usize, rows);
     assert_eq!(first.forward.codes.atoms, second.forward.codes.atoms);
+    // A smaller batch (an epoch's last) is planned on its own and leaves the full batches' plan.
+    m.training_pass(&x[..100 * d], &Mse, None).unwrap();
+    let third = m.training_pass(&x, &Mse, None).unwrap();
+    assert_eq!(third.strategy, Strategy::GramPicked);
 }

@@ -662,13 +662,26 @@ struct Workspace {
     backward: BackwardScratch,
     /// A dictionary-gradient buffer handed back by [`MpSae::recycle`].
     gradient: Vec<f32>,
-    /// `(n, k, rows)`: the Gram rows the `gram-picked` strategy needs (or needed) for the picks of
-    /// the last pursuit of `n` rows and `k` steps; the cost model's estimate for the next batch
-    /// of that shape (consecutive batches of one dataset pick alike).
-    picked_rows: Option<(usize, usize, usize)>,
+    /// What the last pursuits of each recent shape showed the cost model (consecutive batches of
+    /// one dataset pick alike), newest last.
+    seen: Vec<Seen>,
     /// The strategy the buffers above were sized for.
     strategy: Option<Strategy>,
 }
+
+/// What one pursuit showed: for `n` rows, `k` steps and a cached Gram matrix or not, the Gram rows
+/// the `gram-picked` strategy needs for its picks, and the strategy that ran.
+#[derive(Clone, Copy)]
+struct Seen {
+    n: usize,
+    k: usize,
+    cached: bool,
+    rows: usize,
+    strategy: Strategy,
+}
+
+/// Shapes remembered: a training run's full and last, smaller batch, and an evaluation's.
+const SEEN_SHAPES: usize = 4;
 
 /// What [`run_pursuit`] gives back.
 struct PursuitRun {
@@ -727,11 +740,8 @@ fn run_pursuit(
     cached: Option<GramRef>,
 ) -> PursuitRun {
     let (c, d) = (config.nb_concepts, config.input_dim);
-    let previous = ws
-        .picked_rows
-        .filter(|&(on, ok, _)| (on, ok) == (n, k))
-        .zip(ws.strategy)
-        .map(|((_, _, rows), s)| (rows, s));
+    let shape = |s: &Seen| (s.n, s.k, s.cached) == (n, k, cached.is_some());
+    let previous = ws.seen.iter().rev().find(|s| shape(s)).map(|s| (s.rows, s.strategy));
     let strategy = engine.strategy_for(n, c, d, k, cached.is_some(), previous);
     if ws.strategy != Some(strategy) {
         // Another strategy's buffers (an n x c scratch, a Gram matrix) would only add to the
@@ -769,7 +779,11 @@ fn run_pursuit(
             Strategy::GramPicked => out.picked_rows as usize,
             _ => picked_gram_rows(&out.atoms, n, k, c),
         };
-        ws.picked_rows = Some((n, k, rows));
+        ws.seen.retain(|s| !shape(s));
+        if ws.seen.len() == SEEN_SHAPES {
+            ws.seen.remove(0);
+        }
+        ws.seen.push(Seen { n, k, cached: cached.is_some(), rows, strategy });
     }
     let codes = Codes { n, c, k, atoms: out.atoms, values: out.values };
     let encoded = Encoded {
