@@ -268,12 +268,10 @@ mod x86 {
                 second = v;
             }
         };
-        for l in 0..8 {
-            add(v1[l]);
-        }
-        for i in chunks * 8..n {
-            a[i] += alpha * tail(i);
-            add(a[i]);
+        v1.iter().for_each(|&v| add(v));
+        for (i, y) in a.iter_mut().enumerate().skip(chunks * 8) {
+            *y += alpha * tail(i);
+            add(*y);
         }
         for &v in &v2 {
             second = second.max(v);
