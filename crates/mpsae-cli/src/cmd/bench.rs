@@ -112,9 +112,14 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                 let dict: Vec<f32> = (0..c * d).map(|_| rng.gen_range(-1.0f32..1.0)).collect();
                 let mut corr = vec![0f32; n * c];
                 matmul_abt(&x, &dict, &mut corr, n, c, d, par);
-                let t = Instant::now();
-                matmul_abt(&x, &dict, &mut corr, n, c, d, par);
-                let t_xdt = t.elapsed().as_secs_f64();
+                // The best of three: the targets compare with the best rate measured for the shape.
+                let t_xdt = (0..3)
+                    .map(|_| {
+                        let t = Instant::now();
+                        matmul_abt(&x, &dict, &mut corr, n, c, d, par);
+                        t.elapsed().as_secs_f64()
+                    })
+                    .fold(f64::INFINITY, f64::min);
                 drop(corr);
                 let sgemm_gf = 2.0 * (n * c * d) as f64 / t_xdt / 1e9;
                 let engine = Engine { par, ..base };
