@@ -150,8 +150,11 @@ pub fn strategy_costs(w: &Workload) -> [StrategyCost; 3] {
         StrategyCost {
             strategy: Strategy::GramPicked,
             flops: first + picked_flop_weight * 2.0 * picked_rows * c * d + PICKED_UPDATE_WEIGHT * updates,
-            // Gram rows of the atoms picked before the last step are kept, up to 2n of them.
-            bytes: 4.0 * (n * c + ((k - 1.0).max(1.0) * distinct).min(2.0 * n).min(c) * c),
+            // One tile of correlations, and the Gram rows of the atoms picked before the last
+            // step, up to 2n of them.
+            bytes: 4.0
+                * ((picked_tile_rows(w.n, w.c) * w.c) as f64
+                    + ((k - 1.0).max(1.0) * distinct).min(2.0 * n).min(c) * c),
         },
     ]
 }
@@ -555,99 +558,132 @@ impl RowCache {
     }
 }
 
+/// Rows whose correlations [`Strategy::GramPicked`] holds at once: the whole batch up to 64 MiB of
+/// them (its steps then share every Gram row they compute), else tiles of that size (at least 256
+/// rows) pursued one after the other, sharing Gram rows through the cache.
+fn picked_tile_rows(n: usize, c: usize) -> usize {
+    ((64usize << 20) / (4 * c.max(1))).max(256).min(n.max(1))
+}
+
 /// The number of Gram rows [`Strategy::GramPicked`] computes for a pursuit that makes these picks
 /// (`atoms`, `n x k` in pursuit order, over `c` atoms): the picks are the same whatever the
 /// strategy, so the picks of one batch tell the cost model what the next similar batch will need.
 pub fn picked_gram_rows(atoms: &[u32], n: usize, k: usize, c: usize) -> usize {
+    picked_gram_rows_tiles(atoms, n, k, c, picked_tile_rows(n, c))
+}
+
+/// [`picked_gram_rows`] for a pursuit of `tile` rows at a time.
+fn picked_gram_rows_tiles(atoms: &[u32], n: usize, k: usize, c: usize, tile: usize) -> usize {
     assert_eq!(atoms.len(), n * k, "picked_gram_rows: atoms shape");
     let mut cache = RowCache::new(n, c);
-    // The last step's picks need no rows.
-    (0..k.saturating_sub(1))
-        .map(|t| {
-            cache.admit((0..n).map(|row| atoms[row * k + t]));
-            cache.fresh.len()
-        })
-        .sum()
+    let mut total = 0;
+    // Tile by tile and step by step, as the pursuit admits them; the last step needs no rows.
+    for r0 in (0..n).step_by(tile) {
+        let rows = r0..(r0 + tile).min(n);
+        for t in 0..k.saturating_sub(1) {
+            cache.admit(rows.clone().map(|row| atoms[row * k + t]));
+            total += cache.fresh.len();
+        }
+    }
+    total
 }
 
 /// Pursuit with the Gram rows of the atoms picked at each step only.
 fn pursue_picked(p: &Problem, par: Par, out: &mut Output) {
+    pursue_picked_tiles(p, par, out, picked_tile_rows(p.n, p.c));
+}
+
+/// [`pursue_picked`] with `tile` rows of correlations at a time.
+fn pursue_picked_tiles(p: &Problem, par: Par, out: &mut Output, tile: usize) {
     let (n, d, c, k) = (p.n, p.d, p.c, p.k);
     let mut corr = std::mem::take(&mut out.scratch);
-    crate::memory::grow_huge(&mut corr, n * c, 0.0);
-    let t0 = Instant::now();
-    matmul_abt(p.x, p.dict, &mut corr, n, c, d, par);
-    let stops: Vec<f32> = p.x.chunks(d).map(|x| stop_sq(x, p.tol)).collect();
-    let mut done = vec![false; n];
-    // Each row's next pick, found by the fused update-and-select pass of the previous step (the
-    // first step scans the product's correlations).
-    let mut next = vec![usize::MAX; n];
+    crate::memory::grow_huge(&mut corr, tile * c, 0.0);
+    // The cache lives across tiles: rows computed for one tile serve the next ones.
     let mut cache = RowCache::new(n, c);
     let mut picked_rows: Vec<f32> = Vec::new();
     let mut gsub = std::mem::take(&mut out.gram_rows);
     gsub.clear();
     // Room for the whole cache up front (untouched until used): growing it never copies.
     crate::memory::reserve_huge(&mut gsub, (2 * n).min(c) * c);
-    out.matmul_seconds = t0.elapsed().as_secs_f64();
-    for t in 0..k {
-        // 1. Argmax and exact value for every live row; apply the step to the residual.
-        let step = |(((((a, r), atoms), values), energy), ((done, stop), next)): (
-            ((((&mut [f32], &mut [f32]), &mut [u32]), &mut [f32]), &mut [f32]),
-            ((&mut bool, &f32), &usize),
-        )| {
-            let mut s = RowState { r, atoms, values, energy, stop_sq: *stop, done: *done };
-            if !s.check_stop(t) {
-                let j = if *next == usize::MAX { argmax(a).0 } else { *next };
-                let v = dot(s.r, &p.dict[j * d..(j + 1) * d]);
-                s.apply(t, j, v, p.dict, d);
+    let mut r0 = 0;
+    while r0 < n {
+        let rows = tile.min(n - r0);
+        let corr = &mut corr[..rows * c];
+        let x = &p.x[r0 * d..(r0 + rows) * d];
+        let t0 = Instant::now();
+        matmul_abt(x, p.dict, corr, rows, c, d, par);
+        out.matmul_seconds += t0.elapsed().as_secs_f64();
+        let stops: Vec<f32> = x.chunks(d).map(|x| stop_sq(x, p.tol)).collect();
+        let mut done = vec![false; rows];
+        // Each row's next pick, found by the fused update-and-select pass of the previous step
+        // (the first step scans the product's correlations).
+        let mut next = vec![usize::MAX; rows];
+        let (atoms, values) =
+            (&mut out.atoms[r0 * k..(r0 + rows) * k], &mut out.values[r0 * k..(r0 + rows) * k]);
+        let (residual, energy) =
+            (&mut out.residual[r0 * d..(r0 + rows) * d], &mut out.energy[r0 * k..(r0 + rows) * k]);
+        for t in 0..k {
+            // 1. Argmax and exact value for every live row; apply the step to the residual.
+            let step = |(((((a, r), atoms), values), energy), ((done, stop), next)): (
+                ((((&mut [f32], &mut [f32]), &mut [u32]), &mut [f32]), &mut [f32]),
+                ((&mut bool, &f32), &usize),
+            )| {
+                let mut s = RowState { r, atoms, values, energy, stop_sq: *stop, done: *done };
+                if !s.check_stop(t) {
+                    let j = if *next == usize::MAX { argmax(a).0 } else { *next };
+                    let v = dot(s.r, &p.dict[j * d..(j + 1) * d]);
+                    s.apply(t, j, v, p.dict, d);
+                }
+                *done = s.done;
+            };
+            let it = corr
+                .chunks_mut(c)
+                .zip(residual.chunks_mut(d))
+                .zip(atoms.chunks_mut(k))
+                .zip(values.chunks_mut(k))
+                .zip(energy.chunks_mut(k))
+                .zip(done.iter_mut().zip(stops.iter()).zip(next.iter()));
+            match par {
+                Par::Seq => it.for_each(step),
+                Par::Rayon(_) => it.collect::<Vec<_>>().into_par_iter().with_min_len(8).for_each(step),
             }
-            *done = s.done;
-        };
-        let it = corr
-            .chunks_mut(c)
-            .zip(out.residual.chunks_mut(d))
-            .zip(out.atoms.chunks_mut(k))
-            .zip(out.values.chunks_mut(k))
-            .zip(out.energy.chunks_mut(k))
-            .zip(done.iter_mut().zip(stops.iter()).zip(next.iter()));
-        match par {
-            Par::Seq => it.for_each(step),
-            Par::Rayon(_) => it.collect::<Vec<_>>().into_par_iter().with_min_len(8).for_each(step),
-        }
-        if t + 1 == k {
-            break;
-        }
-        // 2. Gram rows of the atoms picked at this step that the cache does not hold.
-        let held = cache.admit((0..n).map(|row| out.atoms[row * k + t]));
-        let fresh = &cache.fresh;
-        let u = fresh.len();
-        if u > 0 {
-            picked_rows.resize(u * d, 0.0);
-            for (dst, &j) in picked_rows.chunks_mut(d).zip(fresh) {
-                dst.copy_from_slice(&p.dict[j as usize * d..(j as usize + 1) * d]);
+            if t + 1 == k {
+                break;
             }
-            gsub.resize((held + u) * c, 0.0);
-            let t1 = Instant::now();
-            matmul_abt(&picked_rows, p.dict, &mut gsub[held * c..], u, c, d, par);
-            out.matmul_seconds += t1.elapsed().as_secs_f64();
-            out.picked_rows += u as u64;
-        }
-        let slot = &cache.slot;
-        // 3. Correlation updates, fused with the selection of the next pick (one pass over the
-        //    `n x c` correlations per step instead of two).
-        let update = |(row, (a, next)): (usize, (&mut [f32], &mut usize))| {
-            let j = out.atoms[row * k + t];
-            if j != NO_ATOM {
-                let s = slot[j as usize] as usize;
-                let top = update_top2(-out.values[row * k + t], &gsub[s * c..(s + 1) * c], a);
-                // No number among the correlations: the plain argmax decides, as at step one.
-                *next = top.index;
+            // 2. Gram rows of the atoms picked at this step that the cache does not hold.
+            let held = cache.admit((0..rows).map(|row| atoms[row * k + t]));
+            let fresh = &cache.fresh;
+            let u = fresh.len();
+            if u > 0 {
+                picked_rows.resize(u * d, 0.0);
+                for (dst, &j) in picked_rows.chunks_mut(d).zip(fresh) {
+                    dst.copy_from_slice(&p.dict[j as usize * d..(j as usize + 1) * d]);
+                }
+                gsub.resize((held + u) * c, 0.0);
+                let t1 = Instant::now();
+                matmul_abt(&picked_rows, p.dict, &mut gsub[held * c..], u, c, d, par);
+                out.matmul_seconds += t1.elapsed().as_secs_f64();
+                out.picked_rows += u as u64;
             }
-        };
-        match par {
-            Par::Seq => corr.chunks_mut(c).zip(next.iter_mut()).enumerate().for_each(update),
-            Par::Rayon(_) => corr.par_chunks_mut(c).zip(next.par_iter_mut()).enumerate().for_each(update),
+            let slot = &cache.slot;
+            let (atoms, values) = (&*atoms, &*values);
+            // 3. Correlation updates, fused with the selection of the next pick (one pass over
+            //    the tile's correlations per step instead of two).
+            let update = |(row, (a, next)): (usize, (&mut [f32], &mut usize))| {
+                let j = atoms[row * k + t];
+                if j != NO_ATOM {
+                    let s = slot[j as usize] as usize;
+                    let top = update_top2(-values[row * k + t], &gsub[s * c..(s + 1) * c], a);
+                    // No number among the correlations: the plain argmax decides, as at step one.
+                    *next = top.index;
+                }
+            };
+            match par {
+                Par::Seq => corr.chunks_mut(c).zip(next.iter_mut()).enumerate().for_each(update),
+                Par::Rayon(_) => corr.par_chunks_mut(c).zip(next.par_iter_mut()).enumerate().for_each(update),
+            }
         }
+        r0 += rows;
     }
     out.scratch = corr;
     out.gram_rows = gsub;
@@ -746,6 +782,32 @@ mod tests {
         assert!(early.atoms.contains(&NO_ATOM));
         assert_eq!(picked_gram_rows(&early.atoms, n, k, c) as u64, early.picked_rows);
         assert_eq!(picked_gram_rows(&[3, 3, 5, 3, 3, 5], 2, 3, 8), 1);
+    }
+
+    #[test]
+    fn picked_gram_rows_in_tiles_share_the_cache_and_stay_exact() {
+        // 300 rows in tiles of 64 (the last one short), some rows stopping early: the same picks
+        // as the plain pursuit, and the rows counted from the picks are the rows computed.
+        let (n, d, c, k) = (300, 12, 90, 6);
+        let (x, dict) = random_problem(n, d, c, 13);
+        let p = Problem { x: &x, n, d, dict: &dict, c, k, tol: Some(0.5) };
+        let mut plain = Output::default();
+        pursuit(&p, Strategy::Plain, None, Par::Seq, &mut plain);
+        assert!(plain.atoms.contains(&NO_ATOM));
+        for par in [Par::Seq, Par::rayon()] {
+            // As `pursuit` prepares the output.
+            let mut tiled = Output::with_shape(n, k, d);
+            tiled.residual.copy_from_slice(&x);
+            pursue_picked_tiles(&p, par, &mut tiled, 64);
+            assert_eq!(tiled.atoms, plain.atoms);
+            for (a, b) in tiled.values.iter().zip(&plain.values) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()));
+            }
+            assert_eq!(picked_gram_rows_tiles(&tiled.atoms, n, k, c, 64) as u64, tiled.picked_rows);
+            // Later tiles find most of their rows in the cache.
+            let whole = picked_gram_rows_tiles(&tiled.atoms, n, k, c, n);
+            assert!(tiled.picked_rows <= 2 * whole as u64);
+        }
     }
 
     #[test]

@@ -98,9 +98,9 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
         base.gram_precision.name()
     );
     println!(
-        "{:>4} {:>6} {:>3} {:>5} {:>11} {:>9} {:>9} {:>9} | {:>7} {:>6} {:>7} {:>7} {:>6} {:>6} | {:>6} {:>6} {:>5} {:>5} | {:>7} {:>7} | {:>6} {:>6}",
+        "{:>4} {:>6} {:>3} {:>5} {:>11} {:>9} {:>9} {:>9} | {:>7} {:>6} {:>7} {:>7} {:>6} {:>6} | {:>6} {:>6} {:>5} {:>5} | {:>7} {:>7} {:>7} | {:>6} {:>6}",
         "d", "c", "k", "n", "strategy", "train/s", "encode/s", "step", "gram", "corr", "pursuit", "backwd", "optim", "other",
-        "sgemm", "dense", "eff", "step/", "peakMB", "needMB", "rechk%", "rows/n"
+        "sgemm", "dense", "eff", "step/", "peakMB", "needMB", "warmMB", "rechk%", "rows/n"
     );
     let mut results = Vec::new();
     for &d in &ds {
@@ -150,7 +150,14 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                     // shows it the picks, the second runs the strategy those picks call for (and
                     // pages its buffers in), as every later step of a training run does.
                     const WARM_UP: usize = 2;
+                    let mut warm_up_peak = None;
                     for rep in 0..a.reps + WARM_UP {
+                        if rep == WARM_UP {
+                            // The peak of the warm-up steps (the first may run another strategy),
+                            // then that of the steady steps, which `needMB` describes.
+                            release_free_memory();
+                            warm_up_peak = peak_rss_and_reset();
+                        }
                         let t = Instant::now();
                         let mut pass = model.training_pass(&x, &Mse, None).map_err(msg)?;
                         let t_opt = Instant::now();
@@ -218,7 +225,7 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                     // Share of pursuit steps whose pick was re-checked with exact dot products.
                     let recheck_pct = 100.0 * rechecks as f64 / (a.reps * n * k) as f64;
                     println!(
-                        "{d:>4} {c:>6} {k:>3} {n:>5} {:>11} {:>9.0} {:>9.0} {:>9.1} | {:>7.1} {:>6.1} {:>7.1} {:>7.1} {:>6.1} {:>6.1} | {:>6.1} {:>6.1} {:>5.2} {:>5.2} | {:>7.0} {:>7.0} | {:>6.2} {:>6.2}",
+                        "{d:>4} {c:>6} {k:>3} {n:>5} {:>11} {:>9.0} {:>9.0} {:>9.1} | {:>7.1} {:>6.1} {:>7.1} {:>7.1} {:>6.1} {:>6.1} | {:>6.1} {:>6.1} {:>5.2} {:>5.2} | {:>7.0} {:>7.0} {:>7.0} | {:>6.2} {:>6.2}",
                         strategy.name(),
                         n as f64 / step,
                         n as f64 / t_enc,
@@ -235,6 +242,7 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                         step / dense_s,
                         peak.map_or(f64::NAN, |p| p as f64 / 1e6),
                         need / 1e6,
+                        warm_up_peak.map_or(f64::NAN, |p| p as f64 / 1e6),
                         recheck_pct,
                         picked_share,
                     );
@@ -248,7 +256,7 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                         "sgemm_gflops": sgemm_gf, "dense_gflops_in_step": dense_gf,
                         "dense_fraction_of_sgemm": dense_gf / sgemm_gf,
                         "step_over_dense": step / dense_s,
-                        "peak_rss_bytes": peak, "must_hold_bytes": need,
+                        "peak_rss_bytes": peak, "peak_rss_warm_up_bytes": warm_up_peak, "must_hold_bytes": need,
                         "recheck_percent": recheck_pct, "picked_gram_rows": picked_rows,
                     }));
                 }
@@ -256,6 +264,7 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
         }
     }
     println!("# step/ = training step time over the dense work it needs (X·Dᵀ + Gram, X·Dᵀ + the picked Gram rows, or k·X·Dᵀ) at the sgemm rate");
+    println!("# peakMB = peak memory of the timed steps; warmMB = of the two warm-up steps before them (the first runs the cost model's guess)");
     println!("# rows/n = Gram rows computed by gram-picked in the last step, per batch row");
     println!("# eff = dense GFLOP/s inside the step over the standalone sgemm rate for X·Dᵀ");
     if let Some(p) = a.out {
