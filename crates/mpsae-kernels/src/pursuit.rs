@@ -79,8 +79,9 @@ pub struct StrategyCost {
 // streamed from memory at every step: 0.66-0.78 ns, about 90 flops), the plain strategy's
 // argmax scan of one correlation after each product (0.5-0.6 ns, about 60 flops), a flop of the
 // Gram matrix's block-triangular product (1.4 flops of `X·Dmᵀ`: smaller blocks), and a flop of
-// `gram-picked`'s per-step products of the new rows (small products split over the threads:
-// 1.1 flops of `X·Dmᵀ` at 350 rows a step, 1.8 at 100, modelled as 1 + 32 / rows per thread).
+// `gram-picked`'s per-step products of the new rows, modelled as 1.4 + 32 / rows per thread
+// (measured: 0.95-1.25 at c=4096 and at k=4 with batch 1024, 1.45-1.5 with thousands of
+// 64 KiB rows at c=16384, batch 4096, and up to 1.8 when a step has 100 rows).
 /// Weight of one Gram-strategy correlation update with an f16 Gram row.
 const GRAM_UPDATE_WEIGHT: f64 = 25.0;
 /// Weight of one `gram-picked` correlation update.
@@ -134,7 +135,7 @@ pub fn strategy_costs(w: &Workload) -> [StrategyCost; 3] {
     let distinct = c * (1.0 - (-n / c).exp());
     let picked_rows = w.picked_rows.unwrap_or((k - 1.0).max(0.0) * distinct);
     let rows_per_thread = picked_rows / (k - 1.0).max(1.0) / threads as f64;
-    let picked_flop_weight = 1.0 + 32.0 / rows_per_thread.max(1.0);
+    let picked_flop_weight = GRAM_FLOP_WEIGHT + 32.0 / rows_per_thread.max(1.0);
     let gram_flops = if w.gram_cached { 0.0 } else { GRAM_FLOP_WEIGHT * c * c * d };
     [
         StrategyCost {
