@@ -744,10 +744,13 @@ fn run_pursuit(
     let previous = ws.seen.iter().rev().find(|s| shape(s)).map(|s| (s.rows, s.strategy));
     let strategy = engine.strategy_for(n, c, d, k, cached.is_some(), previous);
     if ws.strategy != Some(strategy) {
-        // Another strategy's buffers (an n x c scratch, a Gram matrix) would only add to the
-        // peak memory now.
-        ws.scratch = Vec::new();
-        ws.gram_rows = Vec::new();
+        // Another strategy's buffers would only add to the peak memory now: gram-picked's larger
+        // correlation tile and Gram rows, or the Gram matrix. Plain and Gram share their
+        // correlation tiles.
+        if ws.strategy == Some(Strategy::GramPicked) || strategy == Strategy::GramPicked {
+            ws.scratch = Vec::new();
+            ws.gram_rows = Vec::new();
+        }
         if strategy != Strategy::Gram {
             ws.gram = Gram::new();
         }
