@@ -141,7 +141,7 @@ fn encode_eval_inspect_on_shared_real_data() {
     let ir: Value = serde_json::from_str(&ok(&["inspect", o])).unwrap();
     assert_eq!(ir["run"]["model"]["k"], 8);
     let idata: Value = serde_json::from_str(&ok(&["inspect", d])).unwrap();
-    assert_eq!(idata["shape"], serde_json::json!([32768, 576]));
+    assert_eq!(idata["shape"], serde_json::json!([4096, 576]));
     assert_eq!(idata["dtype"], "F16");
     let ick: Value =
         serde_json::from_str(&ok(&["inspect", out.join("checkpoint.safetensors").to_str().unwrap()]))

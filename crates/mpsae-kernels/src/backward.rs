@@ -57,15 +57,26 @@ pub struct BackwardScratch {
     parts: Vec<Vec<f32>>,
 }
 
+/// The bounds of `shards` micro-shards over `n` rows: shard `s` holds rows
+/// `bounds[s]..bounds[s + 1]`, with `bounds[s] = s·n / shards` (some are empty when `n < shards`).
+pub fn shard_bounds(n: usize, shards: usize) -> Vec<usize> {
+    let shards = shards.max(1);
+    (0..=shards).map(|s| s * n / shards).collect()
+}
+
 /// Gradients with respect to the dictionary (`c x d`, written to `g_dict`, overwritten) and, when
 /// `g_x` is given, to the input through the pursuit (`n x d`, overwritten). Training needs only
 /// the first; skipping the second saves an `n x d` buffer.
 ///
-/// Rows are split into `par.degree()` parts, each with its own `c x d` accumulator, summed in a
-/// fixed order: the result depends on the thread count, never on scheduling. The accumulators
-/// beyond `g_dict` live in `scratch`.
+/// The rows are cut into the micro-shards `bounds` (see [`shard_bounds`]): each shard's gradient
+/// is accumulated alone, in row order, and the shards are summed along a fixed pairwise tree
+/// (`(s0 + s1) + (s2 + s3)`, ...). The result depends on the shards only, never on the number of
+/// threads or on scheduling; a process that holds an aligned block of a larger batch's shards
+/// computes exactly that block's subtree, so processes can complete the tree between them and
+/// get the one-process result bit for bit. The accumulators beyond `g_dict` live in `scratch`.
 pub fn backward(
     g: &Grads,
+    bounds: &[usize],
     par: Par,
     g_dict: &mut [f32],
     g_x: Option<&mut [f32]>,
@@ -77,11 +88,12 @@ pub fn backward(
     assert_eq!(g.values.len(), n * k);
     assert_eq!(g.g_xhat.len(), n * d);
     assert_eq!(g_dict.len(), c * d);
+    assert!(bounds.len() >= 2 && bounds[0] == 0 && *bounds.last().unwrap() == n, "backward: shard bounds");
+    assert!(bounds.windows(2).all(|w| w[0] <= w[1]), "backward: shard bounds");
     if let Some(gx) = &g_x {
         assert_eq!(gx.len(), n * d);
     }
-    let parts = par.degree().min(n.max(1));
-    let rows_per = n.div_ceil(parts).max(1);
+    let parts = bounds.len() - 1;
     g_dict.fill(0.0);
     scratch.parts.resize_with(parts - 1, Vec::new);
     for e in scratch.parts.iter_mut() {
@@ -96,8 +108,7 @@ pub fn backward(
             accs.push(e.as_mut_slice());
         }
         let work = |(part, (acc, mut gx)): (usize, (&mut &mut [f32], Option<&mut [f32]>))| {
-            let r0 = part * rows_per;
-            let r1 = (r0 + rows_per).min(n);
+            let (r0, r1) = (bounds[part], bounds[part + 1]);
             let mut hist = vec![0f32; (k + 1) * d];
             let mut scratch = vec![0f32; if gx.is_some() { 0 } else { d }];
             for row in r0..r1 {
@@ -109,8 +120,16 @@ pub fn backward(
             }
         };
         let gx_parts: Vec<Option<&mut [f32]>> = match g_x {
-            Some(gx) => gx.chunks_mut(rows_per * d).map(Some).collect(),
-            None => (0..n.div_ceil(rows_per)).map(|_| None).collect(),
+            Some(mut gx) => {
+                let mut out = Vec::with_capacity(parts);
+                for w in bounds.windows(2) {
+                    let (head, tail) = std::mem::take(&mut gx).split_at_mut((w[1] - w[0]) * d);
+                    out.push(Some(head));
+                    gx = tail;
+                }
+                out
+            }
+            None => (0..parts).map(|_| None).collect(),
         };
         let it = accs.iter_mut().zip(gx_parts).enumerate();
         match par {
@@ -118,19 +137,51 @@ pub fn backward(
             Par::Rayon(_) => it.collect::<Vec<_>>().into_par_iter().for_each(work),
         }
     }
-    let extra: &[Vec<f32>] = extra;
-    if !extra.is_empty() {
-        let add = |(i, dst): (usize, &mut [f32])| {
-            for e in extra.iter() {
-                let src = &e[i * d..(i + 1) * d];
-                dst.iter_mut().zip(src).for_each(|(a, b)| *a += b);
-            }
-        };
-        match par {
-            Par::Seq => g_dict.chunks_mut(d).enumerate().for_each(add),
-            Par::Rayon(_) => g_dict.par_chunks_mut(d).enumerate().with_min_len(64).for_each(add),
-        }
+    // The pairwise tree: part 0 is `g_dict`, part i > 0 is extra[i - 1] (scratch, summed into).
+    let mut accs: Vec<&mut [f32]> = Vec::with_capacity(parts);
+    accs.push(g_dict);
+    for e in extra.iter_mut() {
+        accs.push(e.as_mut_slice());
     }
+    let mut stride = 1;
+    while stride < parts {
+        let mut i = 0;
+        while i + stride < parts {
+            let (l, r) = accs.split_at_mut(i + stride);
+            add_into(l[i], r[0], par);
+            i += 2 * stride;
+        }
+        stride *= 2;
+    }
+}
+
+/// `dst += src`, elementwise.
+fn add_into(dst: &mut [f32], src: &[f32], par: Par) {
+    const CHUNK: usize = 1 << 14;
+    let add = |(a, b): (&mut [f32], &[f32])| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+    match par {
+        Par::Seq => add((dst, src)),
+        Par::Rayon(_) => dst.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(add),
+    }
+}
+
+/// The sum of several shards' gradients (`c x d` each, in shard order) along the pairwise tree
+/// of [`backward`]: what `backward` over all their rows gives, bit for bit, when each part is an
+/// aligned block of shards (a power-of-two count of them).
+pub fn tree_sum(parts: &mut [Vec<f32>]) -> Vec<f32> {
+    let n = parts.len();
+    assert!(n > 0, "tree_sum: no parts");
+    let mut stride = 1;
+    while stride < n {
+        let mut i = 0;
+        while i + stride < n {
+            let (l, r) = parts.split_at_mut(i + stride);
+            l[i].iter_mut().zip(&r[0]).for_each(|(a, b)| *a += b);
+            i += 2 * stride;
+        }
+        stride *= 2;
+    }
+    std::mem::take(&mut parts[0])
 }
 
 crate::simd_kernel!(

@@ -1,9 +1,14 @@
 //! Compute kernels of mpsae: the maths of a matching-pursuit sparse autoencoder and nothing else.
 //!
-//! No model, no I/O, no configuration: free functions over row-major `f32` slices, each taking a
-//! [`Par`] that says how many threads it may use. The model crate (`mpsae`) is written against
-//! these functions, so that another backend (CUDA) can provide the same operations later.
+//! No model, no I/O, no configuration. The model crate (`mpsae`) is written against one trait,
+//! [`backend::Backend`]: the narrow seam a new backend (CUDA) implements. This crate holds two
+//! implementations of it: [`backend::CpuBackend`], the fast one, built from the free functions
+//! below (row-major `f32` slices, each taking a [`Par`] that says how many threads it may use),
+//! and [`backend::ReferenceBackend`], a plain f64 oracle for the tests.
 //!
+//! - [`backend`]: the trait, its settings, and the CPU backend's planner (`backend/cpu/planner.rs`:
+//!   the cost model that picks a pursuit strategy, its learned history, the Gram preparation).
+//! - [`normalize`]: the row normalisations of the dictionary.
 //! - [`matmul`]: `A · Bᵀ` products and the symmetric Gram matrix `D · Dᵀ` (on [`blas`] when a
 //!   system OpenBLAS is present, else on the `gemm` crate).
 //! - [`gram`]: the Gram matrix as the pursuit reads it, in f32 or in f16 with per-row error
@@ -62,11 +67,13 @@ macro_rules! simd_kernel {
 pub(crate) use simd_kernel;
 
 pub mod adam;
+pub mod backend;
 pub mod backward;
 pub mod blas;
 pub mod gram;
 pub mod matmul;
 pub mod memory;
+pub mod normalize;
 pub mod pursuit;
 pub mod select;
 

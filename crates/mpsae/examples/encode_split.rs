@@ -9,7 +9,7 @@ fn main() {
     cfg.k = k;
     let mut m = MpSae::new(cfg, 0).unwrap();
     m.eval();
-    m.prepare_gram();
+    m.prepare_for(n, k);
     let x: Vec<f32> = (0..n * d).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
     m.encode(&x).unwrap();
     for _ in 0..3 {

@@ -4,13 +4,38 @@ use crate::model::Normalization;
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-/// Where the model's maths runs. Only the CPU exists today; a CUDA backend will add a variant.
+/// Which backend runs the model's maths (see `mpsae_kernels::backend`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Device {
-    /// The CPU kernels of `mpsae-kernels`.
+    /// The fast CPU backend.
     #[default]
     Cpu,
+    /// The plain f64 oracle backend (slow; for checking results).
+    Reference,
+}
+
+impl Device {
+    /// The backend's name (`cpu`, `reference`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Reference => "reference",
+        }
+    }
+
+    /// The device called `name`; an unknown one (or one this build lacks, such as `cuda`) is an
+    /// error that says which exist.
+    pub fn from_name(name: &str) -> Result<Device> {
+        match name {
+            "cpu" => Ok(Device::Cpu),
+            "reference" => Ok(Device::Reference),
+            other => Err(Error::invalid(
+                "device",
+                mpsae_kernels::backend::by_name(other, Default::default()).err().unwrap_or_default(),
+            )),
+        }
+    }
 }
 
 /// The encoder module of the reference. `MpSae::encode` never uses it (matching pursuit needs no

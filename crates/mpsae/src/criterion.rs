@@ -23,6 +23,9 @@ pub struct CriterionInput<'a> {
     pub n: usize,
     /// Row dimension.
     pub d: usize,
+    /// Rows of the whole batch the loss averages over: `n` unless these rows are a shard of a
+    /// batch split over processes, whose losses and gradients then add up to the batch's.
+    pub batch_rows: usize,
     /// Whether the caller wants dL/dx: when false a criterion may leave
     /// [`CriterionOutput::g_x`] out (training does not need it).
     pub input_gradient: bool,
@@ -61,7 +64,7 @@ pub struct Mse;
 
 /// Loss and gradients of the MSE, shared by the criteria that build on it.
 fn mse_parts(input: &CriterionInput) -> (f64, Vec<f32>, Option<Vec<f32>>) {
-    let nd = input.x.len().max(1) as f64;
+    let nd = (input.batch_rows.max(input.n) * input.d).max(1) as f64;
     let scale = (2.0 / nd) as f32;
     let mut sum = 0f64;
     let mut g_x_hat = Vec::with_capacity(input.x.len());

@@ -26,6 +26,7 @@ pub mod io;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod run;
 pub mod train;
 
 pub use config::{Device, EncoderKind, SaeConfig};

@@ -84,6 +84,13 @@ impl DeadCodeTracker {
         }
     }
 
+    /// Marks the given atoms as alive (positive codes seen elsewhere, e.g. on other processes).
+    pub fn mark_alive(&mut self, atoms: impl Iterator<Item = usize>) {
+        for a in atoms {
+            self.alive[a] = true;
+        }
+    }
+
     /// `1 - mean(alive)`.
     pub fn dead_ratio(&self) -> f64 {
         dead_ratio(&self.alive)

@@ -2,7 +2,8 @@
 
 use crate::model::{Gradients, MpSae};
 pub use mpsae_kernels::adam::AdamParams;
-use mpsae_kernels::adam::{adam_step, clip_coef, global_norm};
+use mpsae_kernels::adam::{adam_step, clip_coef};
+use mpsae_kernels::backend::Backend;
 use mpsae_kernels::Par;
 use serde::{Deserialize, Serialize};
 
@@ -60,11 +61,11 @@ impl Adam {
 
     /// One update of the model's parameters with `grads`, at learning rate `lr`. The multiplier
     /// is updated only when it has a gradient (the model trains it).
-    pub fn step(&mut self, model: &mut MpSae, grads: &Gradients, lr: f64, par: Par) {
+    pub fn step(&mut self, model: &mut MpSae, grads: &Gradients, lr: f64) {
         self.step += 1;
         let hp = AdamParams { lr, ..self.params };
-        let (w, m) = model.parameters_mut();
-        adam_step(w, &grads.weights, &mut self.exp_avg, &mut self.exp_avg_sq, self.step, &hp, par);
+        let (w, m, backend) = model.parameters_and_backend();
+        backend.adam_step(w, &grads.weights, &mut self.exp_avg, &mut self.exp_avg_sq, self.step, &hp);
         if let Some(gm) = grads.multiplier {
             let (mut p, mut a, mut v) = ([*m], [self.multiplier_exp_avg], [self.multiplier_exp_avg_sq]);
             adam_step(&mut p, &[gm], &mut a, &mut v, self.step, &hp, Par::Seq);
@@ -75,23 +76,19 @@ impl Adam {
     }
 }
 
-/// The global L2 norm of the parameter gradients (`W`, and `m` when trained).
-pub fn gradient_norm(grads: &Gradients) -> f64 {
-    let m = grads.multiplier.map(|g| [g]);
-    let mut parts: Vec<&[f32]> = vec![&grads.weights];
-    if let Some(m) = &m {
-        parts.push(m);
-    }
-    global_norm(&parts)
+/// The global L2 norm of the parameter gradients (`W`, and `m` when trained), on `backend`.
+pub fn gradient_norm(backend: &dyn Backend, grads: &Gradients) -> f64 {
+    let m = grads.multiplier.map(|g| g as f64 * g as f64).unwrap_or(0.0);
+    (backend.sum_of_squares(&grads.weights) + m).sqrt()
 }
 
 /// `clip_grad_norm_(parameters, max_norm)`: scales the parameter gradients so that their global
 /// norm is at most `max_norm`; returns the norm before clipping. `max_norm <= 0` turns it off.
-pub fn clip_gradients(grads: &mut Gradients, max_norm: f64) -> f64 {
-    let total = gradient_norm(grads);
+pub fn clip_gradients(backend: &dyn Backend, grads: &mut Gradients, max_norm: f64) -> f64 {
+    let total = gradient_norm(backend, grads);
     if max_norm > 0.0 {
         let coef = clip_coef(total, max_norm);
-        grads.weights.iter_mut().for_each(|g| *g *= coef);
+        backend.scale(&mut grads.weights, coef);
         if let Some(g) = grads.multiplier.as_mut() {
             *g *= coef;
         }

@@ -143,8 +143,7 @@ fn recycling_passes_changes_no_result() {
         let mut grads = Vec::new();
         for _ in 0..4 {
             let pass = m.training_pass(&x, &mpsae::criterion::Mse, None).unwrap();
-            let par = m.engine().par;
-            adam.step(&mut m, &pass.grads, 1e-2, par);
+            adam.step(&mut m, &pass.grads, 1e-2);
             grads.push(pass.grads.weights.clone());
             if recycle {
                 m.recycle(pass);
@@ -158,6 +157,7 @@ fn recycling_passes_changes_no_result() {
 #[test]
 fn strategy_adapts_to_the_picks_of_the_previous_batch() {
     use mpsae::criterion::Mse;
+    use mpsae::kernels::backend::cpu::planner::Planner;
     use mpsae::kernels::pursuit::{picked_gram_rows, Strategy};
     let (n, d, c, k) = (256, 64, 8192, 4);
     // Rows near four patterns: their picks share atoms, so `gram-picked` needs few Gram rows,
@@ -170,13 +170,15 @@ fn strategy_adapts_to_the_picks_of_the_previous_batch() {
     let mut m = MpSae::new(cfg, 3).unwrap();
     let engine = *m.engine();
     let first = m.training_pass(&x, &Mse, None).unwrap();
-    assert_eq!(first.strategy, engine.strategy_for(n, c, d, k, false, None));
+    let mut planner = Planner::default();
+    assert_eq!(first.strategy, planner.strategy_for(&engine, n, c, d, k, false));
     let rows = picked_gram_rows(&first.forward.codes.atoms, n, k, c);
     assert!(rows <= 4 * (k - 1), "{rows} Gram rows for four patterns");
     // Same weights, same batch: the second pass runs what the observed picks call for, and
     // picks the same atoms.
     let second = m.training_pass(&x, &Mse, None).unwrap();
-    assert_eq!(second.strategy, engine.strategy_for(n, c, d, k, false, Some((rows, first.strategy))));
+    planner.observe(n, c, k, false, first.strategy, &first.forward.codes.atoms, first.picked_rows);
+    assert_eq!(second.strategy, planner.strategy_for(&engine, n, c, d, k, false));
     assert_eq!(second.strategy, Strategy::GramPicked);
     assert_ne!(first.strategy, second.strategy);
     assert_eq!(second.picked_rows as usize, rows);

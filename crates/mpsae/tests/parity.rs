@@ -1,6 +1,6 @@
 //! Golden-file parity with overcomplete 0.3.0.
 //!
-//! Runs over every `*.safetensors` in `$MPSAE_FIXTURES_DIR` (default `../shared/fixtures` beside
+//! Runs over every `*.safetensors` in `$MPSAE_FIXTURES_DIR` (default `testdata/fixtures` in
 //! the repository), tells each file's kind from the tensors it holds and takes each case's
 //! parameters from its metadata (`info`), so new golden files in the same format are checked
 //! without code changes. Each case runs under every pursuit strategy, sequential and parallel, on
@@ -12,7 +12,7 @@ use mpsae::kernels::gram::Precision;
 use mpsae::kernels::pursuit::Strategy;
 use mpsae::kernels::Par;
 use mpsae::optim::{clip_gradients, Adam, AdamParams};
-use mpsae::{Engine, MpSae, Normalization, SaeConfig};
+use mpsae::{Device, Engine, MpSae, Normalization, SaeConfig};
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 fn fixtures_dir() -> PathBuf {
     match std::env::var_os("MPSAE_FIXTURES_DIR") {
         Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/fixtures"),
     }
 }
 
@@ -92,7 +92,8 @@ fn picks_match(case: &str, got: &[u32], want: &Tensor) -> Result<(), String> {
     Ok(())
 }
 
-fn engines() -> Vec<(String, Engine)> {
+/// Every strategy of the CPU backend, sequential and parallel, and the reference backend.
+fn engines() -> Vec<(String, (Device, Engine))> {
     let mut out = Vec::new();
     let runs = [
         (Strategy::Plain, Precision::F32),
@@ -103,11 +104,12 @@ fn engines() -> Vec<(String, Engine)> {
     for (s, gram_precision) in runs {
         for par in [Par::Seq, Par::Rayon(NonZeroUsize::new(2).unwrap())] {
             out.push((
-                format!("{}/{}/{:?}", s.name(), gram_precision.name(), par),
-                Engine { par, strategy: Some(s), memory_budget: 1 << 30, gram_precision },
+                format!("cpu/{}/{}/{:?}", s.name(), gram_precision.name(), par),
+                (Device::Cpu, Engine { par, strategy: Some(s), memory_budget: 1 << 30, gram_precision }),
             ));
         }
     }
+    out.push(("reference".into(), (Device::Reference, Engine { par: Par::Seq, ..Engine::default() })));
     out
 }
 
@@ -115,13 +117,14 @@ fn shape2(t: &Tensor) -> (usize, usize) {
     (t.shape[0], t.shape[1])
 }
 
-fn forward_case(f: &Fixture, engine: Engine, label: &str) -> Result<(), String> {
+fn forward_case(f: &Fixture, (device, engine): (Device, Engine), label: &str) -> Result<(), String> {
     let case = format!("{} [{label}]", f.name);
     let (c, d) = shape2(f.get("weights_raw"));
     let x = &f.get("x").data;
     let n = x.len() / d;
     let m = f.get("multiplier").data[0];
     let mut model = MpSae::from_weights(f.config(d, c), f.get("weights_raw").data.clone(), m, 0).unwrap();
+    model.set_device(device).unwrap();
     model.set_engine(engine);
     model.set_input_gradient(true);
     close(&case, "dictionary", &model.clone_dictionary(), &f.get("dictionary").data, 1e-6, 1e-5)?;
@@ -156,11 +159,12 @@ fn forward_case(f: &Fixture, engine: Engine, label: &str) -> Result<(), String> 
     Ok(())
 }
 
-fn eval_case(f: &Fixture, engine: Engine, label: &str) -> Result<(), String> {
+fn eval_case(f: &Fixture, (device, engine): (Device, Engine), label: &str) -> Result<(), String> {
     let case = format!("{} [{label}]", f.name);
     let (c, d) = shape2(f.get("weights_raw"));
     let m = f.get("multiplier").data[0];
     let mut model = MpSae::from_weights(f.config(d, c), f.get("weights_raw").data.clone(), m, 0).unwrap();
+    model.set_device(device).unwrap();
     model.set_engine(engine);
     model.eval();
     close(&case, "fused_dictionary", &model.get_dictionary(), &f.get("fused_dictionary").data, 1e-6, 1e-5)?;
@@ -174,7 +178,7 @@ fn eval_case(f: &Fixture, engine: Engine, label: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn train_case(f: &Fixture, engine: Engine, label: &str) -> Result<(), String> {
+fn train_case(f: &Fixture, (device, engine): (Device, Engine), label: &str) -> Result<(), String> {
     let case = format!("{} [{label}]", f.name);
     let (c, d) = shape2(f.get("weights_raw"));
     let xb = f.get("x_batches");
@@ -182,6 +186,7 @@ fn train_case(f: &Fixture, engine: Engine, label: &str) -> Result<(), String> {
     assert_eq!(steps, f.meta("steps").parse::<usize>().unwrap(), "{case}: steps metadata");
     let m0 = f.t.get("multiplier_init").map_or(0.0, |t| t.data[0]);
     let mut model = MpSae::from_weights(f.config(d, c), f.get("weights_raw").data.clone(), m0, 0).unwrap();
+    model.set_device(device).unwrap();
     model.set_engine(engine);
     let hp = AdamParams {
         lr: f.meta_f64("lr", 1e-3),
@@ -214,9 +219,9 @@ fn train_case(f: &Fixture, engine: Engine, label: &str) -> Result<(), String> {
                 1e-4,
             )?;
         }
-        let total = clip_gradients(&mut pass.grads, clip);
+        let total = clip_gradients(model.backend(), &mut pass.grads, clip);
         close(&cs, "grad_total_norm", &[total as f32], &f.get("grad_total_norm").data[s..s + 1], 1e-7, 1e-5)?;
-        adam.step(&mut model, &pass.grads, hp.lr, engine.par);
+        adam.step(&mut model, &pass.grads, hp.lr);
         let wa = &f.get("weights_after_step").data[s * c * d..(s + 1) * c * d];
         close(&cs, "weights_after_step", model.weights(), wa, 1e-4, 0.0)?;
         // Most entries tight: at most 0.1% beyond 1e-6 (Adam amplifies sign flips of ~1e-8 grads).

@@ -161,8 +161,8 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                         let t = Instant::now();
                         let mut pass = model.training_pass(&x, &Mse, None).map_err(msg)?;
                         let t_opt = Instant::now();
-                        clip_gradients(&mut pass.grads, 1.0);
-                        adam.step(&mut model, &pass.grads, 1e-3, par);
+                        clip_gradients(model.backend(), &mut pass.grads, 1.0);
+                        adam.step(&mut model, &pass.grads, 1e-3);
                         let (tm, pass_rechecks) = (pass.timings, pass.rechecks);
                         (strategy, picked_rows) = (pass.strategy, pass.picked_rows);
                         // As the trainer does: the gradient buffer goes back to the model.
@@ -184,9 +184,7 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                     let step = median(steps);
                     // Encode throughput (eval mode; the Gram of a fixed dictionary is computed once).
                     model.eval();
-                    if model.engine().strategy_for(n, c, d, k, false, None) == Strategy::Gram {
-                        model.prepare_gram();
-                    }
+                    model.prepare_for(n, k);
                     model.encode(&x).map_err(msg)?;
                     // Median of a few encodes (one is at the mercy of the machine's noise).
                     let mut encodes = Vec::new();

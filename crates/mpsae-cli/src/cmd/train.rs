@@ -2,12 +2,11 @@
 
 use crate::common::{msg, open_data, CliResult, EngineArgs, DEMO_NAME};
 use crate::progress::{ProgressMode, Reporter};
-use mpsae::data::Preprocess;
-use mpsae::io::state_dict::{save_model, PREPROCESS_KEY};
-use mpsae::train::{Checkpoint, CriterionChoice, ScheduleOptions, TrainOptions, Trainer, CHECKPOINT_FILE};
+use mpsae::run::{preprocess_for, PreprocessChoice, Run, RunConfig};
+use mpsae::train::{CriterionChoice, ScheduleOptions, TrainOptions, Trainer};
 use mpsae::{MpSae, Normalization, SaeConfig};
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Arguments of `mpsae train`.
 #[derive(clap::Args)]
@@ -99,6 +98,10 @@ pub struct TrainArgs {
     /// Write a checkpoint every this many steps (0: only at the end).
     #[arg(long, default_value_t = 100)]
     checkpoint_every: u64,
+    /// Micro-shards of each batch's gradient (a power of two): the model depends on this count,
+    /// never on threads or processes.
+    #[arg(long, default_value_t = mpsae::model::DEFAULT_SHARDS)]
+    gradient_shards: usize,
     /// Stop after this many non-finite steps in a row.
     #[arg(long, default_value_t = 10)]
     max_bad_steps: u32,
@@ -151,6 +154,7 @@ fn build_options(a: &TrainArgs) -> CliResult<TrainOptions> {
         detailed_stats: a.detailed_stats,
         max_bad_steps: a.max_bad_steps,
         checkpoint_every: a.checkpoint_every,
+        gradient_shards: a.gradient_shards,
     };
     o.validate().map_err(msg)?;
     Ok(o)
@@ -164,70 +168,22 @@ fn data_names(files: &[PathBuf]) -> Vec<String> {
     }
 }
 
-/// Rewrites the metrics file with the epochs a checkpoint has finished (lines written after it,
-/// by a run that was then interrupted, are written again by the resumed run).
-fn rewrite_metrics(path: &Path, epochs: &[mpsae::train::EpochReport]) -> CliResult<()> {
-    let mut out = String::new();
-    for e in epochs {
-        out.push_str(&serde_json::to_string(e).map_err(msg)?);
-        out.push('\n');
-    }
-    mpsae::io::atomic::write_atomic(path, out.as_bytes()).map_err(msg)
-}
-
-/// Removes the temporary files of atomic writes that a killed run left behind.
-fn remove_stale_temporaries(dir: &Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if name.starts_with('.') && name.contains(".tmp") {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-}
-
-/// Runs `mpsae train`.
+/// Runs `mpsae train`: a shell over the library's [`Run`] and [`Trainer`].
 pub fn run(a: TrainArgs) -> CliResult<()> {
     let engine = a.engine.engine()?;
-    let ckpt = a.out.join(CHECKPOINT_FILE);
-    let config_path = a.out.join("config.json");
-    let metrics = a.out.join("metrics.jsonl");
-    let (mut trainer, data) = if a.resume {
-        if !ckpt.exists() {
-            return Err(format!("{}: no checkpoint to resume from", ckpt.display()));
-        }
-        let trainer = Checkpoint::load(&ckpt).map_err(msg)?;
+    let (run, mut trainer, data) = if a.resume {
+        let (run, trainer) = Run::resume(&a.out).map_err(msg)?;
         // The data: as given, or as recorded in config.json.
-        let (files, tensor, skip) = if a.data.is_empty() {
-            let text = std::fs::read_to_string(&config_path)
-                .map_err(|e| format!("{}: {e}", config_path.display()))?;
-            let v: serde_json::Value = serde_json::from_str(&text)
-                .map_err(|e| format!("{}: bad JSON: {e}", config_path.display()))?;
-            let files: Vec<PathBuf> = v["data"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str())
-                        .filter(|s| *s != DEMO_NAME)
-                        .map(PathBuf::from)
-                        .collect()
-                })
-                .unwrap_or_default();
-            (files, v["tensor"].as_str().map(str::to_string), v["skip_nonfinite"].as_bool().unwrap_or(false))
+        let data = if a.data.is_empty() {
+            let c = &run.config;
+            let files: Vec<PathBuf> = c.data.iter().filter(|s| *s != DEMO_NAME).map(PathBuf::from).collect();
+            open_data(&files, c.tensor.as_deref(), c.skip_nonfinite, true)?
         } else {
-            (a.data.clone(), a.tensor.clone(), a.skip_nonfinite)
+            open_data(&a.data, a.tensor.as_deref(), a.skip_nonfinite, true)?
         };
-        let data = open_data(&files, tensor.as_deref(), skip, true)?;
-        rewrite_metrics(&metrics, &trainer.progress.epochs)?;
-        (trainer, data)
+        run.config.check_data(&data).map_err(msg)?;
+        (run, trainer, data)
     } else {
-        if ckpt.exists() && !a.force {
-            return Err(format!(
-                "{} already holds a run: use --resume to continue it or --force to start over",
-                a.out.display()
-            ));
-        }
         let options = build_options(&a)?;
         let normalization = Normalization::from_name(&a.normalization).ok_or_else(|| {
             format!("invalid --normalization '{}': use l2, max_l2, l1, max_l1 or identity", a.normalization)
@@ -239,36 +195,32 @@ pub fn run(a: TrainArgs) -> CliResult<()> {
         cfg.normalization = normalization;
         cfg.use_multiplier = a.multiplier;
         let model = MpSae::new(cfg, a.seed).map_err(msg)?;
-        let pre = Preprocess::from_stats(data.stats(), a.center, a.scale);
-        std::fs::create_dir_all(&a.out)
-            .map_err(|e| format!("{}: cannot create the run folder: {e}", a.out.display()))?;
-        let _ = std::fs::remove_file(&metrics);
-        let trainer = Trainer::new(model, options, pre).map_err(msg)?;
-        let config = json!({
-            "mpsae_version": env!("CARGO_PKG_VERSION"),
-            "model": trainer.model.config(),
-            "train": trainer.options,
-            "data": data_names(&a.data),
-            "tensor": a.tensor,
-            "skip_nonfinite": a.skip_nonfinite,
-            "rows": data.rows(),
-            "skipped_rows": data.stats().skipped,
-            "preprocess": {"center": a.center, "scale": a.scale},
-        });
-        mpsae::io::atomic::write_atomic(
-            &config_path,
-            serde_json::to_string_pretty(&config).unwrap().as_bytes(),
-        )
-        .map_err(msg)?;
-        (trainer, data)
+        let choice = PreprocessChoice { center: a.center, scale: a.scale };
+        let trainer = Trainer::new(model, options, preprocess_for(&data, choice)).map_err(msg)?;
+        let config = RunConfig {
+            mpsae_version: env!("CARGO_PKG_VERSION").to_string(),
+            model: trainer.model.config().clone(),
+            train: trainer.options.clone(),
+            data: data_names(&a.data),
+            tensor: a.tensor.clone(),
+            skip_nonfinite: a.skip_nonfinite,
+            rows: data.rows(),
+            skipped_rows: data.stats().skipped,
+            preprocess: choice,
+        };
+        let run = Run::create(&a.out, config, a.force).map_err(msg)?;
+        (run, trainer, data)
     };
+    if let Some(owner) = run.took_over() {
+        eprintln!("note: took over the lock of a process that is gone ({owner})");
+    }
     if data.stats().skipped > 0 {
         eprintln!("note: left out {} rows with NaN or infinite values", data.stats().skipped);
     }
-    remove_stale_temporaries(&a.out);
     trainer.model.set_engine(engine);
-    trainer.checkpoint_dir = Some(a.out.clone());
+    run.attach(&mut trainer);
     let total = trainer.options.total_steps(data.rows());
+    let metrics = run.metrics_path();
     let mut reporter = Reporter::new(a.progress, total, trainer.progress.step, Some(&metrics));
     let result = trainer.run(&data, &mut reporter);
     reporter.finish();
@@ -276,9 +228,7 @@ pub fn run(a: TrainArgs) -> CliResult<()> {
     if let Some(e) = reporter.error {
         return Err(e);
     }
-    let pre = serde_json::to_string(&trainer.preprocess).unwrap();
-    let model_file = a.out.join("model.safetensors");
-    save_model(&trainer.model, &model_file, &[(PREPROCESS_KEY.to_string(), pre)]).map_err(msg)?;
+    let model_file = run.save_model(&trainer).map_err(msg)?;
     let last = reports.last();
     let summary = json!({
         "model": model_file.display().to_string(),

@@ -41,9 +41,10 @@ pub fn tmp(name: &str) -> PathBuf {
     p
 }
 
-/// The shared real data folder.
+/// The real-data subsets committed in the repository (the first 4096 rows of each activation
+/// file of the project's shared data, with their token lines; `testdata/README.md`).
 pub fn shared_data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/data").join(name)
 }
 
 /// The demo data committed in the repository.

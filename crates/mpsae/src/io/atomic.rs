@@ -12,7 +12,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         _ => std::path::PathBuf::from("."),
     };
     let name = path.file_name().ok_or_else(|| Error::file(path, "is not a file path"))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(temporary_name(&name.to_string_lossy()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -28,4 +28,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         Error::io(path, e)
     })
+}
+
+/// The temporary file name under which [`write_atomic`] writes `name` before the rename.
+fn temporary_name(name: &str) -> String {
+    format!(".{name}.tmp{}", std::process::id())
+}
+
+/// Whether a file name is one of [`write_atomic`]'s temporaries (left behind by a killed process).
+pub fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp")
 }

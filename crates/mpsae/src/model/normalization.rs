@@ -1,5 +1,7 @@
 //! Row-wise dictionary normalisations, exactly as overcomplete's `DictionaryLayer` applies them.
 
+use mpsae_kernels::backend::Backend;
+use mpsae_kernels::normalize::{normalize_rows, RowNorm};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
@@ -64,28 +66,38 @@ impl Normalization {
         })
     }
 
-    /// Normalises the `c x d` weights in place.
+    /// The backend's built-in normalisation this is, or `None` for `Identity` and custom ones.
+    pub fn row_norm(&self) -> Option<RowNorm> {
+        match self {
+            Normalization::L2 => Some(RowNorm::L2),
+            Normalization::MaxL2 => Some(RowNorm::MaxL2),
+            Normalization::L1 => Some(RowNorm::L1),
+            Normalization::MaxL1 => Some(RowNorm::MaxL1),
+            Normalization::Identity | Normalization::Custom(..) => None,
+        }
+    }
+
+    /// Normalises the `c x d` weights in place on `backend` (a custom function runs on the host).
+    pub fn apply_on(&self, backend: &dyn Backend, w: &mut [f32], d: usize) {
+        if d == 0 {
+            return;
+        }
+        match (self.row_norm(), self) {
+            (Some(norm), _) => backend.normalize(norm, w, d),
+            (None, Normalization::Custom(_, f)) => f(w, d),
+            _ => {}
+        }
+    }
+
+    /// Normalises the `c x d` weights in place (host maths, as the CPU backend does it).
     pub fn apply(&self, w: &mut [f32], d: usize) {
         if d == 0 {
             return;
         }
-        let l2 = |row: &[f32]| row.iter().map(|&v| v as f64 * v as f64).sum::<f64>().sqrt() as f32;
-        let l1 = |row: &[f32]| row.iter().map(|&v| (v as f64).abs()).sum::<f64>() as f32;
-        match self {
-            Normalization::L2 | Normalization::L1 => {
-                let f = if matches!(self, Normalization::L2) { l2 } else { l1 };
-                for row in w.chunks_mut(d) {
-                    let denom = f(row) + 1e-8;
-                    row.iter_mut().for_each(|v| *v /= denom);
-                }
-            }
-            Normalization::MaxL2 | Normalization::MaxL1 => {
-                let f = if matches!(self, Normalization::MaxL2) { l2 } else { l1 };
-                let max = w.chunks(d).map(f).fold(f32::NEG_INFINITY, f32::max);
-                w.iter_mut().for_each(|v| *v /= max);
-            }
-            Normalization::Identity => {}
-            Normalization::Custom(_, f) => f(w, d),
+        match (self.row_norm(), self) {
+            (Some(norm), _) => normalize_rows(norm, w, d),
+            (None, Normalization::Custom(_, f)) => f(w, d),
+            _ => {}
         }
     }
 }

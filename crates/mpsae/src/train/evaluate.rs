@@ -4,7 +4,6 @@ use crate::data::{Dataset, Preprocess};
 use crate::metrics::DeadCodeTracker;
 use crate::model::{EncodeOptions, MpSae};
 use crate::{Error, Result};
-use mpsae_kernels::pursuit::Strategy;
 use serde::Serialize;
 
 /// Options of [`evaluate`].
@@ -66,9 +65,7 @@ pub fn evaluate(
     }
     let (rows, d, c) = (data.rows(), data.dim(), model.nb_concepts());
     model.eval();
-    if model.engine().strategy_for(rows, c, d, k, false, None) == Strategy::Gram {
-        model.prepare_gram();
-    }
+    model.prepare_for(rows, k);
     let inv_scale2 = pre.scale.map_or(1.0, |s| 1.0 / (s as f64 * s as f64));
     let (mut sx, mut sxx, mut sse, mut nnz) = (0f64, 0f64, 0f64, 0usize);
     let mut energy = vec![0f64; k];

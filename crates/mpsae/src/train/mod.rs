@@ -1,302 +1,35 @@
 //! The training loop: overcomplete's `train_sae` with checkpoints, resume, a non-finite guard and
 //! metrics, emitting events that a front end (the CLI's progress bar, JSON lines) consumes.
+//!
+//! - `options.rs`: what defines a run (criterion, schedule, optimiser, batches, micro-shards);
+//! - `report.rs`: what it reports (steps, epochs) and the progress a checkpoint keeps;
+//! - `reduce.rs`: the reduce phase and how processes share a global batch;
+//! - `checkpoint.rs`, `evaluate.rs`: checkpoints, and metrics over a whole dataset;
+//! - this file: the [`Trainer`], a step in three phases (gradients, reduce, apply).
 
 mod checkpoint;
 mod evaluate;
+mod options;
+mod reduce;
+mod report;
 
 pub use checkpoint::{Checkpoint, CHECKPOINT_FILE};
 pub use evaluate::{evaluate, EvalOptions, EvalReport};
+pub use options::{CriterionChoice, ScheduleOptions, TrainOptions};
+pub use reduce::{batch_share, BatchShare, Reducer, SingleProcess};
+pub use report::{DetailedStats, EpochAccumulator, EpochReport, Observer, Progress, Silent, StepReport};
 
-use crate::criterion::{Criterion, Mse, Revive};
+use crate::criterion::Criterion;
 use crate::data::{Dataset, Preprocess};
-use crate::metrics::{dead_ratio, explained_variance_per_step, l0_per_row, r2_score, DeadCodeTracker};
-use crate::model::MpSae;
-use crate::optim::{clip_gradients, Adam, AdamParams, CosineSchedule};
+use crate::metrics::{dead_ratio, DeadCodeTracker};
+use crate::model::{MpSae, ShardPass, ShardSpec};
+use crate::optim::{clip_gradients, Adam, CosineSchedule};
 use crate::{Error, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Instant;
-
-/// The training criterion, by name (a library user can also pass any [`Criterion`]).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum CriterionChoice {
-    /// Mean squared error.
-    Mse,
-    /// MSE plus the revive term of the MpSAE docs.
-    Revive {
-        /// Dead threshold on a code's batch maximum.
-        threshold: f32,
-        /// The term applies when more atoms than this are dead.
-        min_dead: usize,
-        /// Weight of the term.
-        coefficient: f64,
-    },
-}
-
-impl CriterionChoice {
-    /// The criterion object.
-    pub fn build(&self) -> Box<dyn Criterion> {
-        match *self {
-            CriterionChoice::Mse => Box::new(Mse),
-            CriterionChoice::Revive { threshold, min_dead, coefficient } => {
-                Box::new(Revive { threshold, min_dead, coefficient })
-            }
-        }
-    }
-}
-
-/// The warmup-and-cosine schedule's settings (its base rate is the optimiser's `lr`).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ScheduleOptions {
-    /// Linear warmup steps.
-    pub warmup_steps: u64,
-    /// Learning rate at the end.
-    pub final_lr: f64,
-    /// Learning rate at the start of the warmup.
-    pub start_warmup_lr: f64,
-}
-
-/// Everything that defines a training run besides the model.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainOptions {
-    /// Rows per batch (the last batch of an epoch may be smaller, as `DataLoader`).
-    pub batch_size: usize,
-    /// Epochs (ignored when `steps` is set).
-    pub epochs: usize,
-    /// A step budget instead of epochs.
-    pub steps: Option<u64>,
-    /// Shuffle the rows each epoch (seeded).
-    pub shuffle: bool,
-    /// Seed of the data order (the model's own generator draws the dropout masks).
-    pub seed: u64,
-    /// Learning rate.
-    pub lr: f64,
-    /// Adam's β1.
-    pub beta1: f64,
-    /// Adam's β2.
-    pub beta2: f64,
-    /// Adam's ε.
-    pub eps: f64,
-    /// Global-norm gradient clipping (0 turns it off).
-    pub clip_grad: f64,
-    /// Cosine schedule with warmup, if any.
-    pub schedule: Option<ScheduleOptions>,
-    /// The criterion.
-    pub criterion: CriterionChoice,
-    /// Also report code norm, dictionary norms and gradient norms.
-    pub detailed_stats: bool,
-    /// Stop after this many non-finite steps in a row.
-    pub max_bad_steps: u32,
-    /// Write a checkpoint every this many steps (0: only at the end).
-    pub checkpoint_every: u64,
-}
-
-impl Default for TrainOptions {
-    fn default() -> Self {
-        TrainOptions {
-            batch_size: 1024,
-            epochs: 20,
-            steps: None,
-            shuffle: true,
-            seed: 0,
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            clip_grad: 1.0,
-            schedule: None,
-            criterion: CriterionChoice::Mse,
-            detailed_stats: false,
-            max_bad_steps: 10,
-            checkpoint_every: 0,
-        }
-    }
-}
-
-impl TrainOptions {
-    /// Checks every option; the error names the bad one.
-    pub fn validate(&self) -> Result<()> {
-        if self.batch_size == 0 {
-            return Err(Error::invalid("batch size", "must be at least 1"));
-        }
-        if self.steps.is_none() && self.epochs == 0 {
-            return Err(Error::invalid("epochs", "must be at least 1 (or give a step budget)"));
-        }
-        if self.steps == Some(0) {
-            return Err(Error::invalid("steps", "must be at least 1"));
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(Error::invalid("learning rate", format!("{} must be a positive number", self.lr)));
-        }
-        for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
-            if !(0.0..1.0).contains(&b) {
-                return Err(Error::invalid(name, format!("{b} is not in [0, 1)")));
-            }
-        }
-        if !(self.eps >= 0.0 && self.eps.is_finite()) {
-            return Err(Error::invalid("eps", format!("{} must be >= 0", self.eps)));
-        }
-        if !(self.clip_grad >= 0.0 && self.clip_grad.is_finite()) {
-            return Err(Error::invalid(
-                "clip",
-                format!("{} must be >= 0 (0 turns clipping off)", self.clip_grad),
-            ));
-        }
-        if self.max_bad_steps == 0 {
-            return Err(Error::invalid("max bad steps", "must be at least 1"));
-        }
-        if let CriterionChoice::Revive { threshold, coefficient, .. } = self.criterion {
-            if !threshold.is_finite() || !coefficient.is_finite() {
-                return Err(Error::invalid("revive", "threshold and coefficient must be finite"));
-            }
-        }
-        Ok(())
-    }
-
-    /// Adam's hyper-parameters.
-    pub fn adam(&self) -> AdamParams {
-        AdamParams { lr: self.lr, beta1: self.beta1, beta2: self.beta2, eps: self.eps }
-    }
-
-    /// Batches in one epoch of `rows` rows.
-    pub fn batches_per_epoch(&self, rows: usize) -> u64 {
-        rows.div_ceil(self.batch_size) as u64
-    }
-
-    /// Total steps of the run on `rows` rows.
-    pub fn total_steps(&self, rows: usize) -> u64 {
-        self.steps.unwrap_or(self.epochs as u64 * self.batches_per_epoch(rows))
-    }
-}
-
-/// What happened at one step.
-#[derive(Clone, Debug, Serialize)]
-pub struct StepReport {
-    /// Step index (from 1).
-    pub step: u64,
-    /// Total steps of the run.
-    pub total_steps: u64,
-    /// Epoch (from 1).
-    pub epoch: usize,
-    /// Learning rate used.
-    pub lr: f64,
-    /// Loss (NaN when skipped).
-    pub loss: f64,
-    /// R2 of the batch.
-    pub r2: f64,
-    /// Average L0 per row of the batch.
-    pub l0: f64,
-    /// Dead-feature ratio of the epoch so far.
-    pub dead_ratio: f64,
-    /// Rows in the batch.
-    pub rows: usize,
-    /// Whether the step was skipped (non-finite loss or gradient).
-    pub skipped: bool,
-    /// Gradient norm before clipping.
-    pub grad_norm: f64,
-    /// Pursuit strategy used.
-    pub strategy: &'static str,
-}
-
-/// End-of-epoch metrics, with the reference's definitions.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct EpochReport {
-    /// Epoch (from 1).
-    pub epoch: usize,
-    /// Last step of the epoch.
-    pub step: u64,
-    /// Mean of the batch losses.
-    pub avg_loss: f64,
-    /// Mean of the batch R2 scores.
-    pub r2: f64,
-    /// Mean of the batch average L0.
-    pub l0: f64,
-    /// Fraction of atoms with no positive code in the epoch.
-    pub dead_ratio: f64,
-    /// Seconds spent in the epoch (this process only, after a resume).
-    pub time_epoch: f64,
-    /// Explained variance after each pursuit step 1..k (mean over batches).
-    pub explained_variance: Vec<f64>,
-    /// Steps skipped in the epoch (non-finite).
-    pub skipped_steps: u64,
-    /// Detailed statistics, when asked: mean code L2 norm, mean atom norm, mean gradient norm.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detailed: Option<DetailedStats>,
-}
-
-/// overcomplete's `monitoring=2` statistics, averaged over the epoch's steps.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct DetailedStats {
-    /// L2 norm of the batch's codes (`l2(z)`).
-    pub z_l2: f64,
-    /// Mean L2 norm of the atoms.
-    pub dictionary_norms: f64,
-    /// Fraction of dictionary entries with `|v| >= 1e-6`.
-    pub dictionary_sparsity: f64,
-    /// L2 norm of the weights.
-    pub params_norm: f64,
-    /// L2 norm of the weights' gradient (before clipping).
-    pub params_grad_norm: f64,
-}
-
-/// Receives the trainer's events.
-pub trait Observer {
-    /// After every step.
-    fn on_step(&mut self, _report: &StepReport) {}
-    /// After every epoch.
-    fn on_epoch(&mut self, _report: &EpochReport) {}
-    /// After a checkpoint was written.
-    fn on_checkpoint(&mut self, _step: u64, _path: &std::path::Path) {}
-}
-
-/// An observer that ignores everything.
-pub struct Silent;
-impl Observer for Silent {}
-
-/// Running sums of the current epoch (checkpointed so resumed epochs report the same metrics).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-pub struct EpochAccumulator {
-    /// Batches counted.
-    pub batches: u64,
-    /// Sum of losses.
-    pub loss: f64,
-    /// Sum of R2.
-    pub r2: f64,
-    /// Sum of L0.
-    pub l0: f64,
-    /// Sum of explained variance per step.
-    pub ev: Vec<f64>,
-    /// Skipped steps.
-    pub skipped: u64,
-    /// Atoms seen alive (positive code).
-    pub alive: Vec<bool>,
-    /// Sums of the detailed statistics.
-    pub detailed: DetailedStats,
-}
-
-/// Where a run stands: everything needed to continue it exactly.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-pub struct Progress {
-    /// Steps done.
-    pub step: u64,
-    /// Current epoch (from 0).
-    pub epoch: usize,
-    /// Batches done in the current epoch.
-    pub batch_in_epoch: u64,
-    /// Non-finite steps in a row.
-    pub consecutive_bad: u32,
-    /// Non-finite steps in total.
-    pub total_bad: u64,
-    /// The current epoch's sums.
-    pub acc: EpochAccumulator,
-    /// Reports of the epochs finished so far (a resumed run's metrics are exactly these).
-    #[serde(default)]
-    pub epochs: Vec<EpochReport>,
-}
 
 /// A training run: model, optimiser, options and progress.
 pub struct Trainer {
@@ -364,27 +97,67 @@ impl Trainer {
         }
     }
 
-    /// One training step on the batch `x` (already preprocessed): forward, criterion, dead-code
-    /// tracker, backward, clip, Adam. A non-finite loss or gradient skips the update.
+    /// One training step on the batch `x` (already preprocessed) on one process: the three
+    /// phases below with nothing to reduce.
     pub fn step(&mut self, x: &[f32], criterion: &dyn Criterion, lr: f64) -> Result<StepReport> {
-        let mut pass = self.model.training_pass(x, criterion, None)?;
-        let fw = &pass.forward;
-        let k = fw.codes.k;
-        let finite = pass.criterion.loss.is_finite()
+        let n = self.model.rows_of(x)?;
+        let share = batch_share(n, self.options.gradient_shards, 0, 1);
+        self.step_shared(x, &share, n, criterion, lr, &mut SingleProcess)
+    }
+
+    /// Phase 1 of a step: the gradient of this process's share of a global batch of
+    /// `batch_rows` rows (`x` holds the share's rows, preprocessed).
+    pub fn gradients(
+        &mut self,
+        x: &[f32],
+        share: &BatchShare,
+        batch_rows: usize,
+        criterion: &dyn Criterion,
+    ) -> Result<ShardPass> {
+        let spec = ShardSpec { bounds: share.bounds.clone(), batch_rows };
+        self.model.shard_pass(x, criterion, None, &spec)
+    }
+
+    /// One step on this process's share of a global batch: gradients (phase 1), `reducer`
+    /// (phase 2: the micro-shard tree completed, statistics summed), apply (phase 3: finite
+    /// check, dead-code tracking, clip, Adam; the same on every process).
+    pub fn step_shared(
+        &mut self,
+        x: &[f32],
+        share: &BatchShare,
+        batch_rows: usize,
+        criterion: &dyn Criterion,
+        lr: f64,
+        reducer: &mut dyn Reducer,
+    ) -> Result<StepReport> {
+        let mut shard = self.gradients(x, share, batch_rows, criterion)?;
+        reducer.complete_tree(&mut shard.dictionary_gradient)?;
+        let mut stats = BatchStats::of(x, &shard, self.model.nb_concepts());
+        reducer.sum(&mut stats.values)?;
+        let pass = self.model.finish_pass(shard);
+        let mut pass = pass;
+        Ok(self.apply(&mut pass, &stats, lr)).map(|report| {
+            self.model.recycle(pass);
+            report
+        })
+    }
+
+    /// Phase 3: the update from a batch's complete gradients and summed statistics.
+    fn apply(&mut self, pass: &mut crate::model::TrainingPass, stats: &BatchStats, lr: f64) -> StepReport {
+        let k = pass.forward.codes.k;
+        let c = self.model.nb_concepts();
+        let loss = stats.loss();
+        let finite = loss.is_finite()
             && pass.grads.weights.iter().all(|g| g.is_finite())
             && pass.grads.multiplier.is_none_or(|g| g.is_finite());
-        let acc = &mut self.progress.acc;
-        let (r2, l0) = (r2_score(x, &fw.x_hat), l0_per_row(&fw.codes, 1e-6));
+        let (r2, l0) = (stats.r2(), stats.l0());
         let mut grad_norm = f64::NAN;
+        let acc = &mut self.progress.acc;
         if finite {
             let mut tracker = DeadCodeTracker::from_alive(std::mem::take(&mut acc.alive));
-            tracker.update(&fw.codes);
+            tracker.mark_alive(stats.alive(c));
             acc.alive = tracker.into_alive();
             if self.options.detailed_stats {
-                let dense_sq: f64 = (0..fw.codes.n)
-                    .flat_map(|i| fw.codes.row_dense(i))
-                    .map(|(_, v)| v as f64 * v as f64)
-                    .sum();
                 let d = self.model.input_dim();
                 let dict = self.model.clone_dictionary();
                 let norms: f64 =
@@ -393,20 +166,19 @@ impl Trainer {
                 let wn = self.model.weights().iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
                 let gn = pass.grads.weights.iter().map(|&v| (v as f64).powi(2)).sum::<f64>().sqrt();
                 let s = &mut acc.detailed;
-                s.z_l2 += dense_sq.sqrt();
-                s.dictionary_norms += norms / self.model.nb_concepts() as f64;
+                s.z_l2 += stats.codes_sq().sqrt();
+                s.dictionary_norms += norms / c as f64;
                 s.dictionary_sparsity += nnz / dict.len() as f64;
                 s.params_norm += wn;
                 s.params_grad_norm += gn;
             }
-            grad_norm = clip_gradients(&mut pass.grads, self.options.clip_grad);
-            let par = self.model.engine().par;
-            self.adam.step(&mut self.model, &pass.grads, lr, par);
+            grad_norm = clip_gradients(self.model.backend(), &mut pass.grads, self.options.clip_grad);
+            self.adam.step(&mut self.model, &pass.grads, lr);
             acc.batches += 1;
-            acc.loss += pass.criterion.loss;
+            acc.loss += loss;
             acc.r2 += r2;
             acc.l0 += l0;
-            let ev = explained_variance_per_step(x, &fw.energy, k);
+            let ev = stats.explained_variance(k);
             if acc.ev.len() != ev.len() {
                 acc.ev = vec![0.0; ev.len()];
             }
@@ -417,23 +189,20 @@ impl Trainer {
             self.progress.consecutive_bad += 1;
             self.progress.total_bad += 1;
         }
-        let dead_ratio = dead_ratio(&self.progress.acc.alive);
-        let report = StepReport {
+        StepReport {
             step: self.progress.step + 1,
             total_steps: 0,
             epoch: self.progress.epoch + 1,
             lr,
-            loss: if finite { pass.criterion.loss } else { f64::NAN },
+            loss: if finite { loss } else { f64::NAN },
             r2,
             l0,
-            dead_ratio,
-            rows: fw.codes.n,
+            dead_ratio: dead_ratio(&self.progress.acc.alive),
+            rows: stats.rows(),
             skipped: !finite,
             grad_norm,
             strategy: pass.strategy.name(),
-        };
-        self.model.recycle(pass);
-        Ok(report)
+        }
     }
 
     fn finish_epoch(&mut self, seconds: f64) -> EpochReport {
@@ -469,6 +238,30 @@ impl Trainer {
     /// Runs (or continues) the training on `data` until the step budget or the last epoch,
     /// writing checkpoints as configured. Returns the epoch reports of this call.
     pub fn run(&mut self, data: &Dataset, observer: &mut dyn Observer) -> Result<Vec<EpochReport>> {
+        self.run_shared(data, observer, &mut SingleProcess)
+    }
+
+    /// [`Trainer::run`] as one of several processes (`reducer` says which and completes each
+    /// step with the others): each reads only its share of every global batch; only rank 0
+    /// writes checkpoints and reports to `observer`.
+    pub fn run_shared(
+        &mut self,
+        data: &Dataset,
+        observer: &mut dyn Observer,
+        reducer: &mut dyn Reducer,
+    ) -> Result<Vec<EpochReport>> {
+        let (rank, world) = reducer.rank_and_world();
+        if world == 0 || rank >= world || self.options.gradient_shards % world != 0 {
+            return Err(Error::invalid(
+                "processes",
+                format!(
+                    "{world} processes cannot share {} gradient shards (use a power of two no larger)",
+                    self.options.gradient_shards
+                ),
+            ));
+        }
+        let mut silent = Silent;
+        let observer: &mut dyn Observer = if rank == 0 { observer } else { &mut silent };
         if data.dim() != self.model.input_dim() {
             return Err(Error::Shape(format!(
                 "data rows have dimension {}, the model expects {}",
@@ -491,10 +284,12 @@ impl Trainer {
             while self.progress.batch_in_epoch < per_epoch && self.progress.step < total {
                 let b = self.progress.batch_in_epoch as usize;
                 let ids = &order[b * bs..((b + 1) * bs).min(rows)];
-                data.read(ids, &mut batch);
+                let share = batch_share(ids.len(), self.options.gradient_shards, rank, world);
+                data.read(&ids[share.rows.clone()], &mut batch);
                 self.preprocess.apply(&mut batch, d);
                 let lr = self.lr_at(self.progress.step, total);
-                let mut report = self.step(&batch, criterion.as_ref(), lr)?;
+                let mut report =
+                    self.step_shared(&batch, &share, ids.len(), criterion.as_ref(), lr, reducer)?;
                 report.total_steps = total;
                 self.progress.step += 1;
                 self.progress.batch_in_epoch += 1;
@@ -509,7 +304,7 @@ impl Trainer {
                     )));
                 }
                 let every = self.options.checkpoint_every;
-                if every > 0 && self.progress.step % every == 0 && self.progress.step < total {
+                if every > 0 && self.progress.step % every == 0 && self.progress.step < total && rank == 0 {
                     self.write_checkpoint(observer)?;
                 }
             }
@@ -528,7 +323,9 @@ impl Trainer {
             observer.on_epoch(&r);
             reports.push(r);
         }
-        self.write_checkpoint(observer)?;
+        if rank == 0 {
+            self.write_checkpoint(observer)?;
+        }
         Ok(reports)
     }
 
@@ -540,5 +337,77 @@ impl Trainer {
             observer.on_checkpoint(self.progress.step, &path);
         }
         Ok(())
+    }
+}
+
+/// The statistics of one step that the processes sum: loss, the reconstruction's sums, L0, the
+/// codes' squared norm, the residual energy after each step, and which atoms fired positively.
+struct BatchStats {
+    /// `[loss, rows, entries, Σx, Σx², Σ(x-x̂)², nonzero codes, Σcodes², energy_1..k, alive_1..c]`.
+    values: Vec<f64>,
+}
+
+const FIXED: usize = 8;
+
+impl BatchStats {
+    fn of(x: &[f32], pass: &ShardPass, c: usize) -> BatchStats {
+        let fw = &pass.forward;
+        let (n, k) = (fw.codes.n, fw.codes.k);
+        let mut v = vec![0f64; FIXED + k + c];
+        v[0] = pass.criterion.loss;
+        v[1] = n as f64;
+        v[2] = x.len() as f64;
+        for (&a, &b) in x.iter().zip(&fw.x_hat) {
+            v[3] += a as f64;
+            v[4] += a as f64 * a as f64;
+            v[5] += ((a - b) as f64).powi(2);
+        }
+        for i in 0..n {
+            for (atom, value) in fw.codes.row_dense(i) {
+                if value.abs() >= 1e-6 {
+                    v[6] += 1.0;
+                }
+                v[7] += value as f64 * value as f64;
+                if value > 0.0 {
+                    v[FIXED + k + atom] = 1.0;
+                }
+            }
+        }
+        for t in 0..k {
+            v[FIXED + t] = fw.energy.iter().skip(t).step_by(k.max(1)).map(|&e| e as f64).sum();
+        }
+        BatchStats { values: v }
+    }
+    fn loss(&self) -> f64 {
+        self.values[0]
+    }
+    fn rows(&self) -> usize {
+        self.values[1] as usize
+    }
+    fn variance(&self) -> f64 {
+        let nd = self.values[2].max(1.0);
+        let mean = self.values[3] / nd;
+        (self.values[4] / nd - mean * mean).max(0.0)
+    }
+    fn r2(&self) -> f64 {
+        1.0 - self.values[5] / self.values[2].max(1.0) / (self.variance() + 1e-6)
+    }
+    fn l0(&self) -> f64 {
+        if self.values[1] == 0.0 {
+            0.0
+        } else {
+            self.values[6] / self.values[1]
+        }
+    }
+    fn codes_sq(&self) -> f64 {
+        self.values[7]
+    }
+    fn explained_variance(&self, k: usize) -> Vec<f64> {
+        let (nd, var) = (self.values[2].max(1.0), self.variance() + 1e-6);
+        (0..k).map(|t| 1.0 - self.values[FIXED + t] / nd / var).collect()
+    }
+    fn alive(&self, c: usize) -> impl Iterator<Item = usize> + '_ {
+        let start = self.values.len() - c;
+        (0..c).filter(move |&j| self.values[start + j] > 0.0)
     }
 }

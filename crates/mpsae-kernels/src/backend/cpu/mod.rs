@@ -1,0 +1,204 @@
+//! The CPU backend: the kernels of this crate (gemm or a system OpenBLAS for the dense products,
+//! AVX2 builds of the hot loops), its pursuit planned per call by [`planner::Planner`].
+
+pub mod planner;
+
+use crate::adam::{adam_step, AdamParams};
+use crate::backend::{dot_f64, Backend, DictionaryUse, PursuitRun, Settings};
+use crate::backward::{backward, BackwardScratch, Grads};
+use crate::gram::Gram;
+use crate::memory::huge_vec;
+use crate::normalize::{normalize_rows, RowNorm};
+use crate::pursuit::{pursuit, Output, Problem, Strategy};
+use crate::{axpy, Par};
+use planner::Planner;
+use rayon::prelude::*;
+use std::time::Instant;
+
+/// The CPU backend. Keeps its buffers between calls (correlation scratch, `gram-picked`'s Gram
+/// rows, the training dictionary's Gram matrix, the backward's shard accumulators), so that a
+/// training loop neither allocates nor page-faults them in at every step.
+#[derive(Debug)]
+pub struct CpuBackend {
+    settings: Settings,
+    planner: Planner,
+    /// Correlation scratch of the pursuit.
+    scratch: Vec<f32>,
+    /// Gram rows kept by the `gram-picked` strategy.
+    gram_rows: Vec<f32>,
+    /// Gram matrix of the last transient (training) dictionary.
+    gram: Gram,
+    /// The backward pass's shard accumulators.
+    backward: BackwardScratch,
+    /// The strategy the buffers above were sized for.
+    strategy: Option<Strategy>,
+}
+
+impl CpuBackend {
+    /// The planner (for diagnostics and benchmarks: which strategy the next call would run).
+    pub fn planner(&self) -> &Planner {
+        &self.planner
+    }
+
+    /// Drops the buffers another strategy than `strategy` would keep alive (they would only add
+    /// to the peak): `gram-picked`'s larger tile and Gram rows, or the Gram matrix. Plain and
+    /// Gram share their correlation tiles.
+    fn switch_to(&mut self, strategy: Strategy) {
+        if self.strategy == Some(strategy) {
+            return;
+        }
+        if self.strategy == Some(Strategy::GramPicked) || strategy == Strategy::GramPicked {
+            self.scratch = Vec::new();
+            self.gram_rows = Vec::new();
+        }
+        if strategy != Strategy::Gram {
+            self.gram = Gram::new();
+        }
+        self.strategy = Some(strategy);
+    }
+}
+
+impl Backend for CpuBackend {
+    fn new(settings: Settings) -> Option<Self> {
+        Some(CpuBackend {
+            settings,
+            planner: Planner::default(),
+            scratch: Vec::new(),
+            gram_rows: Vec::new(),
+            gram: Gram::new(),
+            backward: BackwardScratch::default(),
+            strategy: None,
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn configure(&mut self, settings: Settings) {
+        if settings.gram_precision != self.settings.gram_precision {
+            self.planner.forget_stable();
+            self.gram = Gram::new();
+        }
+        self.settings = settings;
+    }
+
+    fn normalize(&self, norm: RowNorm, weights: &mut [f32], d: usize) {
+        normalize_rows(norm, weights, d);
+    }
+
+    fn scale_dictionary(&self, weights: &[f32], scale: f32, mask: Option<&[f32]>, d: usize) -> Vec<f32> {
+        let mut out = huge_vec(weights.len(), 0f32);
+        out.iter_mut().zip(weights).for_each(|(o, &v)| *o = v * scale);
+        if let Some(m) = mask {
+            for (row, &keep) in out.chunks_mut(d).zip(m) {
+                row.iter_mut().for_each(|v| *v *= keep);
+            }
+        }
+        out
+    }
+
+    fn prepare(&mut self, dict: &[f32], c: usize, d: usize, rows: usize, k: usize, version: u64) -> bool {
+        self.planner.prepare(&self.settings, dict, c, d, rows, k, version)
+    }
+
+    fn forget(&mut self) {
+        self.planner.forget_stable();
+    }
+
+    fn pursuit(&mut self, p: &Problem, dictionary: DictionaryUse) -> PursuitRun {
+        let settings = self.settings;
+        let stable = match dictionary {
+            DictionaryUse::Stable(v) => self.planner.stable_gram(v).is_some().then_some(v),
+            DictionaryUse::Transient => None,
+        };
+        let strategy = self.planner.strategy_for(&settings, p.n, p.c, p.d, p.k, stable.is_some());
+        self.switch_to(strategy);
+        let t0 = Instant::now();
+        let gram = match (strategy, stable) {
+            (Strategy::Gram, Some(v)) => self.planner.stable_gram(v).map(Gram::view),
+            (Strategy::Gram, None) => {
+                self.gram.compute(p.dict, p.c, p.d, settings.gram_precision, settings.par);
+                Some(self.gram.view())
+            }
+            _ => None,
+        };
+        let gram_seconds = t0.elapsed().as_secs_f64();
+        let mut out = Output {
+            scratch: std::mem::take(&mut self.scratch),
+            gram_rows: std::mem::take(&mut self.gram_rows),
+            ..Output::default()
+        };
+        pursuit(p, strategy, gram, settings.par, &mut out);
+        self.scratch = std::mem::take(&mut out.scratch);
+        self.gram_rows = std::mem::take(&mut out.gram_rows);
+        if settings.strategy.is_none() {
+            self.planner.observe(p.n, p.c, p.k, stable.is_some(), strategy, &out.atoms, out.picked_rows);
+        }
+        PursuitRun {
+            atoms: out.atoms,
+            values: out.values,
+            residual: out.residual,
+            energy: out.energy,
+            strategy: Some(strategy),
+            gram_seconds,
+            correlation_seconds: out.matmul_seconds,
+            rechecks: out.rechecks,
+            picked_rows: out.picked_rows,
+        }
+    }
+
+    fn decode(&self, dict: &[f32], d: usize, atoms: &[u32], values: &[f32], n: usize, k: usize) -> Vec<f32> {
+        let mut x_hat = vec![0f32; n * d];
+        let row = |(i, out): (usize, &mut [f32])| {
+            for t in 0..k {
+                let a = atoms[i * k + t];
+                if a != crate::pursuit::NO_ATOM {
+                    let a = a as usize;
+                    axpy(values[i * k + t], &dict[a * d..(a + 1) * d], out);
+                }
+            }
+        };
+        match self.settings.par {
+            Par::Seq => x_hat.chunks_mut(d.max(1)).enumerate().for_each(row),
+            Par::Rayon(_) => x_hat.par_chunks_mut(d.max(1)).enumerate().with_min_len(64).for_each(row),
+        }
+        x_hat
+    }
+
+    fn backward(&mut self, g: &Grads, bounds: &[usize], g_dict: &mut [f32], g_x: Option<&mut [f32]>) {
+        backward(g, bounds, self.settings.par, g_dict, g_x, &mut self.backward);
+    }
+
+    fn dot(&self, a: &[f32], b: &[f32]) -> f64 {
+        dot_f64(a, b)
+    }
+
+    fn sum_of_squares(&self, v: &[f32]) -> f64 {
+        dot_f64(v, v)
+    }
+
+    fn scale(&self, v: &mut [f32], s: f32) {
+        v.iter_mut().for_each(|x| *x *= s);
+    }
+
+    fn add(&self, dst: &mut [f32], src: &[f32]) {
+        axpy(1.0, src, dst);
+    }
+
+    fn adam_step(
+        &self,
+        param: &mut [f32],
+        grad: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+        step: u64,
+        hp: &AdamParams,
+    ) {
+        adam_step(param, grad, m, v, step, hp, self.settings.par);
+    }
+}

@@ -1,0 +1,226 @@
+//! Runs owned by the library: the run folder of a training (typed configuration, metrics,
+//! atomic checkpoints, the final model, a lock), and the whole-dataset calls `encode` and
+//! `evaluate`. The command line and the Python package are thin shells over these.
+//!
+//! A run folder holds `config.json` ([`RunConfig`]), `metrics.jsonl` (one [`EpochReport`] per
+//! line), `checkpoint.safetensors` (written atomically), `model.safetensors` (at the end) and,
+//! while a process writes it, `run.lock` ([`lock`]).
+
+mod codes_file;
+pub mod lock;
+
+pub use codes_file::{encode_dataset, CodesFormat, EncodeSummary};
+pub use lock::{RunLock, LOCK_FILE};
+
+use crate::config::SaeConfig;
+use crate::data::{Dataset, Preprocess};
+use crate::io::atomic::write_atomic;
+use crate::io::state_dict::{save_model, PREPROCESS_KEY};
+use crate::train::{Checkpoint, EpochReport, TrainOptions, Trainer, CHECKPOINT_FILE};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// File names in a run folder.
+pub const CONFIG_FILE: &str = "config.json";
+/// Per-epoch metrics, one JSON object a line.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+/// The final model (loads into overcomplete's `MpSAE`).
+pub const MODEL_FILE: &str = "model.safetensors";
+
+/// Whether the data was centred and scaled before training.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PreprocessChoice {
+    /// The data mean was subtracted.
+    pub center: bool,
+    /// Rows were scaled to a root-mean-square norm of `sqrt(d)`.
+    pub scale: bool,
+}
+
+/// What a run was trained on and with: `config.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// The mpsae version that started the run.
+    pub mpsae_version: String,
+    /// The model's configuration.
+    pub model: SaeConfig,
+    /// The training options.
+    pub train: TrainOptions,
+    /// The data files (or the embedded demo data's name).
+    pub data: Vec<String>,
+    /// Tensor read from `.safetensors` data files.
+    #[serde(default)]
+    pub tensor: Option<String>,
+    /// Rows with NaN or infinite values were left out.
+    #[serde(default)]
+    pub skip_nonfinite: bool,
+    /// Rows trained on.
+    pub rows: usize,
+    /// Rows left out (non-finite).
+    #[serde(default)]
+    pub skipped_rows: usize,
+    /// Preprocessing.
+    #[serde(default)]
+    pub preprocess: PreprocessChoice,
+}
+
+impl RunConfig {
+    /// Checks that `data` is what this run was trained on (row count and width); the error
+    /// names what differs.
+    pub fn check_data(&self, data: &Dataset) -> Result<()> {
+        if data.dim() != self.model.input_dim {
+            return Err(Error::invalid(
+                "data",
+                format!(
+                    "rows have dimension {}, the run was trained on {}",
+                    data.dim(),
+                    self.model.input_dim
+                ),
+            ));
+        }
+        if data.rows() != self.rows {
+            return Err(Error::invalid(
+                "data",
+                format!(
+                    "{} rows, the run was trained on {} ({})",
+                    data.rows(),
+                    self.rows,
+                    self.data.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// An open run folder, locked for writing while this value lives.
+#[derive(Debug)]
+pub struct Run {
+    dir: PathBuf,
+    /// Its configuration.
+    pub config: RunConfig,
+    lock: RunLock,
+}
+
+impl Run {
+    /// Starts a new run in `dir` (created if needed): refuses a folder that holds a run unless
+    /// `force`, writes `config.json`, clears old metrics.
+    pub fn create(dir: &Path, config: RunConfig, force: bool) -> Result<Run> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::file(dir, format!("cannot create the run folder: {e}")))?;
+        let lock = RunLock::acquire(dir)?;
+        if dir.join(CHECKPOINT_FILE).exists() && !force {
+            return Err(Error::file(
+                dir,
+                "already holds a run: resume it, or start over with force (--force)".to_string(),
+            ));
+        }
+        remove_stale_temporaries(dir);
+        let _ = std::fs::remove_file(dir.join(METRICS_FILE));
+        let text = serde_json::to_string_pretty(&config).expect("config serialises");
+        write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())?;
+        Ok(Run { dir: dir.to_path_buf(), config, lock })
+    }
+
+    /// Reads the configuration of the run in `dir` (no lock: for readers).
+    pub fn read_config(dir: &Path) -> Result<RunConfig> {
+        let path = dir.join(CONFIG_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("not a run configuration: {e}")))
+    }
+
+    /// Reopens the run in `dir` to continue it: takes the lock, loads the checkpoint, checks it
+    /// against `config.json`, and rewrites the metrics file with the epochs the checkpoint has
+    /// finished (lines written after it by an interrupted run are written again).
+    pub fn resume(dir: &Path) -> Result<(Run, Trainer)> {
+        let ckpt = dir.join(CHECKPOINT_FILE);
+        if !ckpt.exists() {
+            return Err(Error::file(&ckpt, "no checkpoint to resume from"));
+        }
+        let lock = RunLock::acquire(dir)?;
+        let config = Run::read_config(dir)?;
+        let trainer = Checkpoint::load(&ckpt)?;
+        if trainer.model.config().input_dim != config.model.input_dim
+            || trainer.model.nb_concepts() != config.model.nb_concepts
+        {
+            return Err(Error::file(&ckpt, "does not match the run's config.json (dictionary shape)"));
+        }
+        remove_stale_temporaries(dir);
+        let run = Run { dir: dir.to_path_buf(), config, lock };
+        run.rewrite_metrics(&trainer.progress.epochs)?;
+        Ok((run, trainer))
+    }
+
+    /// The run folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Path of `metrics.jsonl`.
+    pub fn metrics_path(&self) -> PathBuf {
+        self.dir.join(METRICS_FILE)
+    }
+
+    /// Path of the final model.
+    pub fn model_path(&self) -> PathBuf {
+        self.dir.join(MODEL_FILE)
+    }
+
+    /// A note when a stale lock (a process that is gone) was taken over.
+    pub fn took_over(&self) -> Option<&str> {
+        self.lock.took_over.as_deref()
+    }
+
+    /// Makes `trainer` write its checkpoints in this folder.
+    pub fn attach(&self, trainer: &mut Trainer) {
+        trainer.checkpoint_dir = Some(self.dir.clone());
+    }
+
+    /// Appends one epoch's metrics.
+    pub fn append_metrics(&self, report: &EpochReport) -> Result<()> {
+        use std::io::Write;
+        let path = self.metrics_path();
+        let line = serde_json::to_string(report).expect("report serialises");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        writeln!(f, "{line}").map_err(|e| Error::io(&path, e))
+    }
+
+    /// Rewrites the metrics file with these epochs.
+    pub fn rewrite_metrics(&self, epochs: &[EpochReport]) -> Result<()> {
+        let mut out = String::new();
+        for e in epochs {
+            out.push_str(&serde_json::to_string(e).expect("report serialises"));
+            out.push('\n');
+        }
+        write_atomic(&self.metrics_path(), out.as_bytes())
+    }
+
+    /// Writes the final model (with its preprocessing), atomically.
+    pub fn save_model(&self, trainer: &Trainer) -> Result<PathBuf> {
+        let pre = serde_json::to_string(&trainer.preprocess).expect("preprocessing serialises");
+        let path = self.model_path();
+        save_model(&trainer.model, &path, &[(PREPROCESS_KEY.to_string(), pre)])?;
+        Ok(path)
+    }
+}
+
+/// The preprocessing of a new run on `data`.
+pub fn preprocess_for(data: &Dataset, choice: PreprocessChoice) -> Preprocess {
+    Preprocess::from_stats(data.stats(), choice.center, choice.scale)
+}
+
+/// Removes the temporary files of atomic writes ([`write_atomic`]) that a killed process left.
+pub fn remove_stale_temporaries(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if crate::io::atomic::is_temporary(&name) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}

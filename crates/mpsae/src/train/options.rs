@@ -1,0 +1,175 @@
+//! The options of a training run: criterion, schedule, optimiser, batches, micro-shards.
+
+use crate::criterion::{Criterion, Mse, Revive};
+use crate::optim::AdamParams;
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// The training criterion, by name (a library user can also pass any [`Criterion`]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum CriterionChoice {
+    /// Mean squared error.
+    Mse,
+    /// MSE plus the revive term of the MpSAE docs.
+    Revive {
+        /// Dead threshold on a code's batch maximum.
+        threshold: f32,
+        /// The term applies when more atoms than this are dead.
+        min_dead: usize,
+        /// Weight of the term.
+        coefficient: f64,
+    },
+}
+
+impl CriterionChoice {
+    /// The criterion object.
+    pub fn build(&self) -> Box<dyn Criterion> {
+        match *self {
+            CriterionChoice::Mse => Box::new(Mse),
+            CriterionChoice::Revive { threshold, min_dead, coefficient } => {
+                Box::new(Revive { threshold, min_dead, coefficient })
+            }
+        }
+    }
+}
+
+/// The warmup-and-cosine schedule's settings (its base rate is the optimiser's `lr`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleOptions {
+    /// Linear warmup steps.
+    pub warmup_steps: u64,
+    /// Learning rate at the end.
+    pub final_lr: f64,
+    /// Learning rate at the start of the warmup.
+    pub start_warmup_lr: f64,
+}
+
+/// Everything that defines a training run besides the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainOptions {
+    /// Rows per batch (the last batch of an epoch may be smaller, as `DataLoader`).
+    pub batch_size: usize,
+    /// Epochs (ignored when `steps` is set).
+    pub epochs: usize,
+    /// A step budget instead of epochs.
+    pub steps: Option<u64>,
+    /// Shuffle the rows each epoch (seeded).
+    pub shuffle: bool,
+    /// Seed of the data order (the model's own generator draws the dropout masks).
+    pub seed: u64,
+    /// Learning rate.
+    pub lr: f64,
+    /// Adam's β1.
+    pub beta1: f64,
+    /// Adam's β2.
+    pub beta2: f64,
+    /// Adam's ε.
+    pub eps: f64,
+    /// Global-norm gradient clipping (0 turns it off).
+    pub clip_grad: f64,
+    /// Cosine schedule with warmup, if any.
+    pub schedule: Option<ScheduleOptions>,
+    /// The criterion.
+    pub criterion: CriterionChoice,
+    /// Also report code norm, dictionary norms and gradient norms.
+    pub detailed_stats: bool,
+    /// Stop after this many non-finite steps in a row.
+    pub max_bad_steps: u32,
+    /// Write a checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: u64,
+    /// Micro-shards each batch's gradient is computed in and summed over (a fixed pairwise
+    /// tree): the model depends on this count, never on threads or processes. A power of two;
+    /// runs over several processes need at least as many shards as processes.
+    #[serde(default = "default_shards")]
+    pub gradient_shards: usize,
+}
+
+fn default_shards() -> usize {
+    crate::model::DEFAULT_SHARDS
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            batch_size: 1024,
+            epochs: 20,
+            steps: None,
+            shuffle: true,
+            seed: 0,
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            clip_grad: 1.0,
+            schedule: None,
+            criterion: CriterionChoice::Mse,
+            detailed_stats: false,
+            max_bad_steps: 10,
+            checkpoint_every: 0,
+            gradient_shards: default_shards(),
+        }
+    }
+}
+
+impl TrainOptions {
+    /// Checks every option; the error names the bad one.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(Error::invalid("batch size", "must be at least 1"));
+        }
+        if self.steps.is_none() && self.epochs == 0 {
+            return Err(Error::invalid("epochs", "must be at least 1 (or give a step budget)"));
+        }
+        if self.steps == Some(0) {
+            return Err(Error::invalid("steps", "must be at least 1"));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(Error::invalid("learning rate", format!("{} must be a positive number", self.lr)));
+        }
+        for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return Err(Error::invalid(name, format!("{b} is not in [0, 1)")));
+            }
+        }
+        if !(self.eps >= 0.0 && self.eps.is_finite()) {
+            return Err(Error::invalid("eps", format!("{} must be >= 0", self.eps)));
+        }
+        if !(self.clip_grad >= 0.0 && self.clip_grad.is_finite()) {
+            return Err(Error::invalid(
+                "clip",
+                format!("{} must be >= 0 (0 turns clipping off)", self.clip_grad),
+            ));
+        }
+        if !self.gradient_shards.is_power_of_two() || self.gradient_shards > 1024 {
+            return Err(Error::invalid(
+                "gradient shards",
+                format!("{} must be a power of two from 1 to 1024", self.gradient_shards),
+            ));
+        }
+        if self.max_bad_steps == 0 {
+            return Err(Error::invalid("max bad steps", "must be at least 1"));
+        }
+        if let CriterionChoice::Revive { threshold, coefficient, .. } = self.criterion {
+            if !threshold.is_finite() || !coefficient.is_finite() {
+                return Err(Error::invalid("revive", "threshold and coefficient must be finite"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adam's hyper-parameters.
+    pub fn adam(&self) -> AdamParams {
+        AdamParams { lr: self.lr, beta1: self.beta1, beta2: self.beta2, eps: self.eps }
+    }
+
+    /// Batches in one epoch of `rows` rows.
+    pub fn batches_per_epoch(&self, rows: usize) -> u64 {
+        rows.div_ceil(self.batch_size) as u64
+    }
+
+    /// Total steps of the run on `rows` rows.
+    pub fn total_steps(&self, rows: usize) -> u64 {
+        self.steps.unwrap_or(self.epochs as u64 * self.batches_per_epoch(rows))
+    }
+}

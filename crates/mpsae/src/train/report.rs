@@ -1,0 +1,128 @@
+//! What a training run reports: per step, per epoch, and the progress a checkpoint keeps.
+
+use serde::{Deserialize, Serialize};
+
+/// What happened at one step.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepReport {
+    /// Step index (from 1).
+    pub step: u64,
+    /// Total steps of the run.
+    pub total_steps: u64,
+    /// Epoch (from 1).
+    pub epoch: usize,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Loss (NaN when skipped).
+    pub loss: f64,
+    /// R2 of the batch.
+    pub r2: f64,
+    /// Average L0 per row of the batch.
+    pub l0: f64,
+    /// Dead-feature ratio of the epoch so far.
+    pub dead_ratio: f64,
+    /// Rows in the batch.
+    pub rows: usize,
+    /// Whether the step was skipped (non-finite loss or gradient).
+    pub skipped: bool,
+    /// Gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Pursuit strategy used.
+    pub strategy: &'static str,
+}
+
+/// End-of-epoch metrics, with the reference's definitions.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct EpochReport {
+    /// Epoch (from 1).
+    pub epoch: usize,
+    /// Last step of the epoch.
+    pub step: u64,
+    /// Mean of the batch losses.
+    pub avg_loss: f64,
+    /// Mean of the batch R2 scores.
+    pub r2: f64,
+    /// Mean of the batch average L0.
+    pub l0: f64,
+    /// Fraction of atoms with no positive code in the epoch.
+    pub dead_ratio: f64,
+    /// Seconds spent in the epoch (this process only, after a resume).
+    pub time_epoch: f64,
+    /// Explained variance after each pursuit step 1..k (mean over batches).
+    pub explained_variance: Vec<f64>,
+    /// Steps skipped in the epoch (non-finite).
+    pub skipped_steps: u64,
+    /// Detailed statistics, when asked: mean code L2 norm, mean atom norm, mean gradient norm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detailed: Option<DetailedStats>,
+}
+
+/// overcomplete's `monitoring=2` statistics, averaged over the epoch's steps.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct DetailedStats {
+    /// L2 norm of the batch's codes (`l2(z)`).
+    pub z_l2: f64,
+    /// Mean L2 norm of the atoms.
+    pub dictionary_norms: f64,
+    /// Fraction of dictionary entries with `|v| >= 1e-6`.
+    pub dictionary_sparsity: f64,
+    /// L2 norm of the weights.
+    pub params_norm: f64,
+    /// L2 norm of the weights' gradient (before clipping).
+    pub params_grad_norm: f64,
+}
+
+/// Receives the trainer's events.
+pub trait Observer {
+    /// After every step.
+    fn on_step(&mut self, _report: &StepReport) {}
+    /// After every epoch.
+    fn on_epoch(&mut self, _report: &EpochReport) {}
+    /// After a checkpoint was written.
+    fn on_checkpoint(&mut self, _step: u64, _path: &std::path::Path) {}
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// Running sums of the current epoch (checkpointed so resumed epochs report the same metrics).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct EpochAccumulator {
+    /// Batches counted.
+    pub batches: u64,
+    /// Sum of losses.
+    pub loss: f64,
+    /// Sum of R2.
+    pub r2: f64,
+    /// Sum of L0.
+    pub l0: f64,
+    /// Sum of explained variance per step.
+    pub ev: Vec<f64>,
+    /// Skipped steps.
+    pub skipped: u64,
+    /// Atoms seen alive (positive code).
+    pub alive: Vec<bool>,
+    /// Sums of the detailed statistics.
+    pub detailed: DetailedStats,
+}
+
+/// Where a run stands: everything needed to continue it exactly.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Progress {
+    /// Steps done.
+    pub step: u64,
+    /// Current epoch (from 0).
+    pub epoch: usize,
+    /// Batches done in the current epoch.
+    pub batch_in_epoch: u64,
+    /// Non-finite steps in a row.
+    pub consecutive_bad: u32,
+    /// Non-finite steps in total.
+    pub total_bad: u64,
+    /// The current epoch's sums.
+    pub acc: EpochAccumulator,
+    /// Reports of the epochs finished so far (a resumed run's metrics are exactly these).
+    #[serde(default)]
+    pub epochs: Vec<EpochReport>,
+}
