@@ -1,0 +1,108 @@
+"""Regenerate the golden outputs in testdata/fixtures from overcomplete 0.3.0 (run by hand).
+
+    python bench/regenerate_fixtures.py [--fixtures testdata/fixtures] [--out DIR] [--check]
+
+Each forward/backward file (every file holding `x`, `weights_raw` and `grad_weights`) records its
+inputs: the batch `x`, the raw weights `W`, the multiplier, the dropout mask where there is one,
+and in its metadata `k`, `normalization`, `use_multiplier`, `dropout`. This script builds
+overcomplete's own `MpSAE` with those inputs, runs its forward, the MSE loss (or the docs' revive
+loss where the file has `revive_mask`) and torch's backward, and writes the outputs again in the
+same layout (`dictionary`, `weights_after_forward`, `residual`, `codes`, `x_hat`, `loss`,
+`grad_weights`, `grad_x`, `grad_multiplier`; `picks_idx`/`picks_val` are kept as recorded). With `--check` it writes
+nothing and compares the outputs with the committed files instead (atol 1e-6 + rtol 1e-5).
+
+The training, eval and state-dict files (`g_*`, `h_*`, `state_dict_*`) are checked the same way
+by the Rust parity test; their generator was a seed search not kept here, so this script leaves
+them as they are. Needs `pip install overcomplete==0.3.0 "matplotlib<3.9" safetensors`; never run
+by the tests.
+"""
+import argparse
+import glob
+import json
+import os
+
+import torch
+from overcomplete.sae import MpSAE
+from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def revive_loss(x, x_hat, residual, codes, dictionary):
+    """The revive criterion of overcomplete's MpSAE docs (threshold 1e-2, 10 dead codes, 1e-2)."""
+    recon = (x - x_hat).square().mean()
+    dead = codes.max(dim=0).values < 1e-2
+    if dead.sum() > 10:
+        revive = (residual @ dictionary[dead].T).mean()
+        return recon - 1e-2 * revive
+    return recon
+
+
+def regenerate(path):
+    t = load_file(path)
+    with safe_open(path, "pt") as f:
+        info = json.loads(f.metadata()["info"])
+    c, d = t["weights_raw"].shape
+    use_m = info["use_multiplier"] == "True"
+    dropout = None if info.get("dropout", "None") == "None" else float(info["dropout"])
+    model = MpSAE(d, c, k=int(info["k"]), dropout=dropout,
+                  dictionary_params={"normalization": info["normalization"], "use_multiplier": use_m})
+    with torch.no_grad():
+        model.dictionary._weights.copy_(t["weights_raw"])
+        if use_m:
+            model.dictionary.multiplier.copy_(t["multiplier"])
+    mask = t.get("dropout_mask")
+    if mask is not None:
+        # The recorded mask replaces the Bernoulli draw of the encode call.
+        orig = torch.bernoulli
+        torch.bernoulli = lambda p, *a, **kw: mask.clone()
+    x = t["x"].clone().requires_grad_(True)
+    try:
+        residual, codes, x_hat = model(x)
+    finally:
+        if mask is not None:
+            torch.bernoulli = orig
+    crit = revive_loss if "revive_mask" in t else (lambda x, xh, r, z, D: (x - xh).square().mean())
+    loss = crit(x, x_hat, residual, codes, model.get_dictionary())
+    loss.backward()
+    out = dict(t)
+    out.update(
+        residual=residual.detach(), codes=codes.detach(), x_hat=x_hat.detach(), loss=loss.detach(),
+        grad_weights=model.dictionary._weights.grad.detach().clone(), grad_x=x.grad.detach().clone(),
+        weights_after_forward=model.dictionary._weights.detach().clone(),
+    )
+    if use_m:
+        out["grad_multiplier"] = model.dictionary.multiplier.grad.detach().clone().reshape(())
+    return {k: v.contiguous() for k, v in out.items()}, {"info": json.dumps(info, sort_keys=True)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--fixtures", default=os.path.join(REPO, "testdata", "fixtures"))
+    ap.add_argument("--out", default=None, help="folder for the regenerated files (default: in place)")
+    ap.add_argument("--check", action="store_true", help="compare with the committed files, write nothing")
+    a = ap.parse_args()
+    bad = 0
+    for path in sorted(glob.glob(os.path.join(a.fixtures, "*.safetensors"))):
+        keys = set(load_file(path))
+        if not {"x", "weights_raw", "grad_weights"} <= keys:
+            continue
+        tensors, meta = regenerate(path)
+        name = os.path.basename(path)
+        if a.check:
+            old = load_file(path)
+            worst = max(((tensors[k].double() - old[k].double()).abs() - 1e-5 * old[k].double().abs()).max().item()
+                        for k in ("residual", "codes", "x_hat", "grad_weights", "grad_x", "loss"))
+            ok = worst <= 1e-6
+            bad += not ok
+            print(f"{name}: {'same' if ok else 'DIFFERENT'} (worst excess {worst:.2e})")
+        else:
+            dest = os.path.join(a.out or a.fixtures, name)
+            save_file(tensors, dest, metadata=meta)
+            print(f"wrote {dest}")
+    raise SystemExit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
