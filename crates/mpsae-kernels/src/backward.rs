@@ -54,6 +54,7 @@ pub struct Grads<'a> {
 /// does not allocate (and page-fault in) a `c x d` buffer per thread at every step.
 #[derive(Clone, Debug, Default)]
 pub struct BackwardScratch {
+    /// Accumulators of the shards beyond the first, all zero between calls.
     parts: Vec<Vec<f32>>,
 }
 
@@ -95,11 +96,25 @@ pub fn backward(
     }
     let parts = bounds.len() - 1;
     g_dict.fill(0.0);
+    // The extra accumulators are kept all zero between calls: only the atom rows a shard touched
+    // are summed, then zeroed again (a shard of a few hundred rows touches a fraction of them).
     scratch.parts.resize_with(parts - 1, Vec::new);
     for e in scratch.parts.iter_mut() {
         crate::memory::grow_huge(e, c * d, 0f32);
-        e.fill(0.0);
     }
+    // Which atoms each shard picked (its accumulator's only non-zero rows).
+    let touched: Vec<Vec<bool>> = bounds
+        .windows(2)
+        .map(|w| {
+            let mut t = vec![false; c];
+            for &a in &g.atoms[w[0] * k..w[1] * k] {
+                if a != NO_ATOM {
+                    t[a as usize] = true;
+                }
+            }
+            t
+        })
+        .collect();
     let extra = &mut scratch.parts;
     {
         let mut accs: Vec<&mut [f32]> = Vec::with_capacity(parts);
@@ -137,31 +152,55 @@ pub fn backward(
             Par::Rayon(_) => it.collect::<Vec<_>>().into_par_iter().for_each(work),
         }
     }
-    // The pairwise tree: part 0 is `g_dict`, part i > 0 is extra[i - 1] (scratch, summed into).
+    // The pairwise tree: part 0 is `g_dict`, part i > 0 is extra[i - 1]. A row a shard did not
+    // touch is exactly +0 (sums from +0 never give -0), so skipping it changes no bit.
     let mut accs: Vec<&mut [f32]> = Vec::with_capacity(parts);
     accs.push(g_dict);
     for e in extra.iter_mut() {
         accs.push(e.as_mut_slice());
     }
+    let mut touched = touched;
     let mut stride = 1;
     while stride < parts {
         let mut i = 0;
         while i + stride < parts {
             let (l, r) = accs.split_at_mut(i + stride);
-            add_into(l[i], r[0], par);
+            let (tl, tr) = touched.split_at_mut(i + stride);
+            add_rows_into(l[i], r[0], &tr[0], d, par);
+            tl[i].iter_mut().zip(&tr[0]).for_each(|(a, &b)| *a |= b);
             i += 2 * stride;
         }
         stride *= 2;
     }
+    // Back to all zero for the next call.
+    for (acc, t) in accs.iter_mut().zip(&touched).skip(1) {
+        zero_rows(acc, t, d, par);
+    }
 }
 
-/// `dst += src`, elementwise.
-fn add_into(dst: &mut [f32], src: &[f32], par: Par) {
-    const CHUNK: usize = 1 << 14;
-    let add = |(a, b): (&mut [f32], &[f32])| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+/// `dst[j] += src[j]` for the atom rows `j` with `rows[j]`.
+fn add_rows_into(dst: &mut [f32], src: &[f32], rows: &[bool], d: usize, par: Par) {
+    let add = |(j, a): (usize, &mut [f32])| {
+        if rows[j] {
+            a.iter_mut().zip(&src[j * d..(j + 1) * d]).for_each(|(x, y)| *x += y);
+        }
+    };
     match par {
-        Par::Seq => add((dst, src)),
-        Par::Rayon(_) => dst.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(add),
+        Par::Seq => dst.chunks_mut(d.max(1)).enumerate().for_each(add),
+        Par::Rayon(_) => dst.par_chunks_mut(d.max(1)).enumerate().with_min_len(64).for_each(add),
+    }
+}
+
+/// Zeroes the atom rows `j` with `rows[j]`.
+fn zero_rows(acc: &mut [f32], rows: &[bool], d: usize, par: Par) {
+    let zero = |(j, a): (usize, &mut [f32])| {
+        if rows[j] {
+            a.fill(0.0);
+        }
+    };
+    match par {
+        Par::Seq => acc.chunks_mut(d.max(1)).enumerate().for_each(zero),
+        Par::Rayon(_) => acc.par_chunks_mut(d.max(1)).enumerate().with_min_len(64).for_each(zero),
     }
 }
 
