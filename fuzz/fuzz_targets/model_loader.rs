@@ -14,5 +14,5 @@ fuzz_target!(|data: &[u8]| {
             let _ = model.encode(&x);
         }
     }
-    let _ = mpsae::train::Checkpoint::from_bytes(path, data);
+    let _ = mpsae::train::checkpoint::from_bytes(path, data);
 });

@@ -89,7 +89,7 @@ fn killed_and_resumed_runs_end_with_the_uninterrupted_model() {
         // Whatever checkpoint exists is whole: it loads.
         let ck = cut.join("checkpoint.safetensors");
         if ck.exists() {
-            mpsae::train::Checkpoint::load(&ck).expect("a checkpoint is never half-written");
+            mpsae::train::checkpoint::load(&ck).expect("a checkpoint is never half-written");
             first = false;
         }
         assert!(start.elapsed() < Duration::from_secs(300), "resume loop did not finish");

@@ -4,8 +4,8 @@
 //! encode dictionary and `D` the decode one, going back over the steps `t = k..1` of a row:
 //!
 //! ```text
-//! gv   = g_xhat·D_j - gr·Dm_j + g_v[t]        (gr = dL/dr_t, starts at dL/dresidual)
-//! dD_j  += v·g_xhat                             (decode: x_hat = Σ v_t D_{j_t})
+//! gv   = g_x_hat·D_j - gr·Dm_j + g_v[t]        (gr = dL/dr_t, starts at dL/dresidual)
+//! dD_j  += v·g_x_hat                             (decode: x_hat = Σ v_t D_{j_t})
 //! dDm_j += gv·r_{t-1} - v·gr                    (the correlation v = r_{t-1}·Dm_j and the update)
 //! gr    += gv·Dm_j                              (r_t = r_{t-1} - v·Dm_j)
 //! ```
@@ -18,10 +18,10 @@ use crate::pursuit::NO_ATOM;
 use crate::{axpy_generic as axpy, dot_generic as dot, Par};
 use rayon::prelude::*;
 
-/// Inputs of the backward pass. Shapes: `x`, `g_xhat`, `g_residual` are `n x d`; `atoms`,
+/// Inputs of the backward pass. Shapes: `x`, `g_x_hat`, `g_residual` are `n x d`; `atoms`,
 /// `values`, `g_values` are `n x k`; `dict_encode`, `dict_decode` are `c x d`; `mask` is `c`.
 #[derive(Clone, Copy)]
-pub struct Grads<'a> {
+pub struct BackwardInputs<'a> {
     /// Input rows.
     pub x: &'a [f32],
     /// Number of rows.
@@ -43,7 +43,7 @@ pub struct Grads<'a> {
     /// Picked values.
     pub values: &'a [f32],
     /// dL/dx_hat.
-    pub g_xhat: &'a [f32],
+    pub g_x_hat: &'a [f32],
     /// dL/d(final residual), if the loss depends on it.
     pub g_residual: Option<&'a [f32]>,
     /// dL/d(value of each pick), i.e. dL/dcodes at the picked atoms, if the loss depends on codes.
@@ -76,7 +76,7 @@ pub fn shard_bounds(n: usize, shards: usize) -> Vec<usize> {
 /// computes exactly that block's subtree, so processes can complete the tree between them and
 /// get the one-process result bit for bit. The accumulators beyond `g_dict` live in `scratch`.
 pub fn backward(
-    g: &Grads,
+    g: &BackwardInputs,
     bounds: &[usize],
     par: Par,
     g_dict: &mut [f32],
@@ -87,7 +87,7 @@ pub fn backward(
     assert_eq!(g.x.len(), n * d);
     assert_eq!(g.atoms.len(), n * k);
     assert_eq!(g.values.len(), n * k);
-    assert_eq!(g.g_xhat.len(), n * d);
+    assert_eq!(g.g_x_hat.len(), n * d);
     assert_eq!(g_dict.len(), c * d);
     assert!(bounds.len() >= 2 && bounds[0] == 0 && *bounds.last().unwrap() == n, "backward: shard bounds");
     assert!(bounds.windows(2).all(|w| w[0] <= w[1]), "backward: shard bounds");
@@ -226,7 +226,7 @@ pub fn tree_sum(parts: &mut [Vec<f32>]) -> Vec<f32> {
 crate::simd_kernel!(
     /// One row's backward pass (dispatched to its AVX2 build when the CPU has it).
     fn backward_row = backward_row_generic(
-        g: &Grads,
+        g: &BackwardInputs,
         row: usize,
         hist: &mut [f32],
         acc: &mut [f32],
@@ -235,11 +235,11 @@ crate::simd_kernel!(
 );
 
 #[inline(always)]
-fn backward_row_generic(g: &Grads, row: usize, hist: &mut [f32], acc: &mut [f32], gr: &mut [f32]) {
+fn backward_row_generic(g: &BackwardInputs, row: usize, hist: &mut [f32], acc: &mut [f32], gr: &mut [f32]) {
     let (d, k) = (g.d, g.k);
     let atoms = &g.atoms[row * k..(row + 1) * k];
     let values = &g.values[row * k..(row + 1) * k];
-    let g_xhat = &g.g_xhat[row * d..(row + 1) * d];
+    let g_x_hat = &g.g_x_hat[row * d..(row + 1) * d];
     // r_0 .. r_k, recomputed exactly as the forward did.
     hist[..d].copy_from_slice(&g.x[row * d..(row + 1) * d]);
     for t in 0..k {
@@ -262,7 +262,7 @@ fn backward_row_generic(g: &Grads, row: usize, hist: &mut [f32], acc: &mut [f32]
         let v = values[t];
         let dj = &g.dict_decode[j * d..(j + 1) * d];
         let dmj = &g.dict_encode[j * d..(j + 1) * d];
-        let mut gv = dot(g_xhat, dj) - dot(gr, dmj);
+        let mut gv = dot(g_x_hat, dj) - dot(gr, dmj);
         if let Some(gvals) = g.g_values {
             gv += gvals[row * k + t];
         }
@@ -271,10 +271,10 @@ fn backward_row_generic(g: &Grads, row: usize, hist: &mut [f32], acc: &mut [f32]
         let r_prev = &hist[t * d..(t + 1) * d];
         if m != 0.0 {
             for i in 0..d {
-                acc_j[i] += v * g_xhat[i] + m * (gv * r_prev[i] - v * gr[i]);
+                acc_j[i] += v * g_x_hat[i] + m * (gv * r_prev[i] - v * gr[i]);
             }
         } else {
-            axpy(v, g_xhat, acc_j);
+            axpy(v, g_x_hat, acc_j);
         }
         axpy(gv, dmj, gr);
     }

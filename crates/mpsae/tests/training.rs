@@ -2,7 +2,7 @@
 
 use mpsae::data::{DataOptions, Dataset, Preprocess, Source};
 use mpsae::optim::CosineSchedule;
-use mpsae::train::{Checkpoint, CriterionChoice, Silent, TrainOptions, Trainer, CHECKPOINT_FILE};
+use mpsae::train::{checkpoint, CriterionChoice, Silent, TrainOptions, Trainer, CHECKPOINT_FILE};
 use mpsae::{Error, MpSae, SaeConfig};
 use std::num::NonZeroUsize;
 
@@ -74,7 +74,7 @@ fn too_many_bad_steps_stop_the_run_and_keep_the_last_good_checkpoint() {
     assert!(matches!(err, Error::Training(_)), "{err}");
     assert!(err.to_string().contains("non-finite"), "{err}");
     assert!(t.model.weights().iter().all(|w| w.is_finite()));
-    let back = Checkpoint::load(&dir.join(CHECKPOINT_FILE)).unwrap();
+    let back = checkpoint::load(&dir.join(CHECKPOINT_FILE)).unwrap();
     assert!(back.model.weights().iter().all(|w| w.is_finite()));
     assert!(
         back.progress.step <= 4 && back.progress.step >= 2,
@@ -116,8 +116,8 @@ fn same_seed_gives_bitwise_identical_models_and_resume_continues_exactly() {
         Trainer::new(m, TrainOptions { steps: Some(7), ..opts.clone() }, Preprocess::default()).unwrap();
     t.run(&data, &mut Silent).unwrap();
     let path = dir.join(CHECKPOINT_FILE);
-    Checkpoint::save(&t, &path).unwrap();
-    let mut back = Checkpoint::load(&path).unwrap();
+    checkpoint::save(&t, &path).unwrap();
+    let mut back = checkpoint::load(&path).unwrap();
     back.options.steps = None;
     back.model.set_engine(a.model.engine().to_owned());
     back.run(&data, &mut Silent).unwrap();

@@ -40,7 +40,7 @@ pub use cpu::CpuBackend;
 pub use reference::ReferenceBackend;
 
 use crate::adam::AdamParams;
-use crate::backward::Grads;
+use crate::backward::BackwardInputs;
 use crate::gram::Precision;
 use crate::normalize::RowNorm;
 use crate::pursuit::{Problem, Strategy};
@@ -140,7 +140,7 @@ pub trait Backend: Send {
     /// The exact sparse backward pass by micro-shards (`bounds`, see
     /// [`crate::backward::shard_bounds`]): dL/dD into `g_dict` (overwritten) and, when given,
     /// dL/dx through the pursuit into `g_x` (overwritten). Same tree as [`crate::backward::backward`].
-    fn backward(&mut self, g: &Grads, bounds: &[usize], g_dict: &mut [f32], g_x: Option<&mut [f32]>);
+    fn backward(&mut self, g: &BackwardInputs, bounds: &[usize], g_dict: &mut [f32], g_x: Option<&mut [f32]>);
 
     /// `Σ a·b`, accumulated in f64 in a fixed order.
     fn dot(&self, a: &[f32], b: &[f32]) -> f64;

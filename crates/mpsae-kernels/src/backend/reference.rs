@@ -3,7 +3,7 @@
 
 use crate::adam::{adam_step, AdamParams};
 use crate::backend::{dot_f64, Backend, DictionaryUse, PursuitRun, Settings};
-use crate::backward::Grads;
+use crate::backward::BackwardInputs;
 use crate::normalize::{normalize_rows, RowNorm};
 use crate::pursuit::{Problem, Strategy, NO_ATOM};
 use crate::Par;
@@ -120,7 +120,13 @@ impl Backend for ReferenceBackend {
         x_hat
     }
 
-    fn backward(&mut self, g: &Grads, bounds: &[usize], g_dict: &mut [f32], g_x: Option<&mut [f32]>) {
+    fn backward(
+        &mut self,
+        g: &BackwardInputs,
+        bounds: &[usize],
+        g_dict: &mut [f32],
+        g_x: Option<&mut [f32]>,
+    ) {
         let (n, d, c, k) = (g.n, g.d, g.c, g.k);
         assert!(
             bounds.len() >= 2 && bounds[0] == 0 && *bounds.last().unwrap() == n,
@@ -134,7 +140,7 @@ impl Backend for ReferenceBackend {
             for row in bounds[s]..bounds[s + 1] {
                 let atoms = &g.atoms[row * k..(row + 1) * k];
                 let values = &g.values[row * k..(row + 1) * k];
-                let g_xhat = &g.g_xhat[row * d..(row + 1) * d];
+                let g_x_hat = &g.g_x_hat[row * d..(row + 1) * d];
                 // Residuals r_0..r_k, as the forward computed them.
                 let mut hist = vec![g.x[row * d..(row + 1) * d].to_vec()];
                 for t in 0..k {
@@ -160,13 +166,13 @@ impl Backend for ReferenceBackend {
                     let dj = &g.dict_decode[j * d..(j + 1) * d];
                     let dmj = &g.dict_encode[j * d..(j + 1) * d];
                     let mut gv: f64 =
-                        (0..d).map(|i| g_xhat[i] as f64 * dj[i] as f64 - gr[i] * dmj[i] as f64).sum();
+                        (0..d).map(|i| g_x_hat[i] as f64 * dj[i] as f64 - gr[i] * dmj[i] as f64).sum();
                     if let Some(gvals) = g.g_values {
                         gv += gvals[row * k + t] as f64;
                     }
                     let m = g.mask.map_or(1.0, |m| m[j] as f64);
                     for i in 0..d {
-                        acc[j * d + i] += v * g_xhat[i] as f64 + m * (gv * hist[t][i] as f64 - v * gr[i]);
+                        acc[j * d + i] += v * g_x_hat[i] as f64 + m * (gv * hist[t][i] as f64 - v * gr[i]);
                     }
                     for i in 0..d {
                         gr[i] += gv * dmj[i] as f64;

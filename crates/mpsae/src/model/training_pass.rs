@@ -6,7 +6,7 @@ use crate::model::mp_sae::check_len;
 use crate::model::{Encoded, Forward, MpSae};
 use crate::{Error, Result};
 use mpsae_kernels::backend::DictionaryUse;
-use mpsae_kernels::backward::{shard_bounds, Grads};
+use mpsae_kernels::backward::{shard_bounds, BackwardInputs};
 use mpsae_kernels::memory::grow_huge;
 use mpsae_kernels::pursuit::{Problem, Strategy};
 use std::time::Instant;
@@ -194,7 +194,7 @@ impl MpSae {
         let mut g_dict = std::mem::take(&mut self.gradient);
         grow_huge(&mut g_dict, c * d, 0f32);
         let mut g_x = if self.input_gradient { vec![0f32; n * d] } else { Vec::new() };
-        let grads = Grads {
+        let grads = BackwardInputs {
             x,
             n,
             d,
@@ -205,7 +205,7 @@ impl MpSae {
             mask: mask.as_deref(),
             atoms: &enc.codes.atoms,
             values: &enc.codes.values,
-            g_xhat: &crit.g_x_hat,
+            g_x_hat: &crit.g_x_hat,
             g_residual: crit.g_residual.as_deref(),
             g_values: crit.g_codes.as_deref(),
         };

@@ -16,7 +16,7 @@ use crate::config::SaeConfig;
 use crate::data::{Dataset, Preprocess};
 use crate::io::atomic::write_atomic;
 use crate::io::state_dict::{save_model, PREPROCESS_KEY};
-use crate::train::{Checkpoint, EpochReport, TrainOptions, Trainer, CHECKPOINT_FILE};
+use crate::train::{checkpoint, EpochReport, TrainOptions, Trainer, CHECKPOINT_FILE};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -139,7 +139,7 @@ impl Run {
         }
         let lock = RunLock::acquire(dir)?;
         let config = Run::read_config(dir)?;
-        let trainer = Checkpoint::load(&ckpt)?;
+        let trainer = checkpoint::load(&ckpt)?;
         if trainer.model.config().input_dim != config.model.input_dim
             || trainer.model.nb_concepts() != config.model.nb_concepts
         {

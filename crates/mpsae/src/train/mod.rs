@@ -7,13 +7,13 @@
 //! - `checkpoint.rs`, `evaluate.rs`: checkpoints, and metrics over a whole dataset;
 //! - this file: the [`Trainer`], a step in three phases (gradients, reduce, apply).
 
-mod checkpoint;
+pub mod checkpoint;
 mod evaluate;
 mod options;
 mod reduce;
 mod report;
 
-pub use checkpoint::{Checkpoint, CHECKPOINT_FILE};
+pub use checkpoint::CHECKPOINT_FILE;
 pub use evaluate::{evaluate, EvalOptions, EvalReport};
 pub use options::{CriterionChoice, ScheduleOptions, TrainOptions};
 pub use reduce::{batch_share, BatchShare, Reducer, SingleProcess};
@@ -333,7 +333,7 @@ impl Trainer {
     pub fn write_checkpoint(&mut self, observer: &mut dyn Observer) -> Result<()> {
         if let Some(dir) = self.checkpoint_dir.clone() {
             let path = dir.join(CHECKPOINT_FILE);
-            Checkpoint::save(self, &path)?;
+            checkpoint::save(self, &path)?;
             observer.on_checkpoint(self.progress.step, &path);
         }
         Ok(())

@@ -5,7 +5,7 @@ pub mod planner;
 
 use crate::adam::{adam_step, AdamParams};
 use crate::backend::{dot_f64, Backend, DictionaryUse, PursuitRun, Settings};
-use crate::backward::{backward, BackwardScratch, Grads};
+use crate::backward::{backward, BackwardInputs, BackwardScratch};
 use crate::gram::Gram;
 use crate::memory::huge_vec;
 use crate::normalize::{normalize_rows, RowNorm};
@@ -170,7 +170,13 @@ impl Backend for CpuBackend {
         x_hat
     }
 
-    fn backward(&mut self, g: &Grads, bounds: &[usize], g_dict: &mut [f32], g_x: Option<&mut [f32]>) {
+    fn backward(
+        &mut self,
+        g: &BackwardInputs,
+        bounds: &[usize],
+        g_dict: &mut [f32],
+        g_x: Option<&mut [f32]>,
+    ) {
         backward(g, bounds, self.settings.par, g_dict, g_x, &mut self.backward);
     }
 
