@@ -85,20 +85,7 @@ pub fn model_path(p: &Path) -> PathBuf {
 
 /// Loads a model (from a run folder or a file) with its preprocessing.
 pub fn load(p: &Path) -> CliResult<(MpSae, Preprocess)> {
-    let path = model_path(p);
-    if !path.exists() {
-        return Err(format!(
-            "{}: no such model file (give a run folder or a .safetensors file)",
-            path.display()
-        ));
-    }
-    let (model, meta) = load_model(&path, None).map_err(msg)?;
-    let pre = match meta.get(PREPROCESS_KEY) {
-        Some(j) => serde_json::from_str(j)
-            .map_err(|e| format!("{}: bad preprocessing metadata: {e}", path.display()))?,
-        None => Preprocess::default(),
-    };
-    Ok((model, pre))
+    mpsae::run::load_model(p).map_err(msg)
 }
 
 /// How the kernels run: flattened into every command that runs a pursuit.

@@ -45,6 +45,15 @@ pub enum Error {
     /// Training could not go on (too many non-finite steps in a row, ...).
     #[error("training stopped: {0}")]
     Training(String),
+    /// Training was interrupted between two steps (a signal, or an observer that asked to stop);
+    /// the state after `step` steps is in the checkpoint when the run has a folder.
+    #[error("interrupted after step {step}{}", if *.checkpointed { " (checkpoint written)" } else { "" })]
+    Interrupted {
+        /// Steps done.
+        step: u64,
+        /// Whether a checkpoint of that state was written.
+        checkpointed: bool,
+    },
 }
 
 /// `Result` with [`Error`].

@@ -2,9 +2,9 @@
 
 use crate::common::{msg, open_data, CliResult, EngineArgs, DEMO_NAME};
 use crate::progress::{ProgressMode, Reporter};
-use mpsae::run::{preprocess_for, PreprocessChoice, Run, RunConfig};
-use mpsae::train::{CriterionChoice, ScheduleOptions, TrainOptions, Trainer};
-use mpsae::{MpSae, Normalization, SaeConfig};
+use mpsae::run::{PreprocessChoice, Run, RunRecipe};
+use mpsae::train::{CriterionChoice, ScheduleOptions, TrainOptions};
+use mpsae::Normalization;
 use serde_json::json;
 use std::path::PathBuf;
 
@@ -189,25 +189,20 @@ pub fn run(a: TrainArgs) -> CliResult<()> {
             format!("invalid --normalization '{}': use l2, max_l2, l1, max_l1 or identity", a.normalization)
         })?;
         let data = open_data(&a.data, a.tensor.as_deref(), a.skip_nonfinite, true)?;
-        let mut cfg = SaeConfig::new(data.dim(), a.concepts);
-        cfg.k = a.k;
-        cfg.dropout = a.dropout;
-        cfg.normalization = normalization;
-        cfg.use_multiplier = a.multiplier;
-        let model = MpSae::new(cfg, a.seed).map_err(msg)?;
-        let choice = PreprocessChoice { center: a.center, scale: a.scale };
-        let trainer = Trainer::new(model, options, preprocess_for(&data, choice)).map_err(msg)?;
-        let config = RunConfig {
-            mpsae_version: env!("CARGO_PKG_VERSION").to_string(),
-            model: trainer.model.config().clone(),
-            train: trainer.options.clone(),
-            data: data_names(&a.data),
+        let recipe = RunRecipe {
+            concepts: a.concepts,
+            k: a.k,
+            dropout: a.dropout,
+            normalization,
+            use_multiplier: a.multiplier,
+            seed: a.seed,
+            options,
+            preprocess: PreprocessChoice { center: a.center, scale: a.scale },
+            data_names: data_names(&a.data),
             tensor: a.tensor.clone(),
             skip_nonfinite: a.skip_nonfinite,
-            rows: data.rows(),
-            skipped_rows: data.stats().skipped,
-            preprocess: choice,
         };
+        let (trainer, config) = recipe.trainer(&data).map_err(msg)?;
         let run = Run::create(&a.out, config, a.force).map_err(msg)?;
         (run, trainer, data)
     };

@@ -101,7 +101,7 @@ pub struct PursuitRun {
 }
 
 /// The maths of an MP-SAE on one kind of hardware. See the module docs.
-pub trait Backend: Send {
+pub trait Backend: Send + Sync {
     /// The backend, or `None` where it cannot run here.
     fn new(settings: Settings) -> Option<Self>
     where

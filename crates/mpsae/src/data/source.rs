@@ -62,7 +62,21 @@ enum Storage {
     Map(Mmap),
     Static(&'static [u8]),
     Owned(Vec<u8>),
+    /// Memory owned by the caller of [`Source::from_raw`] (a numpy array).
+    Borrowed(RawBytes),
 }
+
+/// A pointer and length to memory that the caller of [`Source::from_raw`] keeps alive and
+/// unchanged while the source lives.
+struct RawBytes {
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the memory is only read, and `Source::from_raw`'s caller guarantees it outlives the
+// source and does not change (read-only from every thread, as a `&[u8]` is).
+unsafe impl Send for RawBytes {}
+unsafe impl Sync for RawBytes {}
 
 impl std::ops::Deref for Storage {
     type Target = [u8];
@@ -71,6 +85,8 @@ impl std::ops::Deref for Storage {
             Storage::Map(m) => m,
             Storage::Static(s) => s,
             Storage::Owned(v) => v,
+            // SAFETY: see `RawBytes`.
+            Storage::Borrowed(r) => unsafe { std::slice::from_raw_parts(r.ptr, r.len) },
         }
     }
 }
@@ -116,6 +132,27 @@ impl Source {
     /// A source over bytes in memory, named `name` (whose extension gives the format).
     pub fn from_bytes(name: &str, bytes: Vec<u8>, tensor: Option<&str>) -> Result<Source> {
         Source::from_storage(Path::new(name), Storage::Owned(bytes), tensor)
+    }
+
+    /// A source over `rows x d` elements of type `elem` at `ptr` (little-endian, row-major,
+    /// contiguous), named `name` in messages, without copying them.
+    ///
+    /// # Safety
+    /// The `rows·d·elem.size()` bytes at `ptr` must stay valid and unchanged while the source
+    /// (and any dataset built from it) lives.
+    pub unsafe fn from_raw(name: &str, elem: Elem, ptr: *const u8, rows: usize, d: usize) -> Result<Source> {
+        let path = PathBuf::from(name);
+        if rows == 0 {
+            return Err(Error::file(path, "has zero rows"));
+        }
+        if d == 0 {
+            return Err(Error::file(path, "rows have dimension 0"));
+        }
+        let len = rows
+            .checked_mul(d)
+            .and_then(|v| v.checked_mul(elem.size()))
+            .ok_or_else(|| Error::file(&path, "is too large"))?;
+        Ok(Source { path, map: Storage::Borrowed(RawBytes { ptr, len }), offset: 0, elem, rows, d })
     }
 
     fn from_storage(path: &Path, map: Storage, tensor: Option<&str>) -> Result<Source> {

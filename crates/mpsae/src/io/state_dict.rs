@@ -48,25 +48,12 @@ pub fn model_to_bytes_with(
     extra: &[(String, String)],
     tensors: &[(&str, Vec<usize>, &[f32])],
 ) -> Result<Vec<u8>> {
-    let (c, d) = (model.nb_concepts(), model.input_dim());
     let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let w = bytes(model.weights());
-    let m = bytes(&[model.multiplier()]);
-    let (ew, eb) = model.encoder_parameters();
-    let ew = ew.map(bytes);
-    let eb = eb.map(bytes);
+    let entries = state_dict(model);
+    let entry_bytes: Vec<Vec<u8>> = entries.iter().map(|(_, _, v)| bytes(v)).collect();
     let mut views: Vec<(String, TensorView)> = Vec::new();
-    views.push(("dictionary._weights".into(), view(vec![c, d], &w)));
-    views.push(("dictionary.multiplier".into(), view(vec![], &m)));
-    if let Some(ew) = &ew {
-        views.push(("encoder.weight".into(), view(vec![c, d], ew)));
-    }
-    if let Some(eb) = &eb {
-        views.push(("encoder.bias".into(), view(vec![c], eb)));
-    }
-    if matches!(model.config().encoder, EncoderKind::Tied { .. }) {
-        views.push(("encoder.tied_to._weights".into(), view(vec![c, d], &w)));
-        views.push(("encoder.tied_to.multiplier".into(), view(vec![], &m)));
+    for ((name, shape, _), b) in entries.iter().zip(&entry_bytes) {
+        views.push((name.clone(), view(shape.clone(), b)));
     }
     let extra_bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| bytes(v)).collect();
     for ((name, shape, _), b) in tensors.iter().zip(&extra_bytes) {
@@ -83,6 +70,57 @@ pub fn model_to_bytes_with(
 
 fn view(shape: Vec<usize>, data: &[u8]) -> TensorView<'_> {
     TensorView::new(Dtype::F32, shape, data).expect("shape matches data")
+}
+
+/// The model's state dict, `(key, shape, values)` in overcomplete's keys and order (see the
+/// module docs).
+pub fn state_dict(model: &MpSae) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let (c, d) = (model.nb_concepts(), model.input_dim());
+    let (w, m) = (model.weights().to_vec(), vec![model.multiplier()]);
+    let mut out = vec![("dictionary._weights".to_string(), vec![c, d], w.clone())];
+    out.push(("dictionary.multiplier".to_string(), vec![], m.clone()));
+    let (ew, eb) = model.encoder_parameters();
+    if let Some(ew) = ew {
+        out.push(("encoder.weight".into(), vec![c, d], ew.to_vec()));
+    }
+    if let Some(eb) = eb {
+        out.push(("encoder.bias".into(), vec![c], eb.to_vec()));
+    }
+    if matches!(model.config().encoder, EncoderKind::Tied { .. }) {
+        out.push(("encoder.tied_to._weights".into(), vec![c, d], w));
+        out.push(("encoder.tied_to.multiplier".into(), vec![], m));
+    }
+    out
+}
+
+/// Loads a state dict (overcomplete's keys, as [`state_dict`] gives them) into `model`, strictly:
+/// every key of the model must be there with its shape, and no other key.
+pub fn load_state_dict(model: &mut MpSae, mut tensors: HashMap<String, Tensor>) -> Result<()> {
+    let want = state_dict(model);
+    for (name, shape, _) in &want {
+        match tensors.get(name) {
+            None => return Err(Error::invalid("state dict", format!("missing key '{name}'"))),
+            Some(t) if &t.shape != shape && !(shape.is_empty() && t.data.len() == 1) => {
+                return Err(Error::invalid(
+                    "state dict",
+                    format!("'{name}' has shape {:?}, the model expects {shape:?}", t.shape),
+                ))
+            }
+            _ => {}
+        }
+    }
+    if let Some(extra) = tensors.keys().find(|k| !want.iter().any(|(n, _, _)| n == *k)) {
+        return Err(Error::invalid("state dict", format!("unexpected key '{extra}'")));
+    }
+    let w = tensors.remove("dictionary._weights").unwrap().data;
+    let m = tensors.remove("dictionary.multiplier").unwrap().data[0];
+    if !m.is_finite() || w.iter().any(|v| !v.is_finite()) {
+        return Err(Error::invalid("state dict", "the weights contain NaN or infinite values"));
+    }
+    model.set_parameters(w, m)?;
+    let ew = tensors.remove("encoder.weight").map(|t| t.data);
+    let eb = tensors.remove("encoder.bias").map(|t| t.data);
+    model.set_encoder_parameters(ew, eb)
 }
 
 /// Saves the model (atomically) with overcomplete's state-dict keys.

@@ -16,6 +16,7 @@ use crate::config::SaeConfig;
 use crate::data::{Dataset, Preprocess};
 use crate::io::atomic::write_atomic;
 use crate::io::state_dict::{save_model, PREPROCESS_KEY};
+use crate::model::{MpSae, Normalization};
 use crate::train::{checkpoint, EpochReport, TrainOptions, Trainer, CHECKPOINT_FILE};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -206,6 +207,73 @@ impl Run {
         save_model(&trainer.model, &path, &[(PREPROCESS_KEY.to_string(), pre)])?;
         Ok(path)
     }
+}
+
+/// Everything that defines a new run except the data's width, which the data gives.
+#[derive(Clone, Debug)]
+pub struct RunRecipe {
+    /// Number of concepts.
+    pub concepts: usize,
+    /// Pursuit steps.
+    pub k: usize,
+    /// Dropout over atoms while training.
+    pub dropout: Option<f32>,
+    /// Dictionary normalisation.
+    pub normalization: Normalization,
+    /// Train the multiplier.
+    pub use_multiplier: bool,
+    /// Seed of the initialisation and the dropout masks (the data order has `options.seed`).
+    pub seed: u64,
+    /// Training options.
+    pub options: TrainOptions,
+    /// Preprocessing.
+    pub preprocess: PreprocessChoice,
+    /// Names of the data files, for `config.json`.
+    pub data_names: Vec<String>,
+    /// Tensor read from `.safetensors` files.
+    pub tensor: Option<String>,
+    /// Non-finite rows were left out.
+    pub skip_nonfinite: bool,
+}
+
+impl RunRecipe {
+    /// The trainer of a new run on `data`, and the configuration its folder records.
+    pub fn trainer(&self, data: &Dataset) -> Result<(Trainer, RunConfig)> {
+        let mut cfg = SaeConfig::new(data.dim(), self.concepts);
+        cfg.k = self.k;
+        cfg.dropout = self.dropout;
+        cfg.normalization = self.normalization.clone();
+        cfg.use_multiplier = self.use_multiplier;
+        let model = MpSae::new(cfg, self.seed)?;
+        let trainer = Trainer::new(model, self.options.clone(), preprocess_for(data, self.preprocess))?;
+        let config = RunConfig {
+            mpsae_version: env!("CARGO_PKG_VERSION").to_string(),
+            model: trainer.model.config().clone(),
+            train: trainer.options.clone(),
+            data: self.data_names.clone(),
+            tensor: self.tensor.clone(),
+            skip_nonfinite: self.skip_nonfinite,
+            rows: data.rows(),
+            skipped_rows: data.stats().skipped,
+            preprocess: self.preprocess,
+        };
+        Ok((trainer, config))
+    }
+}
+
+/// A model and its preprocessing from a run folder (its `model.safetensors`) or a model file.
+pub fn load_model(path: &Path) -> Result<(MpSae, Preprocess)> {
+    let file = if path.is_dir() { path.join(MODEL_FILE) } else { path.to_path_buf() };
+    if !file.exists() {
+        return Err(Error::file(&file, "no such model file (give a run folder or a .safetensors file)"));
+    }
+    let (model, meta) = crate::io::state_dict::load_model(&file, None)?;
+    let pre = match meta.get(PREPROCESS_KEY) {
+        Some(j) => serde_json::from_str(j)
+            .map_err(|e| Error::file(&file, format!("bad preprocessing metadata: {e}")))?,
+        None => Preprocess::default(),
+    };
+    Ok((model, pre))
 }
 
 /// The preprocessing of a new run on `data`.

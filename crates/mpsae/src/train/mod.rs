@@ -303,6 +303,13 @@ impl Trainer {
                         if self.checkpoint_dir.is_some() { " and the last checkpoint is kept" } else { "" }
                     )));
                 }
+                if observer.stop_requested() {
+                    let checkpointed = rank == 0 && self.checkpoint_dir.is_some();
+                    if checkpointed {
+                        self.write_checkpoint(observer)?;
+                    }
+                    return Err(Error::Interrupted { step: self.progress.step, checkpointed });
+                }
                 let every = self.options.checkpoint_every;
                 if every > 0 && self.progress.step % every == 0 && self.progress.step < total && rank == 0 {
                     self.write_checkpoint(observer)?;

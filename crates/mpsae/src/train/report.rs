@@ -80,6 +80,11 @@ pub trait Observer {
     fn on_epoch(&mut self, _report: &EpochReport) {}
     /// After a checkpoint was written.
     fn on_checkpoint(&mut self, _step: u64, _path: &std::path::Path) {}
+    /// Asked after every step: `true` stops the run there (a checkpoint is written when the
+    /// run has a folder) with [`crate::Error::Interrupted`].
+    fn stop_requested(&mut self) -> bool {
+        false
+    }
 }
 
 /// An observer that ignores everything.

@@ -1,0 +1,302 @@
+//! `Model`: an `MpSae` from Python, on numpy arrays.
+
+use crate::errors::IntoPy;
+use mpsae::io::state_dict::{load_state_dict, save_model, state_dict, Tensor, PREPROCESS_KEY};
+use mpsae::model::Codes;
+use mpsae::{Device, EncodeOptions, MpSae, Normalization, SaeConfig};
+use mpsae_kernels::Par;
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// A rayon pool of `threads` threads, or none for the global pool.
+pub fn pool(threads: Option<usize>) -> PyResult<Option<Arc<rayon::ThreadPool>>> {
+    match threads {
+        None => Ok(None),
+        Some(0) => Err(PyValueError::new_err("invalid threads: must be at least 1")),
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map(|p| Some(Arc::new(p)))
+            .map_err(|e| PyValueError::new_err(format!("cannot start {n} threads: {e}"))),
+    }
+}
+
+/// Runs `f` in `pool` (or the global pool).
+pub fn run_in<T: Send>(pool: &Option<Arc<rayon::ThreadPool>>, f: impl FnOnce() -> T + Send) -> T {
+    match pool {
+        Some(p) => p.install(f),
+        None => f(),
+    }
+}
+
+/// The engine settings for `pool`'s thread count.
+pub fn engine_for(pool: &Option<Arc<rayon::ThreadPool>>) -> mpsae::Engine {
+    let par = match pool {
+        Some(p) => Par::Rayon(NonZeroUsize::new(p.current_num_threads().max(1)).unwrap()),
+        None => Par::rayon(),
+    };
+    mpsae::Engine { par, ..mpsae::Engine::default() }
+}
+
+/// An MP-SAE (the engine's `MpSae`) with its preprocessing.
+#[pyclass(module = "mpsae._mpsae")]
+pub struct Model {
+    pub(crate) inner: MpSae,
+    pub(crate) pre: mpsae::data::Preprocess,
+    pub(crate) pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+fn rows_of<'a>(x: &'a PyReadonlyArray2<f32>) -> PyResult<&'a [f32]> {
+    x.as_slice().map_err(|_| PyValueError::new_err("input must be a C-contiguous float32 array"))
+}
+
+/// Atoms as i64 (-1 for no pick) from the engine's codes.
+fn atoms_i64(codes: &Codes) -> Vec<i64> {
+    codes.atoms.iter().map(|&a| if a == Codes::NO_ATOM { -1 } else { a as i64 }).collect()
+}
+
+#[pymethods]
+impl Model {
+    /// A new model (xavier-uniform init from `seed`).
+    #[new]
+    #[pyo3(signature = (input_dim, nb_concepts, k=1, dropout=None, normalization="l2", use_multiplier=false, device="cpu", seed=0, threads=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        input_dim: usize,
+        nb_concepts: usize,
+        k: usize,
+        dropout: Option<f32>,
+        normalization: &str,
+        use_multiplier: bool,
+        device: &str,
+        seed: u64,
+        threads: Option<usize>,
+    ) -> PyResult<Self> {
+        let mut cfg = SaeConfig::new(input_dim, nb_concepts);
+        cfg.k = k;
+        cfg.dropout = dropout;
+        cfg.normalization = Normalization::from_name(normalization).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "invalid normalization '{normalization}': use l2, max_l2, l1, max_l1 or identity"
+            ))
+        })?;
+        cfg.use_multiplier = use_multiplier;
+        cfg.device = Device::from_name(device).py()?;
+        let pool = pool(threads)?;
+        let mut inner = MpSae::new(cfg, seed).py()?;
+        inner.set_engine(engine_for(&pool));
+        Ok(Model { inner, pre: Default::default(), pool })
+    }
+
+    /// Loads a model file (`model.safetensors`) or the model of a run folder.
+    #[staticmethod]
+    #[pyo3(signature = (path, threads=None))]
+    fn load(path: PathBuf, threads: Option<usize>) -> PyResult<Self> {
+        let (mut inner, pre) = mpsae::run::load_model(&path).py()?;
+        let pool = pool(threads)?;
+        inner.set_engine(engine_for(&pool));
+        Ok(Model { inner, pre, pool })
+    }
+
+    /// Saves the model (overcomplete's state-dict keys, the CLI's format), atomically.
+    fn save(&self, path: PathBuf) -> PyResult<()> {
+        let pre = serde_json::to_string(&self.pre).expect("preprocessing serialises");
+        save_model(&self.inner, &path, &[(PREPROCESS_KEY.to_string(), pre)]).py()
+    }
+
+    #[getter]
+    fn input_dim(&self) -> usize {
+        self.inner.input_dim()
+    }
+    #[getter]
+    fn nb_concepts(&self) -> usize {
+        self.inner.nb_concepts()
+    }
+    #[getter]
+    fn k(&self) -> usize {
+        self.inner.config().k
+    }
+    #[setter]
+    fn set_k(&mut self, k: usize) -> PyResult<()> {
+        self.inner.set_k(k).py()
+    }
+    #[getter]
+    fn dropout(&self) -> Option<f32> {
+        self.inner.config().dropout
+    }
+    #[getter]
+    fn normalization(&self) -> String {
+        self.inner.config().normalization.name()
+    }
+    #[getter]
+    fn use_multiplier(&self) -> bool {
+        self.inner.config().use_multiplier
+    }
+    #[getter]
+    fn device(&self) -> &'static str {
+        self.inner.backend().name()
+    }
+    #[getter]
+    fn training(&self) -> bool {
+        self.inner.is_training()
+    }
+    /// The preprocessing saved with a CLI-trained model: (mean or None, scale or None).
+    #[getter]
+    fn preprocess<'py>(&self, py: Python<'py>) -> (Option<Bound<'py, PyArray1<f32>>>, Option<f32>) {
+        (self.pre.mean.clone().map(|m| m.into_pyarray(py)), self.pre.scale)
+    }
+
+    /// Training mode.
+    fn train_mode(&mut self) {
+        self.inner.train();
+    }
+    /// Eval mode.
+    fn eval_mode(&mut self) {
+        self.inner.eval();
+    }
+
+    /// Sparse encode: (residual n x d, atoms n x k int64 with -1 after an early stop, values n x k).
+    #[pyo3(signature = (x, k=None, tol=None, preprocess=false))]
+    #[allow(clippy::type_complexity)]
+    fn encode_sparse<'py>(
+        &mut self,
+        py: Python<'py>,
+        x: PyReadonlyArray2<'py, f32>,
+        k: Option<usize>,
+        tol: Option<f32>,
+        preprocess: bool,
+    ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>)> {
+        let (n, d) = (x.shape()[0], x.shape()[1]);
+        if d != self.inner.input_dim() {
+            return Err(PyValueError::new_err(format!(
+                "input rows have dimension {d}, the model expects {}",
+                self.inner.input_dim()
+            )));
+        }
+        let rows = rows_of(&x)?;
+        let (model, pool, pre) = (&mut self.inner, &self.pool, &self.pre);
+        let enc = py
+            .allow_threads(|| {
+                run_in(pool, || {
+                    let opts = EncodeOptions { k, tol, mask: None };
+                    if preprocess && (pre.mean.is_some() || pre.scale.is_some()) {
+                        let mut v = rows.to_vec();
+                        pre.apply(&mut v, d);
+                        model.encode_with(&v, &opts)
+                    } else {
+                        model.encode_with(rows, &opts)
+                    }
+                })
+            })
+            .py()?;
+        let k = enc.codes.k;
+        let atoms = atoms_i64(&enc.codes);
+        Ok((
+            numpy::ndarray::Array2::from_shape_vec((n, d), enc.residual).unwrap().into_pyarray(py),
+            numpy::ndarray::Array2::from_shape_vec((n, k), atoms).unwrap().into_pyarray(py),
+            numpy::ndarray::Array2::from_shape_vec((n, k), enc.codes.values).unwrap().into_pyarray(py),
+        ))
+    }
+
+    /// Dense codes (n x c, repeated picks summed) from sparse ones.
+    fn densify<'py>(
+        &self,
+        py: Python<'py>,
+        atoms: PyReadonlyArray2<'py, i64>,
+        values: PyReadonlyArray2<'py, f32>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let codes = self.codes_from(&atoms, &values)?;
+        let (n, c) = (codes.n, codes.c);
+        Ok(numpy::ndarray::Array2::from_shape_vec((n, c), codes.to_dense()).unwrap().into_pyarray(py))
+    }
+
+    /// Decode sparse codes: x_hat (n x d).
+    fn decode_sparse<'py>(
+        &mut self,
+        py: Python<'py>,
+        atoms: PyReadonlyArray2<'py, i64>,
+        values: PyReadonlyArray2<'py, f32>,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let codes = self.codes_from(&atoms, &values)?;
+        let (n, d) = (codes.n, self.inner.input_dim());
+        let (model, pool) = (&mut self.inner, &self.pool);
+        let x_hat = py.allow_threads(|| run_in(pool, || model.decode(&codes))).py()?;
+        Ok(numpy::ndarray::Array2::from_shape_vec((n, d), x_hat).unwrap().into_pyarray(py))
+    }
+
+    /// The dictionary (c x d), as overcomplete's `get_dictionary()`.
+    fn get_dictionary<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyArray2<f32>> {
+        let (c, d) = (self.inner.nb_concepts(), self.inner.input_dim());
+        numpy::ndarray::Array2::from_shape_vec((c, d), self.inner.get_dictionary()).unwrap().into_pyarray(py)
+    }
+
+    /// The state dict: overcomplete's keys, numpy float32 arrays.
+    fn state_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        for (name, shape, values) in state_dict(&self.inner) {
+            let a = numpy::ndarray::ArrayD::from_shape_vec(shape, values).unwrap().into_pyarray(py);
+            out.set_item(name, a)?;
+        }
+        Ok(out)
+    }
+
+    /// Loads a state dict (strict: the model's keys and shapes, no others).
+    fn load_state_dict(&mut self, state: HashMap<String, PyReadonlyArrayDyn<'_, f32>>) -> PyResult<()> {
+        let tensors = state
+            .into_iter()
+            .map(|(k, v)| {
+                let shape = v.shape().to_vec();
+                let data = v.as_array().iter().copied().collect();
+                (k, Tensor { shape, data })
+            })
+            .collect();
+        load_state_dict(&mut self.inner, tensors).py()
+    }
+
+    fn __repr__(&self) -> String {
+        let c = self.inner.config();
+        format!(
+            "Model(input_dim={}, nb_concepts={}, k={}, normalization='{}', device='{}', training={})",
+            c.input_dim,
+            c.nb_concepts,
+            c.k,
+            c.normalization.name(),
+            self.inner.backend().name(),
+            self.inner.is_training()
+        )
+    }
+}
+
+impl Model {
+    fn codes_from(&self, atoms: &PyReadonlyArray2<i64>, values: &PyReadonlyArray2<f32>) -> PyResult<Codes> {
+        if atoms.shape() != values.shape() {
+            return Err(PyValueError::new_err(format!(
+                "indices {:?} and values {:?} differ in shape",
+                atoms.shape(),
+                values.shape()
+            )));
+        }
+        let (n, k) = (atoms.shape()[0], atoms.shape()[1]);
+        let c = self.inner.nb_concepts();
+        let mut ids = Vec::with_capacity(n * k);
+        for &a in atoms.as_array().iter() {
+            if a == -1 {
+                ids.push(Codes::NO_ATOM);
+            } else if a < 0 || a as usize >= c {
+                return Err(PyValueError::new_err(format!(
+                    "atom index {a} is outside the dictionary of {c}"
+                )));
+            } else {
+                ids.push(a as u32);
+            }
+        }
+        let vals: Vec<f32> = values.as_array().iter().copied().collect();
+        Ok(Codes { n, c, k, atoms: ids, values: vals })
+    }
+}
