@@ -376,6 +376,15 @@ class Trainer:
         """One optimiser step on ``batch`` (``n x d``); returns the step's report."""
         return self._t.step(_rows(batch, "batch"))
 
+    def load_state_dict(self, state: Dict[str, ArrayLike]) -> None:
+        """Start from given parameters (overcomplete's keys); the optimiser state is kept."""
+        arrays = {}
+        for key, v in state.items():
+            if hasattr(v, "detach"):
+                v = v.detach().cpu().numpy()
+            arrays[key] = np.ascontiguousarray(v, dtype=np.float32)
+        self._t.load_state_dict(arrays)
+
     @property
     def steps_done(self) -> int:
         """Steps taken so far."""

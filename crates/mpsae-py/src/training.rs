@@ -400,6 +400,19 @@ impl StreamTrainer {
         step_dict(py, &report)
     }
 
+    /// Replaces the model's parameters (a state dict with overcomplete's keys), e.g. to start
+    /// from given weights; the optimiser state is left as it is.
+    fn load_state_dict(&mut self, state: std::collections::HashMap<String, numpy::PyReadonlyArrayDyn<'_, f32>>) -> PyResult<()> {
+        let tensors = state
+            .into_iter()
+            .map(|(k, v)| {
+                let shape = v.shape().to_vec();
+                (k, mpsae::io::state_dict::Tensor { shape, data: v.as_array().iter().copied().collect() })
+            })
+            .collect();
+        mpsae::io::state_dict::load_state_dict(&mut self.trainer.model, tensors).py()
+    }
+
     /// Steps done.
     #[getter]
     fn steps_done(&self) -> u64 {
