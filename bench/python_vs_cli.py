@@ -4,7 +4,7 @@
                                   [--rounds 2] [--cli target/release/mpsae]
 
 Training: the time of a run of S2 steps minus one of S1 steps (start-up, data checks and the
-first steps cancel out), per step, for `mpsae train` and `mpsae.train`, alternated round by round.
+first steps cancel out), per step (median over the rounds), for `mpsae train` and `mpsae.train`, alternated round by round.
 Encoding: every row of the file, `mpsae encode` (sparse codes to a file) against
 `MpSAE.encode_sparse` batch by batch (its results kept in memory). Prints the ratios.
 """
@@ -34,8 +34,8 @@ def main():
     ap.add_argument("--c", type=int, default=16384)
     ap.add_argument("--k", type=int, default=16)
     ap.add_argument("--batch", type=int, default=4096)
-    ap.add_argument("--steps", type=int, nargs=2, default=[2, 6])
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--steps", type=int, nargs=2, default=[2, 10])
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--cli", default=os.path.join(REPO, "target", "release", "mpsae"))
     a = ap.parse_args()
     x = np.load(a.data, mmap_mode="r")
@@ -60,7 +60,7 @@ def main():
             t2 = timed(lambda: f(s2, out))
             per[name].append((t2 - t1) / (s2 - s1))
             print(f"round {r + 1} {name:6s}: {per[name][-1] * 1e3:8.1f} ms/step")
-    cli, py = min(per["cli"]), min(per["python"])
+    cli, py = float(np.median(per["cli"])), float(np.median(per["python"]))
     print(f"training: python {py * 1e3:.1f} ms/step, cli {cli * 1e3:.1f} ms/step, "
           f"python throughput / cli = {cli / py:.3f}")
 
@@ -81,7 +81,7 @@ def main():
         for name, f in (("cli", cli_encode), ("python", py_encode)):
             enc[name].append(timed(f))
             print(f"round {r + 1} encode {name:6s}: {x.shape[0] / enc[name][-1]:9.0f} rows/s")
-    ce, pe = min(enc["cli"]), min(enc["python"])
+    ce, pe = float(np.median(enc["cli"])), float(np.median(enc["python"]))
     print(f"encoding: python {x.shape[0] / pe:.0f} rows/s, cli {x.shape[0] / ce:.0f} rows/s, "
           f"python / cli = {ce / pe:.3f}")
 

@@ -297,7 +297,10 @@ pub fn train<'py>(
         error: None,
         metrics_error: None,
     };
-    let result = py.allow_threads(|| run_in(&pool, || trainer.run(&data, &mut observer)));
+    let result = py.allow_threads(|| {
+        let _heap = HeapForTraining::new();
+        run_in(&pool, || trainer.run(&data, &mut observer))
+    });
     if let Some(e) = observer.error.take() {
         return Err(e);
     }
@@ -312,6 +315,36 @@ pub fn train<'py>(
     let pre = trainer.preprocess.clone();
     let model = Model { inner: trainer.model, pre, pool };
     PyTuple::new(py, [Py::new(py, model)?.into_any().into_bound(py), metrics.into_pyobject(py)?.into_any()])
+}
+
+/// While it lives, glibc keeps the large buffers a training step frees (tens of MB: the CLI
+/// does the same for its whole process) in its heap instead of unmapping them, so the next step
+/// does not fault them in again; dropped, it restores glibc's defaults and hands the free heap
+/// back to the kernel, so the Python process does not keep that memory afterwards.
+struct HeapForTraining;
+
+impl HeapForTraining {
+    fn new() -> Self {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: mallopt only sets glibc's allocator parameters (thread-safe in glibc).
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        }
+        HeapForTraining
+    }
+}
+
+impl Drop for HeapForTraining {
+    fn drop(&mut self) {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: as above; malloc_trim only returns free heap pages to the kernel.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 10);
+            libc::malloc_trim(0);
+        }
+    }
 }
 
 /// A trainer fed batch by batch (activations as a model produces them).
@@ -402,7 +435,10 @@ impl StreamTrainer {
 
     /// Replaces the model's parameters (a state dict with overcomplete's keys), e.g. to start
     /// from given weights; the optimiser state is left as it is.
-    fn load_state_dict(&mut self, state: std::collections::HashMap<String, numpy::PyReadonlyArrayDyn<'_, f32>>) -> PyResult<()> {
+    fn load_state_dict(
+        &mut self,
+        state: std::collections::HashMap<String, numpy::PyReadonlyArrayDyn<'_, f32>>,
+    ) -> PyResult<()> {
         let tensors = state
             .into_iter()
             .map(|(k, v)| {

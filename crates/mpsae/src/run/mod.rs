@@ -107,8 +107,9 @@ impl Run {
     /// Starts a new run in `dir` (created if needed): refuses a folder that holds a run unless
     /// `force`, writes `config.json`, clears old metrics.
     pub fn create(dir: &Path, config: RunConfig, force: bool) -> Result<Run> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(dir, std::io::Error::new(e.kind(), format!("cannot create the run folder: {e}"))))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::io(dir, std::io::Error::new(e.kind(), format!("cannot create the run folder: {e}")))
+        })?;
         let lock = RunLock::acquire(dir)?;
         if dir.join(CHECKPOINT_FILE).exists() && !force {
             return Err(Error::file(
