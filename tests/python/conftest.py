@@ -25,7 +25,8 @@ def load_fixture(path):
 @pytest.fixture(scope="session")
 def cli():
     """The `mpsae` binary of this checkout (built by cargo if needed)."""
-    exe = REPO / "target" / "release" / "mpsae"
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    exe = target / "release" / "mpsae"
     if not exe.exists():
         subprocess.run(["cargo", "build", "--release", "-p", "mpsae-cli"], cwd=REPO, check=True)
     return str(exe)

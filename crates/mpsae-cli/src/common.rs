@@ -1,7 +1,6 @@
 //! What the subcommands share: the error type, thread pool, data and model loading.
 
 use mpsae::data::{DataOptions, Dataset, NonFinite, Preprocess, Source};
-use mpsae::io::state_dict::{load_model, PREPROCESS_KEY};
 use mpsae::kernels::gram::Precision;
 use mpsae::kernels::pursuit::Strategy;
 use mpsae::{Engine, MpSae};
@@ -72,15 +71,6 @@ pub fn open_data(
         return Dataset::from_sources(vec![src], &opts).map_err(msg);
     }
     Dataset::open(files, &opts).map_err(msg)
-}
-
-/// The model file of a run folder, or the file itself.
-pub fn model_path(p: &Path) -> PathBuf {
-    if p.is_dir() {
-        p.join("model.safetensors")
-    } else {
-        p.to_path_buf()
-    }
 }
 
 /// Loads a model (from a run folder or a file) with its preprocessing.

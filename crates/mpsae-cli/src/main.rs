@@ -3,8 +3,9 @@
 mod cmd;
 mod common;
 mod progress;
+mod signals;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::process::ExitCode;
 
 /// Matching Pursuit Sparse Autoencoders on neural-network activations.
@@ -34,13 +35,26 @@ enum Command {
 
 fn main() -> ExitCode {
     common::tune_allocator();
-    let cli = Cli::parse();
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return usage_error(e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    // Which options of `train` the user typed (a resumed run refuses those that differ).
+    let given = |name: &str| {
+        matches
+            .subcommand_matches("train")
+            .is_some_and(|m| m.value_source(name) == Some(clap::parser::ValueSource::CommandLine))
+    };
     if let Err(e) = common::init_threads(cli.threads) {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }
     let result = match cli.command {
-        Command::Train(a) => cmd::train::run(a),
+        Command::Train(a) => cmd::train::run(a, &given),
         Command::Encode(a) => cmd::encode::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
@@ -50,6 +64,31 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
+            signals::exit_code().map_or(ExitCode::FAILURE, ExitCode::from)
+        }
+    }
+}
+
+/// clap's help and version as clap prints them; a usage error as one line and exit code 1, like
+/// every other error.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
+            eprintln!(
+                "error: no command given: use train, encode, eval, inspect or bench (see mpsae --help)"
+            );
+            ExitCode::FAILURE
+        }
+        _ => {
+            let text = e.render().to_string();
+            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments").trim();
+            let line = line.strip_prefix("error: ").unwrap_or(line);
+            eprintln!("error: {line} (see mpsae --help)");
             ExitCode::FAILURE
         }
     }

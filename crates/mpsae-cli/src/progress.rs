@@ -70,6 +70,10 @@ impl Reporter {
 }
 
 impl Observer for Reporter {
+    fn stop_requested(&mut self) -> bool {
+        crate::signals::received().is_some()
+    }
+
     fn on_step(&mut self, r: &StepReport) {
         self.rows += r.rows as u64;
         let rate = self.rows as f64 / self.start.elapsed().as_secs_f64().max(1e-9);

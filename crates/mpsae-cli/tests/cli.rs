@@ -93,7 +93,7 @@ fn encode_eval_inspect_on_shared_real_data() {
     // A small slice of the data for encoding: 300 rows written as f32.
     let ds = mpsae::data::Dataset::open(std::slice::from_ref(&data), &Default::default()).unwrap();
     let mut rows = Vec::new();
-    ds.read_range(0, 300, &mut rows);
+    ds.read_range(0, 300, &mut rows).unwrap();
     let small = dir.join("small.npy");
     write_npy_f32(&small, &rows, 300, 576);
     let s = small.to_str().unwrap();
@@ -175,7 +175,7 @@ fn encode_matches_the_library_on_real_vit_data() {
     ]);
     let ds = mpsae::data::Dataset::open(&[data], &Default::default()).unwrap();
     let mut rows = Vec::new();
-    ds.read_range(1000, 64, &mut rows);
+    ds.read_range(1000, 64, &mut rows).unwrap();
     let small = dir.join("small.npy");
     write_npy_f32(&small, &rows, 64, 384);
     let codes = dir.join("c.safetensors");

@@ -26,6 +26,7 @@ pub mod io;
 pub mod metrics;
 pub mod model;
 pub mod optim;
+pub mod resources;
 pub mod run;
 pub mod train;
 

@@ -2,7 +2,7 @@
 
 use mpsae::data::{DataOptions, Dataset, Preprocess};
 use mpsae::io::state_dict::read_tensors;
-use mpsae::run::{encode_dataset, CodesFormat, PreprocessChoice, Run, RunConfig, LOCK_FILE};
+use mpsae::run::{describe_data, encode_dataset, CodesFormat, PreprocessChoice, Run, RunConfig, LOCK_FILE};
 use mpsae::train::{Silent, TrainOptions, Trainer};
 use mpsae::{Codes, EncodeOptions, MpSae, SaeConfig};
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ fn real(rows: usize) -> Dataset {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/data/dinov2s_l6_public.npy");
     let data = Dataset::open(&[path], &DataOptions::default()).unwrap();
     let mut x = Vec::new();
-    data.read_range(0, rows, &mut x);
+    data.read_range(0, rows, &mut x).unwrap();
     let out = std::env::temp_dir().join(format!("mpsae-runs-{}-{rows}.npy", std::process::id()));
     mpsae::data::write_npy_f32(&out, &x, rows, 384).unwrap();
     Dataset::open(&[out], &DataOptions::default()).unwrap()
@@ -37,6 +37,7 @@ fn config(data: &Dataset, options: &TrainOptions) -> RunConfig {
         rows: data.rows(),
         skipped_rows: 0,
         preprocess: PreprocessChoice::default(),
+        files: describe_data(data).unwrap(),
     }
 }
 
@@ -97,7 +98,19 @@ fn resume_continues_exactly_and_checks_the_data() {
     assert!(run.model_path().exists());
     // Other data is named as what differs.
     let e = run.config.check_data(&real(64)).unwrap_err().to_string();
-    assert!(e.contains("64 rows, the run was trained on 96"), "{e}");
+    assert!(
+        e.contains("holds 64 x 384 rows") && e.contains("96 x 384") && e.contains("--allow-data-change"),
+        "{e}"
+    );
+    // The same rows rewritten with other values: same shape, other content.
+    let mut other = Vec::new();
+    data.read_range(0, 96, &mut other).unwrap();
+    other.iter_mut().for_each(|v| *v += 1.0);
+    let same_name = data.sources()[0].path.clone();
+    mpsae::data::write_npy_f32(&same_name, &other, 96, 384).unwrap();
+    let changed = Dataset::open(&[same_name], &DataOptions::default()).unwrap();
+    let e = run.config.check_data(&changed).unwrap_err().to_string();
+    assert!(e.contains("its content differs"), "{e}");
 }
 
 #[test]
@@ -109,7 +122,7 @@ fn encode_dataset_streams_the_codes_of_every_batch() {
     let mut model = MpSae::new(cfg, 2).unwrap();
     model.eval();
     let mut x = Vec::new();
-    data.read_range(0, 300, &mut x);
+    data.read_range(0, 300, &mut x).unwrap();
     let want = model.encode(&x).unwrap().codes;
     for format in [CodesFormat::Sparse, CodesFormat::Dense] {
         let out = dir.join(format!("{format:?}.safetensors"));

@@ -57,8 +57,9 @@ fn batch_for(d: usize, n: usize, dir: &std::path::Path) -> (Vec<f32>, String) {
             if ds.dim() == d {
                 let ids: Vec<usize> = (0..n).map(|i| (i * 7919) % ds.rows()).collect();
                 let mut x = Vec::new();
-                ds.read(&ids, &mut x);
-                return (x, f.to_string());
+                if ds.read(&ids, &mut x).is_ok() {
+                    return (x, f.to_string());
+                }
             }
         }
     }

@@ -114,6 +114,13 @@ pub struct TrainArgs {
     /// Start a new run in --out even if it already holds one.
     #[arg(long)]
     force: bool,
+    /// With --resume: continue on data other than the run's (other files, rows or content).
+    #[arg(long)]
+    allow_data_change: bool,
+    /// With --resume: apply the training options given that differ from the run's (--steps,
+    /// --epochs, --lr, --clip, ...); model options (--concepts, -k, ...) can never change.
+    #[arg(long)]
+    allow_changes: bool,
     #[command(flatten)]
     engine: EngineArgs,
     /// Progress display.
@@ -168,8 +175,83 @@ fn data_names(files: &[PathBuf]) -> Vec<String> {
     }
 }
 
+/// On `--resume`: refuses the options given on the command line that differ from the run's,
+/// naming them; with `--allow-changes` applies the training ones (model ones never change).
+fn apply_resume_options(
+    a: &TrainArgs,
+    given: &dyn Fn(&str) -> bool,
+    config: &mpsae::run::RunConfig,
+    trainer: &mut mpsae::train::Trainer,
+) -> CliResult<()> {
+    let m = &config.model;
+    let model_options: [(&str, String, String); 8] = [
+        ("concepts", a.concepts.to_string(), m.nb_concepts.to_string()),
+        ("k", a.k.to_string(), m.k.to_string()),
+        ("dropout", format!("{:?}", a.dropout), format!("{:?}", m.dropout)),
+        ("normalization", a.normalization.clone(), m.normalization.name()),
+        ("multiplier", a.multiplier.to_string(), m.use_multiplier.to_string()),
+        ("center", a.center.to_string(), config.preprocess.center.to_string()),
+        ("scale", a.scale.to_string(), config.preprocess.scale.to_string()),
+        ("seed", a.seed.to_string(), config.train.seed.to_string()),
+    ];
+    for (name, new, old) in model_options {
+        if given(name) && new != old {
+            return Err(format!(
+                "--{} {new} differs from the run's {old}: a resumed run keeps its model and seed (start a new one with --force)",
+                name.replace('_', "-")
+            ));
+        }
+    }
+    let new = build_options(a)?;
+    let old = trainer.options.clone();
+    let mut changed = old.clone();
+    let mut differs = Vec::new();
+    macro_rules! field {
+        ($flag:literal, $($f:ident).+) => {
+            if given($flag) && format!("{:?}", new.$($f).+) != format!("{:?}", old.$($f).+) {
+                differs.push(format!("--{} {:?} (the run's: {:?})", $flag.replace('_', "-"), new.$($f).+, old.$($f).+));
+                changed.$($f).+ = new.$($f).+.clone();
+            }
+        };
+    }
+    field!("epochs", epochs);
+    field!("steps", steps);
+    field!("batch_size", batch_size);
+    field!("lr", lr);
+    field!("beta1", beta1);
+    field!("beta2", beta2);
+    field!("eps", eps);
+    field!("clip", clip_grad);
+    field!("no_shuffle", shuffle);
+    field!("criterion", criterion);
+    field!("detailed_stats", detailed_stats);
+    field!("max_bad_steps", max_bad_steps);
+    field!("checkpoint_every", checkpoint_every);
+    field!("gradient_shards", gradient_shards);
+    if (given("warmup") || given("final_lr") || given("start_warmup_lr")) && new.schedule != old.schedule {
+        differs.push(format!("the schedule {:?} (the run's: {:?})", new.schedule, old.schedule));
+        changed.schedule = new.schedule;
+    }
+    if differs.is_empty() {
+        return Ok(());
+    }
+    if !a.allow_changes {
+        return Err(format!(
+            "{} differ{} from the run's options (resume with --allow-changes to apply {})",
+            differs.join(", "),
+            if differs.len() == 1 { "s" } else { "" },
+            if differs.len() == 1 { "it" } else { "them" }
+        ));
+    }
+    changed.validate().map_err(msg)?;
+    trainer.adam.params = changed.adam();
+    trainer.options = changed;
+    eprintln!("note: resuming with {}", differs.join(", "));
+    Ok(())
+}
+
 /// Runs `mpsae train`: a shell over the library's [`Run`] and [`Trainer`].
-pub fn run(a: TrainArgs) -> CliResult<()> {
+pub fn run(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> CliResult<()> {
     let engine = a.engine.engine()?;
     let (run, mut trainer, data) = if a.resume {
         let (run, trainer) = Run::resume(&a.out).map_err(msg)?;
@@ -181,7 +263,17 @@ pub fn run(a: TrainArgs) -> CliResult<()> {
         } else {
             open_data(&a.data, a.tensor.as_deref(), a.skip_nonfinite, true)?
         };
-        run.config.check_data(&data).map_err(msg)?;
+        if !a.allow_data_change {
+            run.config.check_data(&data).map_err(msg)?;
+        } else if data.dim() != run.config.model.input_dim {
+            return Err(format!(
+                "rows have dimension {}, the run's model expects {}",
+                data.dim(),
+                run.config.model.input_dim
+            ));
+        }
+        let mut trainer = trainer;
+        apply_resume_options(&a, given, &run.config, &mut trainer)?;
         (run, trainer, data)
     } else {
         let options = build_options(&a)?;
@@ -217,9 +309,19 @@ pub fn run(a: TrainArgs) -> CliResult<()> {
     let total = trainer.options.total_steps(data.rows());
     let metrics = run.metrics_path();
     let mut reporter = Reporter::new(a.progress, total, trainer.progress.step, Some(&metrics));
+    crate::signals::install();
     let result = trainer.run(&data, &mut reporter);
     reporter.finish();
-    let reports = result.map_err(msg)?;
+    let reports = match result {
+        Err(mpsae::Error::Interrupted { step, checkpointed }) => {
+            let how = if checkpointed { "the checkpoint holds it" } else { "no checkpoint was written" };
+            return Err(format!(
+                "interrupted after step {step} ({how}); continue with: mpsae train --resume --out {}",
+                run.dir().display()
+            ));
+        }
+        r => r.map_err(msg)?,
+    };
     if let Some(e) = reporter.error {
         return Err(e);
     }

@@ -57,6 +57,7 @@ struct Partial {
     norm: f64,
     rows: usize,
     bad: Vec<usize>,
+    error: Option<Error>,
 }
 
 impl Dataset {
@@ -104,16 +105,27 @@ impl Dataset {
             let parts: Vec<Partial> = (0..s.rows.div_ceil(CHUNK))
                 .into_par_iter()
                 .map(|c| {
-                    let mut p = Partial { sum: vec![0f64; d], sq: 0.0, norm: 0.0, rows: 0, bad: Vec::new() };
-                    let mut row = vec![0f32; d];
-                    for i in c * CHUNK..((c + 1) * CHUNK).min(s.rows) {
-                        s.read_row(i, &mut row);
+                    let mut p = Partial {
+                        sum: vec![0f64; d],
+                        sq: 0.0,
+                        norm: 0.0,
+                        rows: 0,
+                        bad: Vec::new(),
+                        error: None,
+                    };
+                    let (r0, r1) = (c * CHUNK, ((c + 1) * CHUNK).min(s.rows));
+                    let mut chunk = vec![0f32; (r1 - r0) * d];
+                    if let Err(e) = s.read_rows(r0, r1 - r0, &mut chunk) {
+                        p.error = Some(e);
+                        return p;
+                    }
+                    for (i, row) in (r0..r1).zip(chunk.chunks(d)) {
                         if row.iter().any(|v| !v.is_finite()) {
                             p.bad.push(i);
                             continue;
                         }
                         let mut n2 = 0f64;
-                        for (acc, &v) in p.sum.iter_mut().zip(&row) {
+                        for (acc, &v) in p.sum.iter_mut().zip(row) {
                             *acc += v as f64;
                             n2 += v as f64 * v as f64;
                         }
@@ -124,11 +136,14 @@ impl Dataset {
                     p
                 })
                 .collect();
-            for p in parts {
+            for mut p in parts {
+                if let Some(e) = p.error.take() {
+                    return Err(e);
+                }
                 // Parts come in row order, so the first bad row of the first bad part is the file's first.
                 if let (Some(&i), NonFinite::Error) = (p.bad.first(), opts.non_finite) {
                     let mut row = vec![0f32; d];
-                    s.read_row(i, &mut row);
+                    s.read_row(i, &mut row)?;
                     let col = row.iter().position(|v| !v.is_finite()).unwrap_or(0);
                     return Err(Error::Row {
                         path: s.path.clone(),
@@ -193,22 +208,56 @@ impl Dataset {
     }
 
     /// Reads usable rows `ids` (indices in `0..rows()`) as f32 into `out` (`ids.len() x d`).
-    pub fn read(&self, ids: &[usize], out: &mut Vec<f32>) {
+    pub fn read(&self, ids: &[usize], out: &mut Vec<f32>) -> Result<()> {
+        self.check()?;
         out.resize(ids.len() * self.d, 0.0);
         let d = self.d;
-        out.par_chunks_mut(d).zip(ids.par_iter()).with_min_len(256).for_each(|(o, &id)| {
-            let g = match &self.keep {
-                Some(k) => k[id],
-                None => id,
-            };
-            let s = self.starts.partition_point(|&st| st <= g) - 1;
-            self.sources[s].read_row(g - self.starts[s], o);
-        });
+        out.par_chunks_mut(d).zip(ids.par_iter()).with_min_len(256).try_for_each(|(o, &id)| {
+            let (s, i) = self.locate(id);
+            self.sources[s].read_row(i, o)
+        })
     }
 
-    /// Reads the usable rows `start..start+len`.
-    pub fn read_range(&self, start: usize, len: usize, out: &mut Vec<f32>) {
-        let ids: Vec<usize> = (start..start + len).collect();
-        self.read(&ids, out);
+    /// Checks that no file behind the dataset changed since it was opened (see [`Source::check`]).
+    pub fn check(&self) -> Result<()> {
+        self.sources.iter().try_for_each(Source::check)
+    }
+
+    /// The source and row within it of usable row `id`.
+    fn locate(&self, id: usize) -> (usize, usize) {
+        let g = match &self.keep {
+            Some(k) => k[id],
+            None => id,
+        };
+        let s = self.starts.partition_point(|&st| st <= g) - 1;
+        (s, g - self.starts[s])
+    }
+
+    /// Rows `start..start + len` (of the usable rows) into `out`, read in long runs.
+    pub fn read_range(&self, start: usize, len: usize, out: &mut Vec<f32>) -> Result<()> {
+        if self.keep.is_some() {
+            let ids: Vec<usize> = (start..start + len).collect();
+            return self.read(&ids, out);
+        }
+        self.check()?;
+        let d = self.d;
+        out.resize(len * d, 0.0);
+        // Runs of at most 1024 rows within one source, read in parallel.
+        let mut runs = Vec::new();
+        let mut at = start;
+        while at < start + len {
+            let (s, i) = self.locate(at);
+            let n = (self.sources[s].rows - i).min(start + len - at).min(1024);
+            runs.push((at - start, s, i, n));
+            at += n;
+        }
+        let mut slices = Vec::with_capacity(runs.len());
+        let mut rest = out.as_mut_slice();
+        for &(_, _, _, n) in &runs {
+            let (head, tail) = std::mem::take(&mut rest).split_at_mut(n * d);
+            slices.push(head);
+            rest = tail;
+        }
+        slices.into_par_iter().zip(runs).try_for_each(|(o, (_, s, i, n))| self.sources[s].read_rows(i, n, o))
     }
 }

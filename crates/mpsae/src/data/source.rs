@@ -59,11 +59,22 @@ impl Elem {
 
 /// Where a source's bytes live.
 enum Storage {
+    /// Only while the header is parsed: files are then read with `pread` ([`Storage::File`]).
     Map(Mmap),
+    /// A file read with positioned reads, which return errors (not SIGBUS) when it shrinks.
+    File(FileBytes),
     Static(&'static [u8]),
     Owned(Vec<u8>),
     /// Memory owned by the caller of [`Source::from_raw`] (a numpy array).
     Borrowed(RawBytes),
+}
+
+/// An open data file and what it was when opened, to tell when it changes under a job.
+struct FileBytes {
+    file: std::fs::File,
+    len: u64,
+    #[cfg(unix)]
+    ino: (u64, u64),
 }
 
 /// A pointer and length to memory that the caller of [`Source::from_raw`] keeps alive and
@@ -83,6 +94,7 @@ impl std::ops::Deref for Storage {
     fn deref(&self) -> &[u8] {
         match self {
             Storage::Map(m) => m,
+            Storage::File(_) => unreachable!("file sources are read with pread"),
             Storage::Static(s) => s,
             Storage::Owned(v) => v,
             // SAFETY: see `RawBytes`.
@@ -120,7 +132,48 @@ impl Source {
         // SAFETY: the map is read-only; a file changed by another process while mapped is the
         // user's race (documented), as with every mmap-based loader.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        Source::from_storage(path, Storage::Map(map), tensor)
+        let mut source = Source::from_storage(path, Storage::Map(map), tensor)?;
+        // From here on the file is read with positioned reads: a file that shrinks or is replaced
+        // under a running job gives an error naming it, never a SIGBUS (see `Source::check`).
+        let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+        #[cfg(unix)]
+        let ino = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino())
+        };
+        source.map = Storage::File(FileBytes {
+            file,
+            len: meta.len(),
+            #[cfg(unix)]
+            ino,
+        });
+        Ok(source)
+    }
+
+    /// Checks that the file behind this source is still the one opened, at its size: an error
+    /// names it and says what changed. Sources in memory always pass.
+    pub fn check(&self) -> Result<()> {
+        let Storage::File(f) = &self.map else { return Ok(()) };
+        let now = f.file.metadata().map_err(|e| Error::io(&self.path, e))?;
+        if now.len() != f.len {
+            return Err(Error::file(
+                &self.path,
+                format!("changed while in use: it held {} bytes, now {} (rewritten or truncated by another process?)", f.len, now.len()),
+            ));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if let Ok(on_disk) = std::fs::metadata(&self.path) {
+                if (on_disk.dev(), on_disk.ino()) != f.ino {
+                    return Err(Error::file(
+                        &self.path,
+                        "was replaced by another file while in use (the run keeps reading the one it opened; restart or resume to use the new one)",
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A source over bytes built into the program (e.g. the demo data), named `name` (whose
@@ -198,15 +251,61 @@ impl Source {
         Ok(Source { path: path.to_path_buf(), map, offset, elem, rows, d })
     }
 
-    /// The stored bytes of row `i`.
-    pub fn row_bytes(&self, i: usize) -> &[u8] {
+    /// A cheap content fingerprint of the source's bytes (FNV-1a over its size, the first and
+    /// last 64 KiB and 16 evenly spaced 4 KiB blocks): the same for the same file, different
+    /// when it was rewritten with other rows, read in about a millisecond even for many GB.
+    pub fn fingerprint(&self) -> Result<String> {
+        let total = (self.rows * self.d * self.elem.size()) as u64;
+        let mut spans: Vec<(u64, u64)> = vec![(0, total.min(65536)), (total.saturating_sub(65536), total)];
+        for i in 1..=16u64 {
+            let at = total / 17 * i;
+            spans.push((at, (at + 4096).min(total)));
+        }
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |b: &[u8]| {
+            for &x in b {
+                h ^= x as u64;
+                h = h.wrapping_mul(0x100_0000_01b3);
+            }
+        };
+        eat(&total.to_le_bytes());
+        for (a, b) in spans {
+            let (a, b) = (self.offset as u64 + a, self.offset as u64 + b);
+            match &self.map {
+                Storage::File(f) => {
+                    let mut buf = vec![0u8; (b - a) as usize];
+                    read_exact_at(&f.file, &mut buf, a).map_err(|e| Error::io(&self.path, e))?;
+                    eat(&buf);
+                }
+                bytes => eat(&bytes[a as usize..b as usize]),
+            }
+        }
+        Ok(format!("{h:016x}"))
+    }
+
+    /// Rows `start..start + count` as f32 into `out` (`count·d` values); an error names the file
+    /// and the row when the file no longer holds them.
+    pub fn read_rows(&self, start: usize, count: usize, out: &mut [f32]) -> Result<()> {
         let w = self.d * self.elem.size();
-        &self.map[self.offset + i * w..self.offset + (i + 1) * w]
+        let at = self.offset + start * w;
+        match &self.map {
+            Storage::File(f) => {
+                let mut buf = vec![0u8; count * w];
+                read_exact_at(&f.file, &mut buf, at as u64).map_err(|e| Error::Row {
+                    path: self.path.clone(),
+                    row: start,
+                    message: format!("cannot be read ({e}): the file changed while in use"),
+                })?;
+                self.elem.convert(&buf, out);
+            }
+            bytes => self.elem.convert(&bytes[at..at + count * w], out),
+        }
+        Ok(())
     }
 
     /// Row `i` as f32 into `out` (`d` values).
-    pub fn read_row(&self, i: usize, out: &mut [f32]) {
-        self.elem.convert(self.row_bytes(i), out);
+    pub fn read_row(&self, i: usize, out: &mut [f32]) -> Result<()> {
+        self.read_rows(i, 1, out)
     }
 }
 
@@ -260,4 +359,20 @@ fn safetensors_layout(
     // The view borrows `map`; its data pointer gives the offset.
     let offset = view.data().as_ptr() as usize - map.as_ptr() as usize;
     Ok((elem, view.shape().to_vec(), offset, view.data().len()))
+}
+
+/// `pread` of exactly `buf.len()` bytes at `offset`.
+fn read_exact_at(file: &std::fs::File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileExt;
+        file.read_exact_at(buf, offset)
+    }
+    #[cfg(not(unix))]
+    {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = file;
+        f.seek(SeekFrom::Start(offset))?;
+        f.read_exact(buf)
+    }
 }

@@ -102,6 +102,7 @@ impl MpSae {
     /// ChaCha8 generator seeded with `seed` (also the dropout generator's seed).
     pub fn new(config: SaeConfig, seed: u64) -> Result<Self> {
         config.validate()?;
+        check_dictionary_size(&config)?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let (c, d) = (config.nb_concepts, config.input_dim);
         let bound = (6.0 / (c + d) as f64).sqrt() as f32;
@@ -539,6 +540,27 @@ pub(crate) fn on_huge_pages(v: &[f32]) -> Vec<f32> {
     let mut out = huge_vec(v.len(), 0f32);
     out.copy_from_slice(v);
     out
+}
+
+/// Refuses a dictionary whose weights alone could not be held (before allocating them).
+fn check_dictionary_size(config: &SaeConfig) -> Result<()> {
+    let bytes =
+        (config.nb_concepts as u64).checked_mul(config.input_dim as u64).and_then(|v| v.checked_mul(4));
+    let have = crate::resources::available_memory();
+    match (bytes, have) {
+        (None, _) => Err(Error::invalid("size", "the dictionary's c x d does not fit in 64 bits")),
+        (Some(b), Some(h)) if b > h => Err(Error::invalid(
+            "size",
+            format!(
+                "a {} x {} dictionary needs {} of memory but this machine has {} available",
+                config.nb_concepts,
+                config.input_dim,
+                crate::resources::gib(b),
+                crate::resources::gib(h)
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 pub(crate) fn check_len(what: &str, got: usize, want: usize) -> Result<()> {

@@ -94,6 +94,7 @@ pub fn encode_dataset(
     let total = data_start + at as u64;
 
     let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    crate::resources::check_disk(dir, total, "the codes")?;
     let name = out.file_name().ok_or_else(|| Error::file(out, "is not a file path"))?.to_string_lossy();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     debug_assert!(is_temporary(&tmp.file_name().unwrap().to_string_lossy()));
@@ -110,7 +111,7 @@ pub fn encode_dataset(
         let mut buf = Vec::new();
         while start < rows {
             let len = batch_size.min(rows - start);
-            data.read_range(start, len, &mut x);
+            data.read_range(start, len, &mut x)?;
             pre.apply(&mut x, d);
             let enc = model.encode_with(&x, &EncodeOptions { k: Some(k), ..*opts })?;
             let codes: &Codes = &enc.codes;

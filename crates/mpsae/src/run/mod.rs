@@ -38,6 +38,34 @@ pub struct PreprocessChoice {
     pub scale: bool,
 }
 
+/// One data file of a run, as it was when the run started.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataFile {
+    /// Its path (or the name of in-memory data).
+    pub path: String,
+    /// Rows it holds.
+    pub rows: usize,
+    /// Row dimension.
+    pub d: usize,
+    /// Content fingerprint ([`crate::data::Source::fingerprint`]).
+    pub fingerprint: String,
+}
+
+/// The data files of `data`, with their fingerprints.
+pub fn describe_data(data: &Dataset) -> Result<Vec<DataFile>> {
+    data.sources()
+        .iter()
+        .map(|s| {
+            Ok(DataFile {
+                path: s.path.display().to_string(),
+                rows: s.rows,
+                d: s.d,
+                fingerprint: s.fingerprint()?,
+            })
+        })
+        .collect()
+}
+
 /// What a run was trained on and with: `config.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunConfig {
@@ -63,12 +91,45 @@ pub struct RunConfig {
     /// Preprocessing.
     #[serde(default)]
     pub preprocess: PreprocessChoice,
+    /// The data files with their sizes and fingerprints (runs of older versions have none).
+    #[serde(default)]
+    pub files: Vec<DataFile>,
 }
 
 impl RunConfig {
-    /// Checks that `data` is what this run was trained on (row count and width); the error
-    /// names what differs.
+    /// Checks that `data` is what this run was trained on: files, rows, widths and content
+    /// fingerprints. The error names what differs and how to continue anyway.
     pub fn check_data(&self, data: &Dataset) -> Result<()> {
+        let now = describe_data(data)?;
+        if !self.files.is_empty() {
+            let hint = "(to continue on other data on purpose, resume with --allow-data-change)";
+            if now.len() != self.files.len() {
+                return Err(Error::invalid(
+                    "data",
+                    format!("{} files given, the run was trained on {} {hint}", now.len(), self.files.len()),
+                ));
+            }
+            for (a, b) in now.iter().zip(&self.files) {
+                if (a.rows, a.d) != (b.rows, b.d) {
+                    return Err(Error::file(
+                        &a.path,
+                        format!(
+                            "holds {} x {} rows, the run was trained on {} with {} x {} {hint}",
+                            a.rows, a.d, b.path, b.rows, b.d
+                        ),
+                    ));
+                }
+                if a.fingerprint != b.fingerprint {
+                    return Err(Error::file(
+                        &a.path,
+                        format!(
+                            "is not the data the run was trained on ({}: its content differs) {hint}",
+                            b.path
+                        ),
+                    ));
+                }
+            }
+        }
         if data.dim() != self.model.input_dim {
             return Err(Error::invalid(
                 "data",
@@ -117,6 +178,9 @@ impl Run {
                 "already holds a run: resume it, or start over with force (--force)".to_string(),
             ));
         }
+        // Room for the checkpoint (weights, Adam's two moments) and the model.
+        let cd = (config.model.nb_concepts as u64) * (config.model.input_dim as u64) * 4;
+        crate::resources::check_disk(dir, cd * 4, "the checkpoint and the model")?;
         remove_stale_temporaries(dir);
         let _ = std::fs::remove_file(dir.join(METRICS_FILE));
         let text = serde_json::to_string_pretty(&config).expect("config serialises");
@@ -240,6 +304,18 @@ pub struct RunRecipe {
 impl RunRecipe {
     /// The trainer of a new run on `data`, and the configuration its folder records.
     pub fn trainer(&self, data: &Dataset) -> Result<(Trainer, RunConfig)> {
+        let settings = crate::Engine::default();
+        crate::resources::MemoryPlan::training(
+            self.concepts,
+            data.dim(),
+            self.k,
+            self.options.batch_size.min(data.rows()),
+            self.options.gradient_shards,
+            settings.par.degree(),
+            settings.gram_precision.bytes(),
+            settings.memory_budget,
+        )
+        .check("training")?;
         let mut cfg = SaeConfig::new(data.dim(), self.concepts);
         cfg.k = self.k;
         cfg.dropout = self.dropout;
@@ -257,6 +333,7 @@ impl RunRecipe {
             rows: data.rows(),
             skipped_rows: data.stats().skipped,
             preprocess: self.preprocess,
+            files: describe_data(data)?,
         };
         Ok((trainer, config))
     }

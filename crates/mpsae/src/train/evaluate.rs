@@ -74,7 +74,7 @@ pub fn evaluate(
     let mut start = 0;
     while start < rows {
         let len = opts.batch_size.min(rows - start);
-        data.read_range(start, len, &mut raw);
+        data.read_range(start, len, &mut raw)?;
         x.clone_from(&raw);
         pre.apply(&mut x, d);
         let enc = model.encode_with(&x, &EncodeOptions { k: Some(k), tol: opts.tol, mask: None })?;

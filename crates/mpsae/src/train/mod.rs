@@ -285,7 +285,13 @@ impl Trainer {
                 let b = self.progress.batch_in_epoch as usize;
                 let ids = &order[b * bs..((b + 1) * bs).min(rows)];
                 let share = batch_share(ids.len(), self.options.gradient_shards, rank, world);
-                data.read(&ids[share.rows.clone()], &mut batch);
+                if let Err(e) = data.read(&ids[share.rows.clone()], &mut batch) {
+                    // The data changed under the run: keep what was learnt from it so far.
+                    if rank == 0 && self.progress.step > 0 {
+                        self.write_checkpoint(observer)?;
+                    }
+                    return Err(e);
+                }
                 self.preprocess.apply(&mut batch, d);
                 let lr = self.lr_at(self.progress.step, total);
                 let mut report =
