@@ -2,6 +2,8 @@
 
 mod cmd;
 mod common;
+#[cfg(feature = "mpi")]
+mod distributed;
 mod progress;
 mod signals;
 
@@ -63,7 +65,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // An empty message: another process of an MPI job said it already.
+            if !e.is_empty() {
+                eprintln!("error: {e}");
+            }
             signals::exit_code().map_or(ExitCode::FAILURE, ExitCode::from)
         }
     }

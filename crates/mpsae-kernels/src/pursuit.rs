@@ -194,13 +194,7 @@ fn gram_row(s: &mut RowState, a: &mut [f32], g: GramRef, p: &Problem, atom_norm:
             continue;
         }
         let guard = 2.0 * err + ROUNDING * (t + 1) as f32 * scale;
-        let (j, v) = if top.index != usize::MAX && top.second < top.value - guard {
-            let j = top.index;
-            (j, dot(s.r, &p.dict[j * d..(j + 1) * d]))
-        } else {
-            rechecks += 1;
-            recheck(a, top, guard, s.r, p.dict, d)
-        };
+        let (j, v) = pick(a, top, guard, s.r, p.dict, d, &mut rechecks);
         s.apply(t, j, v, p.dict, d);
         if t + 1 < k {
             top = match g {
@@ -213,6 +207,34 @@ fn gram_row(s: &mut RowState, a: &mut [f32], g: GramRef, p: &Problem, atom_norm:
         }
     }
     rechecks
+}
+
+/// The pick of a step from approximate correlations `a` (their best two in `top`) whose error is
+/// at most `guard`: the best atom when no other is within `guard` of it, else the exact pick among
+/// those that are ([`recheck`], counted in `rechecks`); its value is always the exact `r·Dm_j`.
+/// So every strategy picks the atom and value exact dot products give, whatever its rounding.
+fn pick(
+    a: &[f32],
+    top: Top2,
+    guard: f32,
+    r: &[f32],
+    dict: &[f32],
+    d: usize,
+    rechecks: &mut u64,
+) -> (usize, f32) {
+    if top.index != usize::MAX && top.second < top.value - guard {
+        let j = top.index;
+        (j, dot(r, &dict[j * d..(j + 1) * d]))
+    } else {
+        *rechecks += 1;
+        recheck(a, top, guard, r, dict, d)
+    }
+}
+
+/// Error bound of an f32 product `r·a` over `d` terms computed by any summation order
+/// (`γ_d·‖r‖·‖a‖` with a margin), for correlations that come from a dense product.
+fn product_bound(d: usize, r_norm: f32, atom_norm: f32) -> f32 {
+    (d as f32 + 2.0) * f32::EPSILON * r_norm * atom_norm
 }
 
 /// The exact pick among the atoms whose correlation is within `guard` of the best: largest
@@ -292,11 +314,7 @@ struct Tile<'a> {
 /// no barrier between the product and the pursuit.
 fn pursue_tiles(p: &Problem, g: Option<GramRef>, par: Par, out: &mut Output) {
     let (n, d, c, k) = (p.n, p.d, p.c, p.k);
-    let atom_norm = if g.is_some() {
-        p.dict.chunks(d.max(1)).map(|a| dot(a, a)).fold(0f32, f32::max).sqrt()
-    } else {
-        0.0
-    };
+    let atom_norm = p.dict.chunks(d.max(1)).map(|a| dot(a, a)).fold(0f32, f32::max).sqrt();
     let tile = tile_rows(n, c, par.degree());
     let tiles: Vec<Tile> =
         p.x.chunks(tile * d)
@@ -385,7 +403,8 @@ fn pursue_tile(
                 }
                 for (s, a) in states.iter_mut().zip(corr.chunks(c)) {
                     if !s.check_stop(step) {
-                        let (j, v) = argmax(a);
+                        let guard = product_bound(d, dot(s.r, s.r).sqrt(), atom_norm);
+                        let (j, v) = pick(a, top2(a), guard, s.r, p.dict, d, &mut rechecks);
                         s.apply(step, j, v, p.dict, d);
                     }
                 }
@@ -480,6 +499,8 @@ fn pursue_picked(p: &Problem, par: Par, out: &mut Output) {
 /// [`pursue_picked`] with `tile` rows of correlations at a time.
 fn pursue_picked_tiles(p: &Problem, par: Par, out: &mut Output, tile: usize) {
     let (n, d, c, k) = (p.n, p.d, p.c, p.k);
+    let atom_norm = p.dict.chunks(d.max(1)).map(|a| dot(a, a)).fold(0f32, f32::max).sqrt();
+    let rechecks = AtomicU64::new(0);
     let mut corr = std::mem::take(&mut out.scratch);
     crate::memory::grow_huge(&mut corr, tile * c, 0.0);
     // The cache lives across tiles: rows computed for one tile serve the next ones.
@@ -501,21 +522,33 @@ fn pursue_picked_tiles(p: &Problem, par: Par, out: &mut Output, tile: usize) {
         let mut done = vec![false; rows];
         // Each row's next pick, found by the fused update-and-select pass of the previous step
         // (the first step scans the product's correlations).
-        let mut next = vec![usize::MAX; rows];
+        let mut next =
+            vec![Top2 { index: usize::MAX, value: f32::NEG_INFINITY, second: f32::NEG_INFINITY }; rows];
+        let x_norms: Vec<f32> = x.chunks(d).map(|x| dot(x, x).sqrt()).collect();
         let (atoms, values) =
             (&mut out.atoms[r0 * k..(r0 + rows) * k], &mut out.values[r0 * k..(r0 + rows) * k]);
         let (residual, energy) =
             (&mut out.residual[r0 * d..(r0 + rows) * d], &mut out.energy[r0 * k..(r0 + rows) * k]);
         for t in 0..k {
             // 1. Argmax and exact value for every live row; apply the step to the residual.
-            let step = |(((((a, r), atoms), values), energy), ((done, stop), next)): (
-                ((((&mut [f32], &mut [f32]), &mut [u32]), &mut [f32]), &mut [f32]),
-                ((&mut bool, &f32), &usize),
+            let step = |((((((a, r), atoms), values), energy), ((done, stop), next)), x_norm): (
+                (
+                    ((((&mut [f32], &mut [f32]), &mut [u32]), &mut [f32]), &mut [f32]),
+                    ((&mut bool, &f32), &Top2),
+                ),
+                &f32,
             )| {
                 let mut s = RowState { r, atoms, values, energy, stop_sq: *stop, done: *done };
                 if !s.check_stop(t) {
-                    let j = if *next == usize::MAX { argmax(a).0 } else { *next };
-                    let v = dot(s.r, &p.dict[j * d..(j + 1) * d]);
+                    // The correlations are the product's, updated with f32 Gram rows (products
+                    // too) times the values so far: their error grows with each update.
+                    let top = if t == 0 { top2(a) } else { *next };
+                    let moved: f32 = s.values[..t].iter().map(|v| v.abs()).sum();
+                    let guard = product_bound(d, *x_norm, atom_norm) * (t + 1) as f32
+                        + product_bound(d, moved, atom_norm * atom_norm) * 2.0;
+                    let mut n = 0;
+                    let (j, v) = pick(a, top, guard, s.r, p.dict, d, &mut n);
+                    rechecks.fetch_add(n, Ordering::Relaxed);
                     s.apply(t, j, v, p.dict, d);
                 }
                 *done = s.done;
@@ -526,7 +559,8 @@ fn pursue_picked_tiles(p: &Problem, par: Par, out: &mut Output, tile: usize) {
                 .zip(atoms.chunks_mut(k))
                 .zip(values.chunks_mut(k))
                 .zip(energy.chunks_mut(k))
-                .zip(done.iter_mut().zip(stops.iter()).zip(next.iter()));
+                .zip(done.iter_mut().zip(stops.iter()).zip(next.iter()))
+                .zip(x_norms.iter());
             match par {
                 Par::Seq => it.for_each(step),
                 Par::Rayon(_) => it.collect::<Vec<_>>().into_par_iter().with_min_len(8).for_each(step),
@@ -553,13 +587,11 @@ fn pursue_picked_tiles(p: &Problem, par: Par, out: &mut Output, tile: usize) {
             let (atoms, values) = (&*atoms, &*values);
             // 3. Correlation updates, fused with the selection of the next pick (one pass over
             //    the tile's correlations per step instead of two).
-            let update = |(row, (a, next)): (usize, (&mut [f32], &mut usize))| {
+            let update = |(row, (a, next)): (usize, (&mut [f32], &mut Top2))| {
                 let j = atoms[row * k + t];
                 if j != NO_ATOM {
                     let s = slot[j as usize] as usize;
-                    let top = update_top2(-values[row * k + t], &gsub[s * c..(s + 1) * c], a);
-                    // No number among the correlations: the plain argmax decides, as at step one.
-                    *next = top.index;
+                    *next = update_top2(-values[row * k + t], &gsub[s * c..(s + 1) * c], a);
                 }
             };
             match par {
@@ -571,6 +603,7 @@ fn pursue_picked_tiles(p: &Problem, par: Par, out: &mut Output, tile: usize) {
     }
     out.scratch = corr;
     out.gram_rows = gsub;
+    out.rechecks = rechecks.into_inner();
 }
 
 #[cfg(test)]
@@ -589,6 +622,45 @@ mod tests {
             a.iter_mut().for_each(|v| *v /= norm);
         }
         (x, dict)
+    }
+
+    #[test]
+    fn every_strategy_gives_the_same_picks_and_values_bitwise() {
+        // Picks are decided by exact dot products wherever rounding could decide them, and values
+        // are exact dot products: the strategy (and so the batch shape the planner saw) never
+        // changes a bit of the codes.
+        for (n, d, c, k, seed) in [(300, 24, 200, 7, 3), (64, 3, 40, 9, 5), (129, 64, 512, 16, 8)] {
+            let (x, dict) = random_problem(n, d, c, seed);
+            let p = Problem { x: &x, n, d, dict: &dict, c, k, tol: None };
+            let mut runs = Vec::new();
+            for (s, precision) in [
+                (Strategy::Plain, Precision::F32),
+                (Strategy::Gram, Precision::F32),
+                (Strategy::Gram, Precision::F16),
+                (Strategy::GramPicked, Precision::F32),
+            ] {
+                let mut g = Gram::new();
+                g.compute(&dict, c, d, precision, Par::Seq);
+                for par in [Par::Seq, Par::Rayon(std::num::NonZeroUsize::new(3).unwrap())] {
+                    let mut o = Output::default();
+                    pursuit(&p, s, Some(g.view()), par, &mut o);
+                    runs.push((format!("{s:?}/{precision:?}/{par:?}"), o.atoms, o.values, o.residual));
+                }
+            }
+            for r in &runs[1..] {
+                assert_eq!(r.1, runs[0].1, "{} picks", r.0);
+                assert!(
+                    r.2.iter().zip(&runs[0].2).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{} values",
+                    r.0
+                );
+                assert!(
+                    r.3.iter().zip(&runs[0].3).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{} residual",
+                    r.0
+                );
+            }
+        }
     }
 
     #[test]

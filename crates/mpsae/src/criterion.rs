@@ -26,6 +26,10 @@ pub struct CriterionInput<'a> {
     /// Rows of the whole batch the loss averages over: `n` unless these rows are a shard of a
     /// batch split over processes, whose losses and gradients then add up to the batch's.
     pub batch_rows: usize,
+    /// The micro-shards of these rows within the whole batch.
+    pub shards: &'a crate::model::ShardSpec,
+    /// The whole batch's statistics ([`Criterion::batch_statistics`], summed over processes).
+    pub batch: Option<&'a [f64]>,
     /// Whether the caller wants dL/dx: when false a criterion may leave
     /// [`CriterionOutput::g_x`] out (training does not need it).
     pub input_gradient: bool,
@@ -56,6 +60,14 @@ pub trait Criterion: Send + Sync {
     fn name(&self) -> String;
     /// The loss and its gradients.
     fn evaluate(&self, input: &CriterionInput) -> CriterionOutput;
+
+    /// Statistics over the whole batch that [`Criterion::evaluate`] needs beyond these rows, as
+    /// a vector the processes sharing the batch sum (exactly, when each fills the slots of its
+    /// own shards and leaves the others 0). `None` (the default): the criterion is a sum over
+    /// rows and needs none.
+    fn batch_statistics(&self, _input: &CriterionInput) -> Option<Vec<f64>> {
+        None
+    }
 }
 
 /// The mean squared error `mean((x - x_hat)²)` over all `n·d` entries (the default).
@@ -130,9 +142,60 @@ impl Revive {
     }
 }
 
+impl Revive {
+    /// Slots of one shard in the batch statistics: the atoms' largest code, the number of rows
+    /// with a code on each atom, and the sum of the residuals.
+    fn slot(c: usize, d: usize) -> usize {
+        2 * c + d
+    }
+
+    /// From the batch statistics: the dead mask, and the sum of the batch's residuals (shards
+    /// added in order, so that it does not depend on which process computed which shard).
+    fn from_statistics(&self, stats: &[f64], c: usize, d: usize, n: usize) -> (Vec<bool>, Vec<f64>) {
+        let slot = Revive::slot(c, d);
+        let mut max = vec![f64::NEG_INFINITY; c];
+        let mut rows_with = vec![0f64; c];
+        let mut sum_r = vec![0f64; d];
+        for s in stats.chunks(slot) {
+            for a in 0..c {
+                max[a] = max[a].max(s[a]);
+                rows_with[a] += s[c + a];
+            }
+            sum_r.iter_mut().zip(&s[2 * c..]).for_each(|(t, v)| *t += v);
+        }
+        let dead = (0..c)
+            .map(|a| {
+                let m = if (rows_with[a] as usize) < n { max[a].max(0.0) } else { max[a] };
+                (m as f32) < self.threshold
+            })
+            .collect();
+        (dead, sum_r)
+    }
+}
+
 impl Criterion for Revive {
     fn name(&self) -> String {
         "revive".into()
+    }
+
+    fn batch_statistics(&self, input: &CriterionInput) -> Option<Vec<f64>> {
+        let (c, d) = (input.codes.c, input.d);
+        let spec = input.shards;
+        let slot = Revive::slot(c, d);
+        let mut v = vec![0f64; slot * spec.total_shards];
+        for (s, w) in spec.bounds.windows(2).enumerate() {
+            let block = &mut v[(spec.first_shard + s) * slot..(spec.first_shard + s + 1) * slot];
+            block[..c].iter_mut().for_each(|m| *m = f64::NEG_INFINITY);
+            for i in w[0]..w[1] {
+                for (a, value) in input.codes.row_dense(i) {
+                    block[a] = block[a].max(value as f64);
+                    block[c + a] += 1.0;
+                }
+                let r = &input.residual[i * d..(i + 1) * d];
+                block[2 * c..].iter_mut().zip(r).for_each(|(t, &x)| *t += x as f64);
+            }
+        }
+        Some(v)
     }
 
     fn evaluate(&self, input: &CriterionInput) -> CriterionOutput {
@@ -144,28 +207,35 @@ impl Criterion for Revive {
             parts: vec![("recon", recon)],
             ..Default::default()
         };
-        let dead = self.dead_mask(input.codes);
+        let (n, d) = (input.batch_rows.max(input.n), input.d);
+        // The whole batch's dead mask and residual sum (this call's rows alone when no batch
+        // statistics were gathered).
+        let own;
+        let stats = match input.batch {
+            Some(s) => s,
+            None => {
+                own = self.batch_statistics(input).expect("revive has batch statistics");
+                &own
+            }
+        };
+        let (dead, sum_r) = self.from_statistics(stats, input.codes.c, d, n);
         let ndead = dead.iter().filter(|&&b| b).count();
-        if ndead <= self.min_dead || input.n == 0 {
+        if ndead <= self.min_dead || n == 0 {
             return out;
         }
-        let (n, d) = (input.n, input.d);
         // mean over n·ndead of r_i·D_j = (Σ_i r_i)·(Σ_dead D_j) / (n·ndead).
-        let mut sum_r = vec![0f64; d];
-        for r in input.residual.chunks(d) {
-            sum_r.iter_mut().zip(r).for_each(|(s, &v)| *s += v as f64);
-        }
         let mut sum_d = vec![0f64; d];
         for (atom, _) in input.dictionary.chunks(d).zip(&dead).filter(|(_, &b)| b) {
             sum_d.iter_mut().zip(atom).for_each(|(s, &v)| *s += v as f64);
         }
         let denom = (n * ndead) as f64;
         let term = sum_r.iter().zip(&sum_d).map(|(a, b)| a * b).sum::<f64>() / denom;
-        out.loss = recon - self.coefficient * term;
+        // These rows' share of the batch's term, so that the processes' losses add up to it.
+        out.loss = recon - self.coefficient * term * (input.n as f64 / n as f64);
         out.parts.push(("revive", term));
         let coef = -self.coefficient / denom;
         let g_row: Vec<f32> = sum_d.iter().map(|&s| (coef * s) as f32).collect();
-        out.g_residual = Some(g_row.iter().copied().cycle().take(n * d).collect());
+        out.g_residual = Some(g_row.iter().copied().cycle().take(input.n * d).collect());
         let g_atom: Vec<f32> = sum_r.iter().map(|&s| (coef * s) as f32).collect();
         let mut g_dict = vec![0f32; input.dictionary.len()];
         for (row, _) in g_dict.chunks_mut(d).zip(&dead).filter(|(_, &b)| b) {

@@ -2,9 +2,9 @@
 //! and gradients that depend on the micro-shards only (not on threads, not on how many processes
 //! computed which shards).
 
-use mpsae::criterion::{Mse, Revive};
+use mpsae::criterion::{Criterion, Mse, Revive};
 use mpsae::data::{DataOptions, Dataset};
-use mpsae::kernels::backward::{shard_bounds, tree_sum};
+use mpsae::kernels::backward::tree_sum;
 use mpsae::kernels::Par;
 use mpsae::model::ShardSpec;
 use mpsae::train::batch_share;
@@ -129,32 +129,69 @@ fn processes_sharing_a_batch_get_the_one_process_gradient_bitwise() {
     cfg.k = 5;
     cfg.use_multiplier = true;
     let x = rows(n, d);
-    let mut one = MpSae::new(cfg.clone(), 3).unwrap();
-    let whole = one
-        .shard_pass(&x, &Mse, None, &ShardSpec { bounds: shard_bounds(n, shards), batch_rows: n })
-        .unwrap();
-    let whole = one.finish_pass(whole);
-    for world in [2usize, 4] {
-        // Each "process" computes its aligned block of shards; the tree is completed across them.
-        let mut parts = Vec::new();
-        let mut loss = 0.0;
-        let mut last = None;
-        for rank in 0..world {
-            let share = batch_share(n, shards, rank, world);
-            let mut m = MpSae::new(cfg.clone(), 3).unwrap();
-            let xs = &x[share.rows.start * d..share.rows.end * d];
-            let p = m
-                .shard_pass(xs, &Mse, None, &ShardSpec { bounds: share.bounds.clone(), batch_rows: n })
+    let mask: Vec<f32> = (0..c).map(|j| if j % 3 == 0 { 0.0 } else { 1.0 }).collect();
+    let mask = Some(mask.as_slice());
+    // The revive criterion needs whole-batch statistics (dead atoms, residual sum): the branch
+    // that uses them is taken (threshold high, no minimum).
+    let revive = Revive { threshold: 0.5, min_dead: 0, coefficient: 0.1 };
+    let criteria: [&dyn Criterion; 2] = [&Mse, &revive];
+    for criterion in criteria {
+        let mut one = MpSae::new(cfg.clone(), 3).unwrap();
+        let whole =
+            one.shard_pass(&x, criterion, mask, &ShardSpec::whole(n, shards), &mut |_| Ok(())).unwrap();
+        let whole = one.finish_pass(whole);
+        for world in [2usize, 4] {
+            let spec = |rank| {
+                let share = batch_share(n, shards, rank, world);
+                let spec = ShardSpec {
+                    bounds: share.bounds.clone(),
+                    batch_rows: n,
+                    first_shard: share.first_shard,
+                    total_shards: share.total_shards,
+                };
+                (share, spec)
+            };
+            // Each "process" computes its aligned block of shards. Their statistics are summed
+            // as a reducer would: gathered in a first round, handed back in a second.
+            let mut total: Option<Vec<f64>> = None;
+            for rank in 0..world {
+                let (share, spec) = spec(rank);
+                let mut m = MpSae::new(cfg.clone(), 3).unwrap();
+                let xs = &x[share.rows.start * d..share.rows.end * d];
+                m.shard_pass(xs, criterion, mask, &spec, &mut |v| {
+                    let t = total.get_or_insert_with(|| vec![0.0; v.len()]);
+                    t.iter_mut().zip(v.iter()).for_each(|(a, b)| *a += b);
+                    Ok(())
+                })
                 .unwrap();
-            loss += p.criterion.loss;
-            parts.push(p.dictionary_gradient.clone());
-            last = Some((m, p));
+            }
+            let mut parts = Vec::new();
+            let mut loss = 0.0;
+            let mut last = None;
+            for rank in 0..world {
+                let (share, spec) = spec(rank);
+                let mut m = MpSae::new(cfg.clone(), 3).unwrap();
+                let xs = &x[share.rows.start * d..share.rows.end * d];
+                let p = m
+                    .shard_pass(xs, criterion, mask, &spec, &mut |v| {
+                        v.copy_from_slice(total.as_ref().unwrap());
+                        Ok(())
+                    })
+                    .unwrap();
+                loss += p.criterion.loss;
+                parts.push(p.dictionary_gradient.clone());
+                last = Some((m, p));
+            }
+            let (m, mut p) = last.unwrap();
+            p.dictionary_gradient = tree_sum(&mut parts);
+            let done = m.finish_pass(p);
+            let name = criterion.name();
+            assert_eq!(done.grads.weights, whole.grads.weights, "{name}: {world} processes");
+            assert_eq!(done.grads.multiplier, whole.grads.multiplier, "{name}: {world} processes");
+            assert!(
+                (loss - whole.criterion.loss).abs() <= 1e-9 * whole.criterion.loss.abs().max(1.0),
+                "{name}"
+            );
         }
-        let (m, mut p) = last.unwrap();
-        p.dictionary_gradient = tree_sum(&mut parts);
-        let done = m.finish_pass(p);
-        assert_eq!(done.grads.weights, whole.grads.weights, "{world} processes");
-        assert_eq!(done.grads.multiplier, whole.grads.multiplier, "{world} processes");
-        assert!((loss - whole.criterion.loss).abs() <= 1e-12 * whole.criterion.loss.abs().max(1.0));
     }
 }

@@ -3,6 +3,7 @@
 use crate::common::{msg, open_data, CliResult, EngineArgs, DEMO_NAME};
 use crate::progress::{ProgressMode, Reporter};
 use mpsae::run::{PreprocessChoice, Run, RunRecipe};
+use mpsae::train::Trainer;
 use mpsae::train::{CriterionChoice, ScheduleOptions, TrainOptions};
 use mpsae::Normalization;
 use serde_json::json;
@@ -128,6 +129,14 @@ pub struct TrainArgs {
     progress: ProgressMode,
 }
 
+#[cfg(feature = "mpi")]
+impl TrainArgs {
+    /// The progress display asked for.
+    pub fn progress_mode(&self) -> ProgressMode {
+        self.progress
+    }
+}
+
 fn build_options(a: &TrainArgs) -> CliResult<TrainOptions> {
     let criterion = match a.criterion.as_str() {
         "mse" => CriterionChoice::Mse,
@@ -250,33 +259,52 @@ fn apply_resume_options(
     Ok(())
 }
 
-/// Runs `mpsae train`: a shell over the library's [`Run`] and [`Trainer`].
-pub fn run(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> CliResult<()> {
+/// A training about to run: the run folder (on the process that writes it), the trainer and the
+/// data.
+pub struct Prepared {
+    /// The run folder, locked (`None` on the processes of an MPI job other than rank 0).
+    pub run: Option<Run>,
+    /// The trainer, its engine set.
+    pub trainer: Trainer,
+    /// The data.
+    pub data: mpsae::data::Dataset,
+}
+
+/// Opens or creates the run of `a`; `writer` is the process that owns the run folder.
+pub fn prepare(a: &TrainArgs, given: &dyn Fn(&str) -> bool, writer: bool) -> CliResult<Prepared> {
     let engine = a.engine.engine()?;
-    let (run, mut trainer, data) = if a.resume {
-        let (run, trainer) = Run::resume(&a.out).map_err(msg)?;
+    let (run, mut trainer, data, _) = if a.resume {
+        let (run, trainer, config) = if writer {
+            let (run, trainer) = Run::resume(&a.out).map_err(msg)?;
+            let config = run.config.clone();
+            (Some(run), trainer, config)
+        } else {
+            let trainer =
+                mpsae::train::checkpoint::load(&a.out.join(mpsae::train::CHECKPOINT_FILE)).map_err(msg)?;
+            (None, trainer, Run::read_config(&a.out).map_err(msg)?)
+        };
         // The data: as given, or as recorded in config.json.
         let data = if a.data.is_empty() {
-            let c = &run.config;
-            let files: Vec<PathBuf> = c.data.iter().filter(|s| *s != DEMO_NAME).map(PathBuf::from).collect();
-            open_data(&files, c.tensor.as_deref(), c.skip_nonfinite, true)?
+            let files: Vec<PathBuf> =
+                config.data.iter().filter(|s| *s != DEMO_NAME).map(PathBuf::from).collect();
+            open_data(&files, config.tensor.as_deref(), config.skip_nonfinite, true)?
         } else {
             open_data(&a.data, a.tensor.as_deref(), a.skip_nonfinite, true)?
         };
         if !a.allow_data_change {
-            run.config.check_data(&data).map_err(msg)?;
-        } else if data.dim() != run.config.model.input_dim {
+            config.check_data(&data).map_err(msg)?;
+        } else if data.dim() != config.model.input_dim {
             return Err(format!(
                 "rows have dimension {}, the run's model expects {}",
                 data.dim(),
-                run.config.model.input_dim
+                config.model.input_dim
             ));
         }
         let mut trainer = trainer;
-        apply_resume_options(&a, given, &run.config, &mut trainer)?;
-        (run, trainer, data)
+        apply_resume_options(a, given, &config, &mut trainer)?;
+        (run, trainer, data, config)
     } else {
-        let options = build_options(&a)?;
+        let options = build_options(a)?;
         let normalization = Normalization::from_name(&a.normalization).ok_or_else(|| {
             format!("invalid --normalization '{}': use l2, max_l2, l1, max_l1 or identity", a.normalization)
         })?;
@@ -295,52 +323,88 @@ pub fn run(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> CliResult<()> {
             skip_nonfinite: a.skip_nonfinite,
         };
         let (trainer, config) = recipe.trainer(&data).map_err(msg)?;
-        let run = Run::create(&a.out, config, a.force).map_err(msg)?;
-        (run, trainer, data)
+        let run =
+            if writer { Some(Run::create(&a.out, config.clone(), a.force).map_err(msg)?) } else { None };
+        (run, trainer, data, config)
     };
-    if let Some(owner) = run.took_over() {
+    if let Some(owner) = run.as_ref().and_then(Run::took_over) {
         eprintln!("note: took over the lock of a process that is gone ({owner})");
     }
-    if data.stats().skipped > 0 {
+    if writer && data.stats().skipped > 0 {
         eprintln!("note: left out {} rows with NaN or infinite values", data.stats().skipped);
     }
     trainer.model.set_engine(engine);
-    run.attach(&mut trainer);
-    let total = trainer.options.total_steps(data.rows());
-    let metrics = run.metrics_path();
-    let mut reporter = Reporter::new(a.progress, total, trainer.progress.step, Some(&metrics));
-    crate::signals::install();
-    let result = trainer.run(&data, &mut reporter);
-    reporter.finish();
-    let reports = match result {
-        Err(mpsae::Error::Interrupted { step, checkpointed }) => {
-            let how = if checkpointed { "the checkpoint holds it" } else { "no checkpoint was written" };
-            return Err(format!(
-                "interrupted after step {step} ({how}); continue with: mpsae train --resume --out {}",
-                run.dir().display()
-            ));
-        }
-        r => r.map_err(msg)?,
-    };
-    if let Some(e) = reporter.error {
-        return Err(e);
+    if let Some(r) = &run {
+        r.attach(&mut trainer);
     }
-    let model_file = run.save_model(&trainer).map_err(msg)?;
+    Ok(Prepared { run, trainer, data })
+}
+
+/// The error of an interrupted run: what happened and how to continue.
+pub fn interrupted(a: &TrainArgs, step: u64, checkpointed: bool) -> String {
+    let how = if checkpointed { "the checkpoint holds it" } else { "no checkpoint was written" };
+    format!(
+        "interrupted after step {step} ({how}); continue with: mpsae train --resume --out {}",
+        a.out.display()
+    )
+}
+
+/// Saves the model and prints the run's summary (one JSON line), with `extra` fields.
+pub fn finish(
+    p: &Prepared,
+    reports: &[mpsae::train::EpochReport],
+    extra: serde_json::Value,
+) -> CliResult<()> {
+    let run = p.run.as_ref().expect("the writing process has the run");
+    let model_file = run.save_model(&p.trainer).map_err(msg)?;
     let last = reports.last();
-    let summary = json!({
+    let mut summary = json!({
         "model": model_file.display().to_string(),
-        "steps": trainer.progress.step,
-        "skipped_steps": trainer.progress.total_bad,
-        "rows": data.rows(),
-        "d": data.dim(),
-        "concepts": trainer.model.nb_concepts(),
-        "k": trainer.model.config().k,
+        "steps": p.trainer.progress.step,
+        "skipped_steps": p.trainer.progress.total_bad,
+        "rows": p.data.rows(),
+        "d": p.data.dim(),
+        "concepts": p.trainer.model.nb_concepts(),
+        "k": p.trainer.model.config().k,
         "loss": last.map(|r| r.avg_loss),
         "r2": last.map(|r| r.r2),
         "l0": last.map(|r| r.l0),
         "dead_ratio": last.map(|r| r.dead_ratio),
         "explained_variance": last.map(|r| r.explained_variance.clone()),
     });
+    if let (Some(o), Some(e)) = (summary.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
     println!("{summary}");
     Ok(())
+}
+
+/// Runs `mpsae train`: a shell over the library's [`Run`] and [`Trainer`] (over MPI when the
+/// `mpi` feature is built and the command runs under `mpirun` with several processes).
+pub fn run(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> CliResult<()> {
+    #[cfg(feature = "mpi")]
+    {
+        let universe = mpi::initialize().ok_or("MPI could not be initialised")?;
+        let world = universe.world();
+        if mpi::traits::Communicator::size(&world) > 1 {
+            return crate::distributed::train(&a, given, world);
+        }
+    }
+    let mut p = prepare(&a, given, true)?;
+    let metrics = p.run.as_ref().map(Run::metrics_path);
+    let total = p.trainer.options.total_steps(p.data.rows());
+    let mut reporter = Reporter::new(a.progress, total, p.trainer.progress.step, metrics.as_deref());
+    crate::signals::install();
+    let result = p.trainer.run(&p.data, &mut reporter);
+    reporter.finish();
+    let reports = match result {
+        Err(mpsae::Error::Interrupted { step, checkpointed }) => {
+            return Err(interrupted(&a, step, checkpointed))
+        }
+        r => r.map_err(msg)?,
+    };
+    if let Some(e) = reporter.error {
+        return Err(e);
+    }
+    finish(&p, &reports, json!({}))
 }

@@ -75,6 +75,9 @@ pub struct ShardPass {
     pub criterion: CriterionOutput,
     /// dL/dD of these rows' shards, `c x d` (summed along the micro-shard tree).
     pub dictionary_gradient: Vec<f32>,
+    /// The criterion's direct dL/dD of the whole batch (a term on the dictionary itself), added
+    /// once to the summed shards by [`MpSae::finish_pass`].
+    pub direct_dictionary_gradient: Option<Vec<f32>>,
     /// dL/dx of these rows, `n x d` (empty unless asked for).
     pub input_gradient: Vec<f32>,
     /// The pursuit strategy that was used.
@@ -96,7 +99,26 @@ pub struct ShardSpec {
     pub bounds: Vec<usize>,
     /// Rows of the whole (global) batch.
     pub batch_rows: usize,
+    /// Index of this pass's first shard among the batch's.
+    pub first_shard: usize,
+    /// Shards of the whole batch.
+    pub total_shards: usize,
 }
+
+impl ShardSpec {
+    /// The whole batch of `n` rows in `shards` micro-shards, on one process.
+    pub fn whole(n: usize, shards: usize) -> ShardSpec {
+        ShardSpec {
+            bounds: shard_bounds(n, shards),
+            batch_rows: n,
+            first_shard: 0,
+            total_shards: shards.max(1),
+        }
+    }
+}
+
+/// Sums per-process statistics across the processes sharing a batch (nothing on one process).
+pub type StatisticsReducer<'a> = dyn FnMut(&mut [f64]) -> Result<()> + 'a;
 
 impl MpSae {
     /// A training-mode forward pass, the criterion (given the training dictionary, as
@@ -112,8 +134,8 @@ impl MpSae {
         mask: Option<&[f32]>,
     ) -> Result<TrainingPass> {
         let n = self.rows_of(x)?;
-        let spec = ShardSpec { bounds: shard_bounds(n, DEFAULT_SHARDS), batch_rows: n };
-        let shard = self.shard_pass(x, criterion, mask, &spec)?;
+        let spec = ShardSpec::whole(n, DEFAULT_SHARDS);
+        let shard = self.shard_pass(x, criterion, mask, &spec, &mut |_| Ok(()))?;
         Ok(self.finish_pass(shard))
     }
 
@@ -128,6 +150,7 @@ impl MpSae {
         criterion: &dyn Criterion,
         mask: Option<&[f32]>,
         spec: &ShardSpec,
+        reduce: &mut StatisticsReducer,
     ) -> Result<ShardPass> {
         if !self.training {
             return Err(Error::invalid(
@@ -166,7 +189,7 @@ impl MpSae {
         let (rechecks, picked_rows) = (enc.rechecks, enc.picked_rows);
         let t1 = Instant::now();
         let x_hat = self.backend.decode(dict_decode, d, &enc.codes.atoms, &enc.codes.values, n, k);
-        let crit = criterion.evaluate(&CriterionInput {
+        let mut input = CriterionInput {
             x,
             x_hat: &x_hat,
             residual: &enc.residual,
@@ -176,7 +199,16 @@ impl MpSae {
             d,
             batch_rows: spec.batch_rows,
             input_gradient: self.input_gradient,
-        });
+            shards: spec,
+            batch: None,
+        };
+        // Statistics of the whole batch the criterion needs (summed across processes).
+        let mut stats = criterion.batch_statistics(&input);
+        if let Some(v) = stats.as_mut() {
+            reduce(v)?;
+        }
+        input.batch = stats.as_deref();
+        let mut crit = criterion.evaluate(&input);
         check_len("criterion dL/dx_hat", crit.g_x_hat.len(), n * d)?;
         for (name, g, len) in [
             ("criterion dL/dx", &crit.g_x, n * d),
@@ -211,9 +243,9 @@ impl MpSae {
         };
         let g_x_out = self.input_gradient.then_some(g_x.as_mut_slice());
         self.backend.backward(&grads, &spec.bounds, &mut g_dict, g_x_out);
-        if let Some(gd) = &crit.g_dictionary {
-            self.backend.add(&mut g_dict, gd);
-        }
+        // The criterion's direct dL/dD is the batch's (not these rows'): added once, after the
+        // processes' shards are summed (`finish_pass`).
+        let direct_dictionary_gradient = crit.g_dictionary.take();
         if let Some(gx) = crit.g_x.as_ref().filter(|_| self.input_gradient) {
             self.backend.add(&mut g_x, gx);
         }
@@ -229,6 +261,7 @@ impl MpSae {
             forward: Forward { residual: enc.residual, codes: enc.codes, x_hat, energy: enc.energy },
             criterion: crit,
             dictionary_gradient: g_dict,
+            direct_dictionary_gradient,
             input_gradient: g_x,
             strategy,
             rechecks,
@@ -243,6 +276,9 @@ impl MpSae {
     pub fn finish_pass(&self, shard: ShardPass) -> TrainingPass {
         let scale = self.multiplier.exp();
         let mut g_dict = shard.dictionary_gradient;
+        if let Some(gd) = &shard.direct_dictionary_gradient {
+            self.backend.add(&mut g_dict, gd);
+        }
         let multiplier = self.config.use_multiplier.then(|| {
             // D as the pass used it: the normalised W (normalised in place by the pass) times exp(m).
             let dict = self.scaled_dictionary(scale, None);

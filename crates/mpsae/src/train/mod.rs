@@ -106,16 +106,23 @@ impl Trainer {
     }
 
     /// Phase 1 of a step: the gradient of this process's share of a global batch of
-    /// `batch_rows` rows (`x` holds the share's rows, preprocessed).
+    /// `batch_rows` rows (`x` holds the share's rows, preprocessed); `reducer` sums the batch
+    /// statistics a criterion needs across the processes.
     pub fn gradients(
         &mut self,
         x: &[f32],
         share: &BatchShare,
         batch_rows: usize,
         criterion: &dyn Criterion,
+        reducer: &mut dyn Reducer,
     ) -> Result<ShardPass> {
-        let spec = ShardSpec { bounds: share.bounds.clone(), batch_rows };
-        self.model.shard_pass(x, criterion, None, &spec)
+        let spec = ShardSpec {
+            bounds: share.bounds.clone(),
+            batch_rows,
+            first_shard: share.first_shard,
+            total_shards: share.total_shards,
+        };
+        self.model.shard_pass(x, criterion, None, &spec, &mut |v| reducer.sum(v))
     }
 
     /// One step on this process's share of a global batch: gradients (phase 1), `reducer`
@@ -130,7 +137,7 @@ impl Trainer {
         lr: f64,
         reducer: &mut dyn Reducer,
     ) -> Result<StepReport> {
-        let mut shard = self.gradients(x, share, batch_rows, criterion)?;
+        let mut shard = self.gradients(x, share, batch_rows, criterion, reducer)?;
         reducer.complete_tree(&mut shard.dictionary_gradient)?;
         let mut stats = BatchStats::of(x, &shard, self.model.nb_concepts());
         reducer.sum(&mut stats.values)?;
@@ -260,8 +267,8 @@ impl Trainer {
                 ),
             ));
         }
-        let mut silent = Silent;
-        let observer: &mut dyn Observer = if rank == 0 { observer } else { &mut silent };
+        let mut observer = RankObserver { inner: observer, reports: rank == 0 };
+        let observer: &mut dyn Observer = &mut observer;
         if data.dim() != self.model.input_dim() {
             return Err(Error::Shape(format!(
                 "data rows have dimension {}, the model expects {}",
@@ -309,7 +316,7 @@ impl Trainer {
                         if self.checkpoint_dir.is_some() { " and the last checkpoint is kept" } else { "" }
                     )));
                 }
-                if observer.stop_requested() {
+                if reducer.any(observer.stop_requested())? {
                     let checkpointed = rank == 0 && self.checkpoint_dir.is_some();
                     if checkpointed {
                         self.write_checkpoint(observer)?;
@@ -350,6 +357,34 @@ impl Trainer {
             observer.on_checkpoint(self.progress.step, &path);
         }
         Ok(())
+    }
+}
+
+/// The observer of one of several processes: every process is asked whether to stop (they stop
+/// together), only rank 0 reports.
+struct RankObserver<'a> {
+    inner: &'a mut dyn Observer,
+    reports: bool,
+}
+
+impl Observer for RankObserver<'_> {
+    fn on_step(&mut self, r: &StepReport) {
+        if self.reports {
+            self.inner.on_step(r);
+        }
+    }
+    fn on_epoch(&mut self, r: &EpochReport) {
+        if self.reports {
+            self.inner.on_epoch(r);
+        }
+    }
+    fn on_checkpoint(&mut self, step: u64, path: &std::path::Path) {
+        if self.reports {
+            self.inner.on_checkpoint(step, path);
+        }
+    }
+    fn stop_requested(&mut self) -> bool {
+        self.inner.stop_requested()
     }
 }
 

@@ -22,6 +22,13 @@ pub trait Reducer {
 
     /// Sums per-process statistics so that every process holds the totals.
     fn sum(&mut self, values: &mut [f64]) -> Result<()>;
+
+    /// Whether any process says `flag` (so that all stop at the same step).
+    fn any(&mut self, flag: bool) -> Result<bool> {
+        let mut v = [flag as u8 as f64];
+        self.sum(&mut v)?;
+        Ok(v[0] > 0.0)
+    }
 }
 
 /// One process: nothing to reduce.
@@ -49,6 +56,10 @@ pub struct BatchShare {
     pub rows: Range<usize>,
     /// The micro-shard bounds of those rows, as local offsets from 0.
     pub bounds: Vec<usize>,
+    /// Index of the first of those shards among the batch's.
+    pub first_shard: usize,
+    /// Shards of the batch.
+    pub total_shards: usize,
 }
 
 /// The share of rank `rank` of `world` in a batch of `rows` rows cut into `shards` micro-shards.
@@ -61,7 +72,12 @@ pub fn batch_share(rows: usize, shards: usize, rank: usize, world: usize) -> Bat
     let per = shards / world;
     let (s0, s1) = (rank * per, (rank + 1) * per);
     let start = all[s0];
-    BatchShare { rows: start..all[s1], bounds: all[s0..=s1].iter().map(|b| b - start).collect() }
+    BatchShare {
+        rows: start..all[s1],
+        bounds: all[s0..=s1].iter().map(|b| b - start).collect(),
+        first_shard: s0,
+        total_shards: shards,
+    }
 }
 
 #[cfg(test)]
