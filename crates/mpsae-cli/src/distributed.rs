@@ -1,9 +1,12 @@
 //! `mpirun -np N mpsae train ...`: the trainer's reduce phase over MPI (the `mpi` feature).
 //!
 //! Every rank computes the gradient of its aligned block of each global batch's micro-shards;
-//! [`MpiReducer::complete_tree`] finishes the batch's pairwise shard tree by recursive doubling
-//! (at level `l`, rank `r` exchanges its subtree sum with rank `r ^ 2^l` and both add the left
-//! one to the right one, in that order), so every rank ends with the bits one process computes.
+//! [`MpiReducer::complete_tree`] finishes the batch's pairwise shard tree by a reduce-scatter
+//! (recursive halving: at level `l`, rank `r` and rank `r ^ 2^l` add their subtree sums on one
+//! half of the segment each holds, the tree's operands element by element) and an all-gather
+//! back up the levels, so every rank ends with the bits one process computes while sending
+//! about twice the gradient's size, whatever the number of ranks (recursive doubling of the
+//! whole gradient would send it log2(N) times).
 //! Statistics are all-gathered and summed in rank order on every rank.
 
 use mpi::topology::SimpleCommunicator;
@@ -48,19 +51,38 @@ impl Reducer for MpiReducer {
 
     fn complete_tree(&mut self, grad: &mut [f32]) -> mpsae::Result<()> {
         let t = std::time::Instant::now();
-        self.other.resize(grad.len(), 0.0);
+        self.other.resize(grad.len().div_ceil(2), 0.0);
+        // Reduce-scatter by recursive halving: at level `l` this rank and `rank ^ 2^l` each keep
+        // one half of the segment they hold and add the other's copy of it (the pairwise tree's
+        // operands, element by element), sending away the half they do not keep.
+        let (mut lo, mut hi) = (0, grad.len());
+        let mut levels = Vec::new();
         let mut stride = 1;
         while stride < self.size {
             let peer = self.rank ^ stride;
             let p = self.world.process_at_rank(peer as i32);
-            mpi::point_to_point::send_receive_into(&grad[..], &p, &mut self.other[..], &p);
-            // The left subtree (lower ranks) plus the right one, the same operands on both ranks.
-            if self.rank < peer {
-                grad.iter_mut().zip(&self.other).for_each(|(a, b)| *a += b);
-            } else {
-                grad.iter_mut().zip(&self.other).for_each(|(a, &b)| *a = b + *a);
-            }
+            let mid = lo + (hi - lo) / 2;
+            let (keep, send) = if self.rank & stride == 0 { ((lo, mid), (mid, hi)) } else { ((mid, hi), (lo, mid)) };
+            let theirs = &mut self.other[..keep.1 - keep.0];
+            mpi::point_to_point::send_receive_into(&grad[send.0..send.1], &p, theirs, &p);
+            // Addition is commutative bit for bit: both ranks get left + right.
+            grad[keep.0..keep.1].iter_mut().zip(theirs.iter()).for_each(|(a, b)| *a += b);
+            levels.push((peer, keep, send));
+            (lo, hi) = keep;
             stride *= 2;
+        }
+        // All-gather: back up the levels, each rank sends the part it completed and receives the
+        // part its peer completed.
+        for (peer, keep, send) in levels.into_iter().rev() {
+            let p = self.world.process_at_rank(peer as i32);
+            let (mine, theirs) = if keep.0 < send.0 {
+                let (a, b) = grad.split_at_mut(send.0);
+                (&a[keep.0..keep.1], &mut b[..send.1 - send.0])
+            } else {
+                let (a, b) = grad.split_at_mut(keep.0);
+                (&b[..keep.1 - keep.0], &mut a[send.0..send.1])
+            };
+            mpi::point_to_point::send_receive_into(mine, &p, theirs, &p);
         }
         self.seconds += t.elapsed().as_secs_f64();
         Ok(())
