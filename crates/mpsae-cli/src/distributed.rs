@@ -62,7 +62,8 @@ impl Reducer for MpiReducer {
             let peer = self.rank ^ stride;
             let p = self.world.process_at_rank(peer as i32);
             let mid = lo + (hi - lo) / 2;
-            let (keep, send) = if self.rank & stride == 0 { ((lo, mid), (mid, hi)) } else { ((mid, hi), (lo, mid)) };
+            let (keep, send) =
+                if self.rank & stride == 0 { ((lo, mid), (mid, hi)) } else { ((mid, hi), (lo, mid)) };
             let theirs = &mut self.other[..keep.1 - keep.0];
             mpi::point_to_point::send_receive_into(&grad[send.0..send.1], &p, theirs, &p);
             // Addition is commutative bit for bit: both ranks get left + right.

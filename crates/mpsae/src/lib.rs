@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+pub mod concepts;
 pub mod config;
 pub mod criterion;
 pub mod data;

@@ -1,0 +1,167 @@
+//! The concept browser: what each atom of a dictionary fires on, as a static site.
+//!
+//! [`analyze`] encodes the data once (streaming, batch by batch) and gathers per concept its
+//! frequency, values, pursuit steps, top rows, quantile samples, parents and children
+//! ([`stats`]); [`site::write`] turns that, the rows' tokens or image patches ([`tokens`]) and the
+//! run's metrics into pages that open from the file system, with charts drawn here ([`svg`]).
+
+pub mod site;
+pub mod stats;
+pub mod svg;
+pub mod tokens;
+
+use crate::data::{Dataset, Preprocess};
+use crate::model::{EncodeOptions, MpSae};
+use crate::{Error, Result};
+use mpsae_kernels::matmul::matmul_abt;
+use mpsae_kernels::Par;
+use stats::{Accumulator, ConceptStats};
+use std::collections::HashMap;
+use tokens::{RowInfo, TokenTable};
+
+/// Options of the analysis.
+#[derive(Clone, Copy, Debug)]
+pub struct ConceptOptions {
+    /// Top rows kept per concept.
+    pub top: usize,
+    /// Codes sampled per concept for the quantile examples.
+    pub sample: usize,
+    /// Parents, children and nearest atoms shown per concept.
+    pub related: usize,
+    /// Tokens of context on each side of an example.
+    pub context: usize,
+    /// Rows per batch.
+    pub batch_size: usize,
+    /// Seed of the sampling.
+    pub seed: u64,
+}
+
+impl Default for ConceptOptions {
+    fn default() -> Self {
+        ConceptOptions { top: 20, sample: 256, related: 8, context: 8, batch_size: 4096, seed: 0 }
+    }
+}
+
+/// What the pass found, ready to be written.
+pub struct Analysis {
+    /// Per-concept statistics.
+    pub stats: ConceptStats,
+    /// Nearest atoms of each concept by cosine, `(atom, cosine)`, closest first.
+    pub nearest: Vec<Vec<(u32, f32)>>,
+    /// The rows' tokens or patches, when given.
+    pub tokens: Option<TokenTable>,
+    /// For each token text: the concepts firing most often on it, `(concept, rows)`.
+    pub token_index: Vec<(String, Vec<(u32, u64)>)>,
+    /// The model's shape: `(d, c, k)`.
+    pub shape: (usize, usize, usize),
+}
+
+/// Encodes every row of `data` (preprocessed with `pre`) in eval mode, gathering every
+/// concept's statistics; `progress` gets the rows done after each batch.
+pub fn analyze(
+    model: &mut MpSae,
+    data: &Dataset,
+    pre: &Preprocess,
+    tokens: Option<TokenTable>,
+    opts: &ConceptOptions,
+    progress: &mut dyn FnMut(usize),
+) -> Result<Analysis> {
+    let (rows, d, c, k) = (data.rows(), data.dim(), model.nb_concepts(), model.config().k);
+    if d != model.input_dim() {
+        return Err(Error::Shape(format!(
+            "data rows have dimension {d}, the model expects {}",
+            model.input_dim()
+        )));
+    }
+    if let Some(t) = &tokens {
+        if t.rows.len() != rows {
+            return Err(Error::invalid(
+                "tokens",
+                format!("the token table has {} rows but the data has {rows} (they must describe the same rows, in order)", t.rows.len()),
+            ));
+        }
+    }
+    if opts.batch_size == 0 || opts.top == 0 {
+        return Err(Error::invalid("concept options", "batch size and top must be at least 1"));
+    }
+    model.eval();
+    model.prepare_for(rows, k);
+    let mut acc = Accumulator::new(c, k, opts.top, opts.sample.max(1), opts.seed);
+    let mut x = Vec::new();
+    let mut start = 0;
+    while start < rows {
+        let len = opts.batch_size.min(rows - start);
+        data.read_range(start, len, &mut x)?;
+        pre.apply(&mut x, d);
+        let enc = model.encode_with(&x, &EncodeOptions { k: Some(k), ..Default::default() })?;
+        acc.add(&x, &enc.codes, &enc.energy);
+        start += len;
+        progress(start);
+    }
+    let stats = acc.finish(opts.related);
+    let nearest = nearest_atoms(&model.get_dictionary(), c, d, opts.related);
+    let token_index = tokens.as_ref().map(|t| index_tokens(t, &stats)).unwrap_or_default();
+    Ok(Analysis { stats, nearest, tokens, token_index, shape: (d, c, k) })
+}
+
+/// Each atom's `related` nearest other atoms by cosine, from `X·Xᵀ` of the normalised atoms in
+/// blocks of rows (never the c x c matrix).
+pub fn nearest_atoms(dict: &[f32], c: usize, d: usize, related: usize) -> Vec<Vec<(u32, f32)>> {
+    let mut unit = dict.to_vec();
+    for a in unit.chunks_mut(d.max(1)) {
+        let n = a.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if n > 0.0 {
+            a.iter_mut().for_each(|v| *v /= n);
+        }
+    }
+    let block = 256.min(c.max(1));
+    let mut out = Vec::with_capacity(c);
+    let mut sims = vec![0f32; block * c];
+    for r0 in (0..c).step_by(block) {
+        let rows = block.min(c - r0);
+        matmul_abt(&unit[r0 * d..(r0 + rows) * d], &unit, &mut sims[..rows * c], rows, c, d, Par::rayon());
+        for i in 0..rows {
+            let row = &sims[i * c..(i + 1) * c];
+            let mut best: Vec<(u32, f32)> =
+                row.iter().enumerate().filter(|&(j, _)| j != r0 + i).map(|(j, &s)| (j as u32, s)).collect();
+            let n = related.min(best.len());
+            if n > 0 {
+                best.select_nth_unstable_by(n - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                best.truncate(n);
+                best.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            } else {
+                best.clear();
+            }
+            out.push(best);
+        }
+    }
+    out
+}
+
+/// For each token text, the concepts that fire on most of its rows (at most 8).
+fn index_tokens(t: &TokenTable, stats: &ConceptStats) -> Vec<(String, Vec<(u32, u64)>)> {
+    let k = stats.k;
+    let mut by: HashMap<&str, HashMap<u32, u64>> = HashMap::new();
+    for (i, info) in t.rows.iter().enumerate() {
+        let RowInfo::Token { token, .. } = info else { continue };
+        let m = by.entry(token.as_str()).or_default();
+        let mut seen: Vec<u32> = Vec::with_capacity(k);
+        for &a in &stats.atoms[i * k..(i + 1) * k] {
+            if a != crate::model::Codes::NO_ATOM && !seen.contains(&a) && stats.code(i, a as usize) != 0.0 {
+                seen.push(a);
+                *m.entry(a).or_default() += 1;
+            }
+        }
+    }
+    let mut out: Vec<(String, Vec<(u32, u64)>)> = by
+        .into_iter()
+        .map(|(tok, m)| {
+            let mut v: Vec<(u32, u64)> = m.into_iter().collect();
+            v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            v.truncate(8);
+            (tok.to_string(), v)
+        })
+        .collect();
+    out.sort();
+    out
+}

@@ -1,0 +1,444 @@
+//! The static site of the concept browser: `index.html` (curves, explained variance, the
+//! frequency histogram, a sortable and filterable table of every concept, a token search) and
+//! one page per concept (examples in context, quantile samples, histograms, parents, children,
+//! nearest atoms). Plain HTML, CSS and a small script of our own; opens from the file system.
+
+use super::stats::{value_bin, Concept, LOG_BINS, LOG_MAX, LOG_MIN};
+use super::svg::{bar_chart, esc, line_chart, Series};
+use super::tokens::RowInfo;
+use super::Analysis;
+use crate::io::atomic::write_atomic;
+use crate::train::EpochReport;
+use crate::{Error, Result};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+use std::path::Path;
+
+const CSS: &str = r#"body{font-family:system-ui,sans-serif;margin:0;color:#111827;background:#f9fafb}
+header{background:#1f2937;color:#f9fafb;padding:12px 24px}header a{color:#93c5fd}
+main{padding:16px 24px}h1{font-size:20px;margin:0}h2{font-size:16px;margin:20px 0 8px}
+.charts{display:flex;flex-wrap:wrap;gap:12px}.chart{background:#fff;border:1px solid #e5e7eb;border-radius:6px}
+.note{color:#6b7280;font-style:italic}.controls{display:flex;gap:12px;margin:8px 0;align-items:center}
+input{padding:6px 8px;border:1px solid #d1d5db;border-radius:4px;font-size:14px}
+table{border-collapse:collapse;background:#fff;font-size:13px}th,td{padding:4px 8px;border-bottom:1px solid #e5e7eb;text-align:left}
+th{cursor:pointer;background:#f3f4f6;position:sticky;top:0}th.sorted{color:#2563eb}
+.ex{margin:4px 0;padding:6px 8px;background:#fff;border:1px solid #e5e7eb;border-radius:4px;font-family:ui-monospace,monospace;font-size:13px}
+.ex .v{color:#6b7280;display:inline-block;min-width:70px}.tok{padding:1px 2px;border-radius:2px}
+.hit{outline:2px solid #111827}.pos{background:rgba(37,99,235,var(--a))}.neg{background:rgba(220,38,38,var(--a))}
+.rel a{margin-right:10px}.stats{color:#d1d5db}.img{display:inline-block;margin:6px;text-align:center;font-size:11px}
+.crop{position:relative;display:inline-block}.crop img{width:160px;height:160px;image-rendering:pixelated}
+.mark{position:absolute;border:2px solid #facc15;box-sizing:border-box}
+#results{margin:6px 0;color:#374151}"#;
+
+const SCRIPT: &str = r#"// The concept table: sort by a column, filter by text, search a token.
+(function () {
+  const table = document.getElementById('concepts');
+  const body = table.querySelector('tbody');
+  const filter = document.getElementById('filter');
+  const search = document.getElementById('search');
+  const results = document.getElementById('results');
+  const byToken = new Map();
+  for (const [tok, hits] of TOKENS) {
+    const key = tok.trim().toLowerCase();
+    const merged = byToken.get(key) || new Map();
+    for (const [c, n] of hits) merged.set(c, (merged.get(c) || 0) + n);
+    byToken.set(key, merged);
+  }
+  let sortKey = 1, sortDir = -1;
+  const fmt = (v, d) => (typeof v === 'number' ? v.toFixed(d) : v);
+  function render() {
+    const text = filter.value.trim().toLowerCase();
+    const tok = search.value.trim().toLowerCase();
+    const hits = tok ? (byToken.get(tok) || new Map()) : null;
+    let rows = CONCEPTS.filter(r => (!hits || hits.has(r[0])) && (!text || String(r[0]) === text || r[5].toLowerCase().includes(text)));
+    if (hits) {
+      rows.sort((a, b) => hits.get(b[0]) - hits.get(a[0]) || a[0] - b[0]);
+      results.textContent = rows.length + ' concepts fire on "' + search.value.trim() + '"';
+    } else {
+      rows.sort((a, b) => (a[sortKey] < b[sortKey] ? -1 : a[sortKey] > b[sortKey] ? 1 : 0) * sortDir || a[0] - b[0]);
+      results.textContent = rows.length + ' of ' + CONCEPTS.length + ' concepts';
+    }
+    const html = [];
+    for (const r of rows.slice(0, 2000)) {
+      const n = hits ? ' <span class="note">(' + hits.get(r[0]) + ' rows)</span>' : '';
+      html.push('<tr data-concept="' + r[0] + '"><td><a href="concepts/' + r[0] + '.html">#' + r[0] + '</a>' + n +
+        '</td><td>' + fmt(r[1], 5) + '</td><td>' + fmt(r[2], 4) + '</td><td>' + fmt(r[3], 2) + '</td><td>' +
+        fmt(r[4], 2) + '</td><td>' + r[5].replace(/&/g, '&amp;').replace(/</g, '&lt;') + '</td></tr>');
+    }
+    body.innerHTML = html.join('');
+    table.querySelectorAll('th').forEach((th, i) => th.classList.toggle('sorted', i === sortKey && !hits));
+  }
+  table.querySelectorAll('th').forEach((th, i) => th.addEventListener('click', () => {
+    sortDir = sortKey === i ? -sortDir : (i === 0 || i === 5 ? 1 : -1);
+    sortKey = i;
+    render();
+  }));
+  filter.addEventListener('input', render);
+  search.addEventListener('input', render);
+  const m = location.hash.match(/search=([^&]*)/);
+  if (m) search.value = decodeURIComponent(m[1]);
+  render();
+})();
+"#;
+
+/// JSON for a `<script>` (no `</script>` inside).
+fn js(v: &serde_json::Value) -> String {
+    v.to_string().replace("</", "<\\/")
+}
+
+fn page(title: &str, up: &str, header: &str, body: &str) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title><link rel=\"stylesheet\" href=\"{up}style.css\"></head>\n<body><header>{header}</header><main>{body}</main></body></html>\n",
+        t = esc(title)
+    )
+}
+
+/// Writes the site of `a` into `out`: `metrics` are the run's epochs (none: the overview says
+/// it has no curves), `images` a folder holding the images a patch table names.
+pub fn write(
+    a: &Analysis,
+    metrics: Option<&[EpochReport]>,
+    images: Option<&Path>,
+    out: &Path,
+    title: &str,
+) -> Result<()> {
+    std::fs::create_dir_all(out.join("concepts")).map_err(|e| Error::io(out, e))?;
+    let save = |name: &str, text: &str| write_atomic(&out.join(name), text.as_bytes());
+    save("style.css", CSS)?;
+    save("table.js", SCRIPT)?;
+    let (d, c, k) = a.shape;
+    let n = a.stats.rows;
+    let label = |i: usize| a.tokens.as_ref().map_or(format!("row {i}"), |t| t.label(i));
+    // Concepts table data.
+    let rows: Vec<serde_json::Value> = a
+        .stats
+        .concepts
+        .iter()
+        .enumerate()
+        .map(|(j, s)| {
+            let mut tops: Vec<String> = Vec::new();
+            for &(_, i) in &s.top {
+                let l = match a.tokens.as_ref().and_then(|t| t.rows.get(i)) {
+                    Some(RowInfo::Patch { image, .. }) => {
+                        image.rsplit('/').next().unwrap_or(image).to_string()
+                    }
+                    _ => label(i),
+                };
+                if !tops.contains(&l) && tops.len() < 6 {
+                    tops.push(l);
+                }
+            }
+            serde_json::json!([
+                j,
+                s.frequency(n),
+                s.mean_abs(),
+                s.positive_share(),
+                s.mean_step(),
+                tops.join(" · ")
+            ])
+        })
+        .collect();
+    let tokens: Vec<serde_json::Value> =
+        a.token_index.iter().map(|(t, v)| serde_json::json!([t, v])).collect();
+    save(
+        "data.js",
+        &format!(
+            "const CONCEPTS = {};\nconst TOKENS = {};\n",
+            js(&serde_json::Value::Array(rows)),
+            js(&serde_json::Value::Array(tokens))
+        ),
+    )?;
+
+    // Overview.
+    let mut body = String::new();
+    let _ = write!(body, "<h2>Training</h2><div class=\"charts\">");
+    match metrics {
+        Some(m) if !m.is_empty() => {
+            let curve = |name: &str, f: &dyn Fn(&EpochReport) -> f64| {
+                line_chart(
+                    name,
+                    "epoch",
+                    name,
+                    &[Series {
+                        name: name.into(),
+                        points: m.iter().map(|e| (e.epoch as f64, f(e))).collect(),
+                    }],
+                    300.0,
+                    200.0,
+                )
+            };
+            body.push_str(&curve("loss", &|e| e.avg_loss));
+            body.push_str(&curve("R2", &|e| e.r2));
+            body.push_str(&curve("L0", &|e| e.l0));
+            body.push_str(&curve("dead %", &|e| 100.0 * e.dead_ratio));
+        }
+        _ => body.push_str(
+            "<p class=\"note\" id=\"no-curves\">No training curves: the run has no metrics.jsonl.</p>",
+        ),
+    }
+    body.push_str("</div><h2>Concepts</h2><div class=\"charts\">");
+    let ev: Vec<(f64, f64)> =
+        a.stats.explained_variance.iter().enumerate().map(|(t, &v)| ((t + 1) as f64, v)).collect();
+    body.push_str(&line_chart(
+        "explained variance after each pursuit step",
+        "step",
+        "explained variance",
+        &[Series { name: "EV".into(), points: ev }],
+        420.0,
+        220.0,
+    ));
+    // Frequency histogram on a log scale: bins of log10(frequency), and the dead.
+    let mut bins = vec![0f64; 13];
+    for s in &a.stats.concepts {
+        let f = s.frequency(n);
+        let b = if f == 0.0 {
+            0
+        } else {
+            (1 + ((f.log10() + 6.0) * 2.0).floor().clamp(0.0, 11.0) as usize).min(12)
+        };
+        bins[b] += 1.0;
+    }
+    let labels: Vec<String> = std::iter::once("never".to_string())
+        .chain((0..12).map(|b| format!("1e{:.1}", -6.0 + b as f64 / 2.0)))
+        .collect();
+    body.push_str(&bar_chart(
+        "concept frequency (share of rows, log bins)",
+        "frequency",
+        "concepts",
+        &labels,
+        &bins,
+        true,
+        420.0,
+        220.0,
+    ));
+    body.push_str("</div>");
+    let _ = write!(
+        body,
+        "<div class=\"controls\"><label>Token <input id=\"search\" placeholder=\"search a token\" autocomplete=\"off\"></label>\
+         <label>Filter <input id=\"filter\" placeholder=\"concept # or top token\" autocomplete=\"off\"></label></div><div id=\"results\"></div>\
+         <table id=\"concepts\"><thead><tr><th>concept</th><th>frequency</th><th>mean |value|</th><th>positive</th><th>mean step</th><th>top {}</th></tr></thead><tbody></tbody></table>\
+         <script src=\"data.js\"></script><script src=\"table.js\"></script>",
+        if a.tokens.as_ref().is_some_and(|t| t.is_images()) { "images" } else { "tokens" }
+    );
+    let header = format!(
+        "<h1>{}</h1><div class=\"stats\">{c} concepts · d = {d} · k = {k} · {n} rows</div>",
+        esc(title)
+    );
+    save("index.html", &page(title, "", &header, &body))?;
+
+    // Image folder: the images shown are copied next to the pages.
+    let image_rows = image_rows(a);
+    let mut copied: HashMap<String, Option<String>> = HashMap::new();
+    let mut copy_image = |name: &str| -> Option<String> {
+        copied
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                let src = images?.join(name);
+                let dst_name = name.replace(['/', '\\'], "_");
+                let dst = out.join("images").join(&dst_name);
+                std::fs::create_dir_all(out.join("images")).ok()?;
+                std::fs::copy(&src, &dst).ok()?;
+                Some(format!("../images/{dst_name}"))
+            })
+            .clone()
+    };
+
+    for (j, s) in a.stats.concepts.iter().enumerate() {
+        let body = concept_body(a, j, s, &image_rows, &mut copy_image);
+        let header = format!(
+            "<a href=\"../index.html\">← all concepts</a> <h1>Concept #{j}</h1><div class=\"stats\">frequency {:.5} · mean |value| {:.4} · positive {:.0}% · mean step {:.2} · {} picks</div>",
+            s.frequency(n),
+            s.mean_abs(),
+            100.0 * s.positive_share(),
+            s.mean_step(),
+            s.picks
+        );
+        save(&format!("concepts/{j}.html"), &page(&format!("{title}: concept #{j}"), "../", &header, &body))?;
+    }
+    Ok(())
+}
+
+/// For image patches: each image's rows, by (patch row, patch column).
+fn image_rows(a: &Analysis) -> HashMap<String, Vec<(u32, u32, usize)>> {
+    let mut m: HashMap<String, Vec<(u32, u32, usize)>> = HashMap::new();
+    if let Some(t) = &a.tokens {
+        for (i, r) in t.rows.iter().enumerate() {
+            if let RowInfo::Patch { image, row, col } = r {
+                m.entry(image.clone()).or_default().push((*row, *col, i));
+            }
+        }
+    }
+    m
+}
+
+/// One example row of concept `j`: its token in context, shaded by the concept's value.
+fn text_example(a: &Analysis, j: usize, i: usize, value: f32, radius: usize, scale: f32) -> String {
+    let t = a.tokens.as_ref().expect("text examples need tokens");
+    let mut s = format!("<div class=\"ex\"><span class=\"v\">{value:+.3}</span> ");
+    for r in t.context(i, radius) {
+        let v = a.stats.code(r, j);
+        let alpha = (v.abs() / scale).min(1.0) * 0.8;
+        let class = if v < 0.0 { "neg" } else { "pos" };
+        let hit = if r == i { " hit" } else { "" };
+        let _ = write!(
+            s,
+            "<span class=\"tok {class}{hit}\" style=\"--a:{alpha:.2}\" title=\"{v:+.4}\">{}</span>",
+            esc(&t.label(r)).replace(' ', "&nbsp;")
+        );
+    }
+    s.push_str("</div>");
+    s
+}
+
+/// One example of concept `j` on an image: its patch grid shaded by the concept's values, the
+/// example's patch outlined, and the image with the patch marked when the image is at hand.
+fn image_example(
+    a: &Analysis,
+    j: usize,
+    i: usize,
+    value: f32,
+    scale: f32,
+    image_rows: &HashMap<String, Vec<(u32, u32, usize)>>,
+    copy_image: &mut dyn FnMut(&str) -> Option<String>,
+) -> String {
+    let Some(RowInfo::Patch { image, row, col }) = a.tokens.as_ref().and_then(|t| t.rows.get(i)) else {
+        return String::new();
+    };
+    let patches = &image_rows[image];
+    let g = patches.iter().map(|p| p.0.max(p.1) + 1).max().unwrap_or(1) as f64;
+    let cell = 160.0 / g;
+    let mut svg =
+        format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"160\" height=\"160\" class=\"grid\">");
+    for &(r, c, ri) in patches {
+        let v = a.stats.code(ri, j);
+        let alpha = (v.abs() / scale).min(1.0) * 0.9;
+        let colour = if v < 0.0 { "220,38,38" } else { "37,99,235" };
+        let _ = write!(svg, "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{cell:.1}\" height=\"{cell:.1}\" fill=\"rgba({colour},{alpha:.2})\" stroke=\"#e5e7eb\" stroke-width=\"0.5\"/>", c as f64 * cell, r as f64 * cell);
+    }
+    let _ = write!(svg, "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{cell:.1}\" height=\"{cell:.1}\" fill=\"none\" stroke=\"#facc15\" stroke-width=\"2\"/></svg>", *col as f64 * cell, *row as f64 * cell);
+    let crop = copy_image(image).map_or(String::new(), |src| {
+        format!(
+            "<span class=\"crop\"><img src=\"{}\" alt=\"{}\"><span class=\"mark\" style=\"left:{:.1}px;top:{:.1}px;width:{cell:.1}px;height:{cell:.1}px\"></span></span>",
+            esc(&src),
+            esc(image),
+            *col as f64 * cell,
+            *row as f64 * cell
+        )
+    });
+    format!("<div class=\"img\">{svg}{crop}<br>{} [{row},{col}] {value:+.3}</div>", esc(image))
+}
+
+fn concept_body(
+    a: &Analysis,
+    j: usize,
+    s: &Concept,
+    image_rows: &HashMap<String, Vec<(u32, u32, usize)>>,
+    copy_image: &mut dyn FnMut(&str) -> Option<String>,
+) -> String {
+    let mut b = String::new();
+    let scale = s.top.first().map_or(1.0, |t| t.0.abs()).max(1e-9);
+    let images = a.tokens.as_ref().is_some_and(|t| t.is_images());
+    let example = |i: usize, v: f32, copy: &mut dyn FnMut(&str) -> Option<String>| -> String {
+        match &a.tokens {
+            Some(_) if images => image_example(a, j, i, v, scale, image_rows, copy),
+            Some(_) => text_example(a, j, i, v, 8, scale),
+            None => format!("<div class=\"ex\"><span class=\"v\">{v:+.3}</span> row {i}</div>"),
+        }
+    };
+    b.push_str("<h2>Top activations</h2><div id=\"top\">");
+    if s.top.is_empty() {
+        b.push_str("<p class=\"note\">This concept never fires on these rows (dead).</p>");
+    }
+    // For images, one example per image.
+    let mut shown_images: Vec<String> = Vec::new();
+    for &(v, i) in &s.top {
+        if images {
+            let Some(RowInfo::Patch { image, .. }) = a.tokens.as_ref().and_then(|t| t.rows.get(i)) else {
+                continue;
+            };
+            if shown_images.contains(image) {
+                continue;
+            }
+            shown_images.push(image.clone());
+        }
+        b.push_str(&example(i, v, copy_image));
+    }
+    b.push_str("</div><h2>Samples across its activations</h2><div id=\"quantiles\">");
+    for &(q, v, i) in &s.quantiles {
+        let _ = write!(b, "<div class=\"note\">quantile {q:.2}</div>");
+        b.push_str(&example(i, v, copy_image));
+    }
+    b.push_str("</div><h2>Distribution</h2><div class=\"charts\">");
+    let side = LOG_BINS + 2;
+    let edge = |bi: usize| 10f64.powf(LOG_MIN + (bi as f64) * (LOG_MAX - LOG_MIN) / LOG_BINS as f64);
+    let labels: Vec<String> = (0..2 * side)
+        .map(|bin| {
+            let (neg, bi) = if bin < side { (true, side - 1 - bin) } else { (false, bin - side) };
+            let x = if bi == 0 { 0.0 } else { edge(bi - 1) };
+            format!(
+                "{}{}",
+                if neg { "-" } else { "+" },
+                if bi == side - 1 { format!(">{:.0e}", edge(LOG_BINS)) } else { format!("{x:.0e}") }
+            )
+        })
+        .collect();
+    debug_assert_eq!(value_bin(1.0), side + 1 + (LOG_BINS as f64 * 3.0 / 5.0) as usize);
+    let hist: Vec<f64> = s.histogram.iter().map(|&c| c as f64).collect();
+    b.push_str(&bar_chart(
+        "activation histogram (log |value| bins, by sign)",
+        "value",
+        "rows",
+        &labels,
+        &hist,
+        true,
+        520.0,
+        220.0,
+    ));
+    let steps: Vec<String> = (1..=s.steps.len()).map(|t| t.to_string()).collect();
+    let counts: Vec<f64> = s.steps.iter().map(|&c| c as f64).collect();
+    b.push_str(&bar_chart(
+        "pursuit step of its picks",
+        "step",
+        "picks",
+        &steps,
+        &counts,
+        false,
+        320.0,
+        220.0,
+    ));
+    b.push_str("</div>");
+    let links = |title: &str, id: &str, v: &[(u32, String)]| -> String {
+        let mut s = format!("<h2>{title}</h2><div class=\"rel\" id=\"{id}\">");
+        if v.is_empty() {
+            s.push_str("<span class=\"note\">none</span>");
+        }
+        for (a, note) in v {
+            let _ = write!(s, "<a href=\"{a}.html\">#{a}</a><span class=\"note\">{note}</span> ");
+        }
+        s.push_str("</div>");
+        s
+    };
+    let count = |v: &[(u32, u64)]| v.iter().map(|&(a, n)| (a, format!("({n})"))).collect::<Vec<_>>();
+    b.push_str(&links("Parents: picked just before it", "parents", &count(&s.parents)));
+    b.push_str(&links("Children: picked just after it", "children", &count(&s.children)));
+    let near: Vec<(u32, String)> = a.nearest[j].iter().map(|&(a, c)| (a, format!("({c:.3})"))).collect();
+    b.push_str(&links("Nearest atoms (cosine)", "nearest", &near));
+    b
+}
+
+/// Reads `metrics.jsonl` (one epoch report a line); `None` when the file does not exist.
+pub fn read_metrics(path: &Path) -> Result<Option<Vec<EpochReport>>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        out.push(serde_json::from_str(line).map_err(|e| Error::file(path, format!("line {}: {e}", i + 1)))?);
+    }
+    Ok(Some(out))
+}
+
+#[allow(dead_code)]
+fn _unused(_: BTreeMap<u8, u8>) {}

@@ -1,0 +1,114 @@
+//! What each data row is: a token in a document (text models) or a patch of an image (vision
+//! models), from the `.tokens.tsv` file that comes with an activation file.
+
+use crate::{Error, Result};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Where a row comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RowInfo {
+    /// A token at `pos` of window `window` of document `doc`.
+    Token {
+        /// Document.
+        doc: String,
+        /// Window of the document (contexts never cross windows).
+        window: String,
+        /// Position in the window.
+        pos: i64,
+        /// The token's text.
+        token: String,
+    },
+    /// The patch at (`row`, `col`) of `image`.
+    Patch {
+        /// The image's path (relative to an images folder).
+        image: String,
+        /// Patch row.
+        row: u32,
+        /// Patch column.
+        col: u32,
+    },
+}
+
+/// The rows of a dataset, in data order.
+#[derive(Clone, Debug, Default)]
+pub struct TokenTable {
+    /// One entry per data row.
+    pub rows: Vec<RowInfo>,
+}
+
+impl TokenTable {
+    /// Reads a tsv with a header: text rows need the columns `doc`, `window`, `pos`, `token`;
+    /// image patches `image`, `patch_row`, `patch_col`. An error names the file and the line.
+    pub fn read(path: &Path) -> Result<TokenTable> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        TokenTable::parse(path, &text)
+    }
+
+    /// [`TokenTable::read`] on the file's text (`path` names it in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<TokenTable> {
+        let mut lines = text.lines();
+        let header: Vec<&str> =
+            lines.next().ok_or_else(|| Error::file(path, "is empty"))?.split('\t').collect();
+        let col: HashMap<&str, usize> = header.iter().enumerate().map(|(i, h)| (*h, i)).collect();
+        let get = |names: &[&str]| names.iter().map(|n| col.get(n).copied()).collect::<Option<Vec<usize>>>();
+        let (text_cols, image_cols) =
+            (get(&["doc", "window", "pos", "token"]), get(&["image", "patch_row", "patch_col"]));
+        if text_cols.is_none() && image_cols.is_none() {
+            return Err(Error::file(
+                path,
+                "needs the columns doc, window, pos, token (text) or image, patch_row, patch_col (image patches)",
+            ));
+        }
+        let mut rows = Vec::new();
+        for (i, line) in lines.enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            let f: Vec<&str> = line.split('\t').collect();
+            let bad = |what: &str| Error::file(path, format!("line {}: {what}", i + 2));
+            let field = |c: usize| f.get(c).copied().ok_or_else(|| bad("has too few columns"));
+            let info = if let Some(c) = &image_cols {
+                RowInfo::Patch {
+                    image: field(c[0])?.to_string(),
+                    row: field(c[1])?.parse().map_err(|_| bad("patch_row is not a number"))?,
+                    col: field(c[2])?.parse().map_err(|_| bad("patch_col is not a number"))?,
+                }
+            } else {
+                let c = text_cols.as_ref().unwrap();
+                RowInfo::Token {
+                    doc: field(c[0])?.to_string(),
+                    window: field(c[1])?.to_string(),
+                    pos: field(c[2])?.parse().map_err(|_| bad("pos is not a number"))?,
+                    token: field(c[3])?.to_string(),
+                }
+            };
+            rows.push(info);
+        }
+        Ok(TokenTable { rows })
+    }
+
+    /// Whether the rows are image patches.
+    pub fn is_images(&self) -> bool {
+        matches!(self.rows.first(), Some(RowInfo::Patch { .. }))
+    }
+
+    /// A short label of row `i` (its token, or image and patch).
+    pub fn label(&self, i: usize) -> String {
+        match self.rows.get(i) {
+            Some(RowInfo::Token { token, .. }) => token.clone(),
+            Some(RowInfo::Patch { image, row, col }) => format!("{image} [{row},{col}]"),
+            None => format!("row {i}"),
+        }
+    }
+
+    /// The rows around `i` in the same document and window, at most `radius` positions each side,
+    /// in order (rows of one window are contiguous in the data).
+    pub fn context(&self, i: usize, radius: usize) -> Vec<usize> {
+        let Some(RowInfo::Token { doc, window, .. }) = self.rows.get(i) else { return vec![i] };
+        let same = |j: usize| matches!(&self.rows[j], RowInfo::Token { doc: d, window: w, .. } if d == doc && w == window);
+        let lo = (i.saturating_sub(radius)..i).find(|&j| (j..i).all(same)).unwrap_or(i);
+        let hi = (i + 1..(i + 1 + radius).min(self.rows.len())).take_while(|&j| same(j)).last().unwrap_or(i);
+        (lo..=hi).collect()
+    }
+}
