@@ -31,6 +31,8 @@ enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Show what a model, checkpoint or data file holds.
     Inspect(cmd::inspect::InspectArgs),
+    /// Write the concept browser of a model: a static site of what each concept fires on.
+    Concepts(cmd::concepts::ConceptsArgs),
     /// Benchmark training and encoding throughput, with the time split and the machine's sgemm.
     Bench(cmd::bench::BenchArgs),
 }
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Bench(a) => cmd::bench::run(a),
+        Command::Concepts(a) => cmd::concepts::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -85,7 +88,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
             eprintln!(
-                "error: no command given: use train, encode, eval, inspect or bench (see mpsae --help)"
+                "error: no command given: use train, encode, eval, inspect, concepts or bench (see mpsae --help)"
             );
             ExitCode::FAILURE
         }

@@ -22,7 +22,7 @@ main{padding:16px 24px}h1{font-size:20px;margin:0}h2{font-size:16px;margin:20px 
 input{padding:6px 8px;border:1px solid #d1d5db;border-radius:4px;font-size:14px}
 table{border-collapse:collapse;background:#fff;font-size:13px}th,td{padding:4px 8px;border-bottom:1px solid #e5e7eb;text-align:left}
 th{cursor:pointer;background:#f3f4f6;position:sticky;top:0}th.sorted{color:#2563eb}
-.ex{margin:4px 0;padding:6px 8px;background:#fff;border:1px solid #e5e7eb;border-radius:4px;font-family:ui-monospace,monospace;font-size:13px}
+.ex{white-space:pre-wrap;margin:4px 0;padding:6px 8px;background:#fff;border:1px solid #e5e7eb;border-radius:4px;font-family:ui-monospace,monospace;font-size:13px}
 .ex .v{color:#6b7280;display:inline-block;min-width:70px}.tok{padding:1px 2px;border-radius:2px}
 .hit{outline:2px solid #111827}.pos{background:rgba(37,99,235,var(--a))}.neg{background:rgba(220,38,38,var(--a))}
 .rel a{margin-right:10px}.stats{color:#d1d5db}.img{display:inline-block;margin:6px;text-align:center;font-size:11px}
@@ -39,7 +39,7 @@ const SCRIPT: &str = r#"// The concept table: sort by a column, filter by text, 
   const results = document.getElementById('results');
   const byToken = new Map();
   for (const [tok, hits] of TOKENS) {
-    const key = tok.trim().toLowerCase();
+    const key = tok.replace(/^[\u0120\u2581]+/, '').trim().toLowerCase();
     const merged = byToken.get(key) || new Map();
     for (const [c, n] of hits) merged.set(c, (merged.get(c) || 0) + n);
     byToken.set(key, merged);
@@ -275,15 +275,23 @@ fn image_rows(a: &Analysis) -> HashMap<String, Vec<(u32, u32, usize)>> {
 fn text_example(a: &Analysis, j: usize, i: usize, value: f32, radius: usize, scale: f32) -> String {
     let t = a.tokens.as_ref().expect("text examples need tokens");
     let mut s = format!("<div class=\"ex\"><span class=\"v\">{value:+.3}</span> ");
-    for r in t.context(i, radius) {
+    for (n, r) in t.context(i, radius).into_iter().enumerate() {
         let v = a.stats.code(r, j);
+        let (text, space) = t.display(r);
+        if space && n > 0 {
+            s.push(' ');
+        }
+        let text = esc(&text);
+        if v == 0.0 && r != i {
+            s.push_str(&text);
+            continue;
+        }
         let alpha = (v.abs() / scale).min(1.0) * 0.8;
         let class = if v < 0.0 { "neg" } else { "pos" };
         let hit = if r == i { " hit" } else { "" };
         let _ = write!(
             s,
-            "<span class=\"tok {class}{hit}\" style=\"--a:{alpha:.2}\" title=\"{v:+.4}\">{}</span>",
-            esc(&t.label(r)).replace(' ', "&nbsp;")
+            "<span class=\"tok {class}{hit}\" style=\"--a:{alpha:.2}\" title=\"{v:+.4}\">{text}</span>"
         );
     }
     s.push_str("</div>");

@@ -153,7 +153,7 @@ impl ConceptStats {
     /// Row `i`'s dense code on concept `j` (its picks of `j` summed).
     pub fn code(&self, i: usize, j: usize) -> f32 {
         let k = self.k;
-        (0..k).filter(|&t| self.atoms[i * k + t] == j as u32).map(|t| self.values[i * k + t]).sum()
+        (0..k).filter(|&t| self.atoms[i * k + t] == j as u32).fold(0.0, |s, t| s + self.values[i * k + t])
     }
 }
 

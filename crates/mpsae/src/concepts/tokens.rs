@@ -35,6 +35,9 @@ pub enum RowInfo {
 pub struct TokenTable {
     /// One entry per data row.
     pub rows: Vec<RowInfo>,
+    /// Byte-level BPE tokens (`Ġ` marks a leading space), else WordPiece (`##` marks a
+    /// continuation, other tokens are separate words).
+    pub bpe: bool,
 }
 
 impl TokenTable {
@@ -85,7 +88,23 @@ impl TokenTable {
             };
             rows.push(info);
         }
-        Ok(TokenTable { rows })
+        let bpe = rows
+            .iter()
+            .any(|r| matches!(r, RowInfo::Token { token, .. } if token.starts_with(['\u{120}', '\u{2581}'])));
+        Ok(TokenTable { rows, bpe })
+    }
+
+    /// Row `i`'s token as text is written: its characters, and whether a space comes before it.
+    pub fn display(&self, i: usize) -> (String, bool) {
+        let Some(RowInfo::Token { token, .. }) = self.rows.get(i) else { return (self.label(i), true) };
+        let t = token.replace('\u{10A}', "↵").replace('\u{109}', "⇥");
+        if let Some(rest) = t.strip_prefix("##") {
+            (rest.to_string(), false)
+        } else if let Some(rest) = t.strip_prefix(['\u{120}', '\u{2581}']) {
+            (rest.to_string(), true)
+        } else {
+            (t, !self.bpe)
+        }
     }
 
     /// Whether the rows are image patches.

@@ -1,0 +1,90 @@
+//! `mpsae concepts`: the concept browser of a trained model, a static site.
+
+use crate::common::{load, msg, open_data, CliResult, EngineArgs};
+use indicatif::{ProgressBar, ProgressStyle};
+use mpsae::concepts::tokens::TokenTable;
+use mpsae::concepts::{analyze, site, ConceptOptions};
+use std::path::PathBuf;
+
+/// The token table of the embedded demo data.
+static DEMO_TOKENS: &str = include_str!("../../../../data/minilm_l3_demo.tokens.tsv");
+
+/// Arguments of `mpsae concepts`.
+#[derive(clap::Args)]
+pub struct ConceptsArgs {
+    /// Run folder (its model.safetensors and metrics.jsonl) or model .safetensors file.
+    #[arg(long)]
+    model: PathBuf,
+    /// Activation files (none: the embedded demo data).
+    #[arg(long, num_args = 1..)]
+    data: Vec<PathBuf>,
+    /// Tensor to read from .safetensors data files.
+    #[arg(long)]
+    tensor: Option<String>,
+    /// What each row is (.tokens.tsv: doc, window, pos, token; or image, patch_row, patch_col).
+    /// Default: the demo data's, when no --data is given.
+    #[arg(long)]
+    tokens: Option<PathBuf>,
+    /// Folder holding the images a patch table names (their crops are shown).
+    #[arg(long)]
+    images: Option<PathBuf>,
+    /// Output folder of the site.
+    #[arg(long)]
+    out: PathBuf,
+    /// Top examples per concept.
+    #[arg(long, default_value_t = 20)]
+    top: usize,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 4096)]
+    batch_size: usize,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+/// Runs `mpsae concepts`.
+pub fn run(a: ConceptsArgs) -> CliResult<()> {
+    let (mut model, pre) = load(&a.model)?;
+    model.set_engine(a.engine.engine()?);
+    let data = open_data(&a.data, a.tensor.as_deref(), false, true)?;
+    let tokens = match (&a.tokens, a.data.is_empty()) {
+        (Some(p), _) => Some(TokenTable::read(p).map_err(msg)?),
+        (None, true) => {
+            Some(TokenTable::parse("minilm_l3_demo.tokens.tsv".as_ref(), DEMO_TOKENS).map_err(msg)?)
+        }
+        (None, false) => None,
+    };
+    if let Some(dir) = &a.images {
+        if !dir.is_dir() {
+            return Err(format!("{}: no such images folder", dir.display()));
+        }
+    }
+    let metrics_path = if a.model.is_dir() { Some(a.model.join(mpsae::run::METRICS_FILE)) } else { None };
+    let metrics = match &metrics_path {
+        Some(p) => site::read_metrics(p).map_err(msg)?,
+        None => None,
+    };
+    if metrics.is_none() {
+        eprintln!("note: no metrics.jsonl beside the model: the overview has no training curves");
+    }
+    let bar = if crate::common::is_terminal() {
+        let b = ProgressBar::new(data.rows() as u64);
+        b.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} rows {per_sec} ETA {eta}").unwrap());
+        Some(b)
+    } else {
+        None
+    };
+    let opts = ConceptOptions { top: a.top, batch_size: a.batch_size, ..ConceptOptions::default() };
+    let analysis = analyze(&mut model, &data, &pre, tokens, &opts, &mut |done| {
+        if let Some(b) = &bar {
+            b.set_position(done as u64);
+        }
+    })
+    .map_err(msg)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let title = format!("mpsae concepts: {}", a.model.display());
+    site::write(&analysis, metrics.as_deref(), a.images.as_deref(), &a.out, &title).map_err(msg)?;
+    println!("{}", a.out.join("index.html").display());
+    Ok(())
+}
