@@ -73,6 +73,7 @@ pub mod blas;
 pub mod gram;
 pub mod matmul;
 pub mod memory;
+pub mod nearest;
 pub mod normalize;
 pub mod pursuit;
 pub mod select;

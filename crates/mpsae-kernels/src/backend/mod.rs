@@ -18,6 +18,7 @@
 //! | [`Backend::backward`] | the exact sparse backward, by micro-shards | `backward.rs` |
 //! | [`Backend::dot`], [`Backend::sum_of_squares`], [`Backend::scale`], [`Backend::add`] | the multiplier gradient, clipping, criteria's direct terms | `backend/cpu/mod.rs` |
 //! | [`Backend::adam_step`] | `torch.optim.Adam`'s update | `adam.rs` |
+//! | [`Backend::nearest_atoms`] | atoms' nearest neighbours by cosine (the concept browser) | `nearest.rs` |
 //!
 //! # Adding a backend
 //!
@@ -153,6 +154,17 @@ pub trait Backend: Send + Sync {
 
     /// `dst += src`.
     fn add(&self, dst: &mut [f32], src: &[f32]);
+
+    /// Each atom's `related` nearest other atoms by cosine, `(atom, cosine)` closest first, of
+    /// the `c x d` dictionary `dict`, which is the stable dictionary `version` when given.
+    fn nearest_atoms(
+        &self,
+        dict: &[f32],
+        c: usize,
+        d: usize,
+        related: usize,
+        version: Option<u64>,
+    ) -> Vec<Vec<(u32, f32)>>;
 
     /// One Adam update of `param` (see [`crate::adam::adam_step`]).
     #[allow(clippy::too_many_arguments)]

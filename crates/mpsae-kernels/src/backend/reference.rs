@@ -206,6 +206,32 @@ impl Backend for ReferenceBackend {
         dst.iter_mut().zip(src).for_each(|(a, &b)| *a += b);
     }
 
+    fn nearest_atoms(
+        &self,
+        dict: &[f32],
+        c: usize,
+        d: usize,
+        related: usize,
+        _: Option<u64>,
+    ) -> Vec<Vec<(u32, f32)>> {
+        let norm: Vec<f64> = dict.chunks(d.max(1)).map(|a| dot64(a, a).sqrt()).collect();
+        (0..c)
+            .map(|i| {
+                let mut all: Vec<(u32, f32)> = (0..c)
+                    .filter(|&j| j != i)
+                    .map(|j| {
+                        let cos = dot64(&dict[i * d..(i + 1) * d], &dict[j * d..(j + 1) * d])
+                            / (norm[i] * norm[j]).max(f64::MIN_POSITIVE);
+                        (j as u32, cos as f32)
+                    })
+                    .collect();
+                all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                all.truncate(related);
+                all
+            })
+            .collect()
+    }
+
     fn adam_step(
         &self,
         param: &mut [f32],

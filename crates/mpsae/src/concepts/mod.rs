@@ -13,8 +13,6 @@ pub mod tokens;
 use crate::data::{Dataset, Preprocess};
 use crate::model::{EncodeOptions, MpSae};
 use crate::{Error, Result};
-use mpsae_kernels::matmul::matmul_abt;
-use mpsae_kernels::Par;
 use stats::{Accumulator, ConceptStats};
 use std::collections::HashMap;
 use tokens::{RowInfo, TokenTable};
@@ -87,55 +85,34 @@ pub fn analyze(
     model.eval();
     model.prepare_for(rows, k);
     let mut acc = Accumulator::new(c, k, opts.top, opts.sample.max(1), opts.seed);
+    let (mut t_encode, mut t_add) = (0.0, 0.0);
     let mut x = Vec::new();
     let mut start = 0;
     while start < rows {
         let len = opts.batch_size.min(rows - start);
         data.read_range(start, len, &mut x)?;
         pre.apply(&mut x, d);
+        let t = std::time::Instant::now();
         let enc = model.encode_with(&x, &EncodeOptions { k: Some(k), ..Default::default() })?;
+        t_encode += t.elapsed().as_secs_f64();
         acc.add(&x, &enc.codes, &enc.energy);
+        t_add += t.elapsed().as_secs_f64();
         start += len;
         progress(start);
     }
+    let timing = std::env::var_os("MPSAE_TIMING").is_some();
+    let t = std::time::Instant::now();
     let stats = acc.finish(opts.related);
-    let nearest = nearest_atoms(&model.get_dictionary(), c, d, opts.related);
+    let nearest = model.nearest_atoms(opts.related);
+    let t_nearest = t.elapsed().as_secs_f64();
     let token_index = tokens.as_ref().map(|t| index_tokens(t, &stats)).unwrap_or_default();
+    if timing {
+        eprintln!(
+            "encode {t_encode:.2} s, statistics {:.2} s, nearest atoms {t_nearest:.2} s",
+            t_add - t_encode
+        );
+    }
     Ok(Analysis { stats, nearest, tokens, token_index, shape: (d, c, k) })
-}
-
-/// Each atom's `related` nearest other atoms by cosine, from `X·Xᵀ` of the normalised atoms in
-/// blocks of rows (never the c x c matrix).
-pub fn nearest_atoms(dict: &[f32], c: usize, d: usize, related: usize) -> Vec<Vec<(u32, f32)>> {
-    let mut unit = dict.to_vec();
-    for a in unit.chunks_mut(d.max(1)) {
-        let n = a.iter().map(|v| v * v).sum::<f32>().sqrt();
-        if n > 0.0 {
-            a.iter_mut().for_each(|v| *v /= n);
-        }
-    }
-    let block = 256.min(c.max(1));
-    let mut out = Vec::with_capacity(c);
-    let mut sims = vec![0f32; block * c];
-    for r0 in (0..c).step_by(block) {
-        let rows = block.min(c - r0);
-        matmul_abt(&unit[r0 * d..(r0 + rows) * d], &unit, &mut sims[..rows * c], rows, c, d, Par::rayon());
-        for i in 0..rows {
-            let row = &sims[i * c..(i + 1) * c];
-            let mut best: Vec<(u32, f32)> =
-                row.iter().enumerate().filter(|&(j, _)| j != r0 + i).map(|(j, &s)| (j as u32, s)).collect();
-            let n = related.min(best.len());
-            if n > 0 {
-                best.select_nth_unstable_by(n - 1, |a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                best.truncate(n);
-                best.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            } else {
-                best.clear();
-            }
-            out.push(best);
-        }
-    }
-    out
 }
 
 /// For each token text, the concepts that fire on most of its rows (at most 8).

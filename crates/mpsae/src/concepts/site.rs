@@ -7,10 +7,9 @@ use super::stats::{value_bin, Concept, LOG_BINS, LOG_MAX, LOG_MIN};
 use super::svg::{bar_chart, esc, line_chart, Series};
 use super::tokens::RowInfo;
 use super::Analysis;
-use crate::io::atomic::write_atomic;
 use crate::train::EpochReport;
 use crate::{Error, Result};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::Path;
 
@@ -103,7 +102,12 @@ pub fn write(
     title: &str,
 ) -> Result<()> {
     std::fs::create_dir_all(out.join("concepts")).map_err(|e| Error::io(out, e))?;
-    let save = |name: &str, text: &str| write_atomic(&out.join(name), text.as_bytes());
+    // Plain writes: the site is regenerated whole from the model, and one fsync per page (16384
+    // of them at c = 16384) would cost more than the analysis.
+    let save = |name: &str, text: &str| {
+        let p = out.join(name);
+        std::fs::write(&p, text).map_err(|e| Error::io(&p, e))
+    };
     save("style.css", CSS)?;
     save("table.js", SCRIPT)?;
     let (d, c, k) = a.shape;
@@ -226,25 +230,27 @@ pub fn write(
     );
     save("index.html", &page(title, "", &header, &body))?;
 
-    // Image folder: the images shown are copied next to the pages.
+    // Image folder: the images shown are copied next to the pages, once each.
     let image_rows = image_rows(a);
     let mut copied: HashMap<String, Option<String>> = HashMap::new();
-    let mut copy_image = |name: &str| -> Option<String> {
-        copied
-            .entry(name.to_string())
-            .or_insert_with(|| {
-                let src = images?.join(name);
-                let dst_name = name.replace(['/', '\\'], "_");
-                let dst = out.join("images").join(&dst_name);
-                std::fs::create_dir_all(out.join("images")).ok()?;
-                std::fs::copy(&src, &dst).ok()?;
-                Some(format!("../images/{dst_name}"))
-            })
-            .clone()
-    };
-
-    for (j, s) in a.stats.concepts.iter().enumerate() {
-        let body = concept_body(a, j, s, &image_rows, &mut copy_image);
+    if let (Some(dir), Some(t)) = (images, &a.tokens) {
+        for s in &a.stats.concepts {
+            for i in s.top.iter().map(|e| e.1).chain(s.quantiles.iter().map(|q| q.2)) {
+                if let Some(RowInfo::Patch { image, .. }) = t.rows.get(i) {
+                    copied.entry(image.clone()).or_insert_with(|| {
+                        let dst_name = image.replace(['/', '\\'], "_");
+                        std::fs::create_dir_all(out.join("images")).ok()?;
+                        std::fs::copy(dir.join(image), out.join("images").join(&dst_name)).ok()?;
+                        Some(format!("../images/{dst_name}"))
+                    });
+                }
+            }
+        }
+    }
+    // The pages, in parallel.
+    use rayon::prelude::*;
+    a.stats.concepts.par_iter().enumerate().try_for_each(|(j, s)| {
+        let body = concept_body(a, j, s, &image_rows, &copied);
         let header = format!(
             "<a href=\"../index.html\">← all concepts</a> <h1>Concept #{j}</h1><div class=\"stats\">frequency {:.5} · mean |value| {:.4} · positive {:.0}% · mean step {:.2} · {} picks</div>",
             s.frequency(n),
@@ -253,8 +259,8 @@ pub fn write(
             s.mean_step(),
             s.picks
         );
-        save(&format!("concepts/{j}.html"), &page(&format!("{title}: concept #{j}"), "../", &header, &body))?;
-    }
+        save(&format!("concepts/{j}.html"), &page(&format!("{title}: concept #{j}"), "../", &header, &body))
+    })?;
     Ok(())
 }
 
@@ -307,7 +313,7 @@ fn image_example(
     value: f32,
     scale: f32,
     image_rows: &HashMap<String, Vec<(u32, u32, usize)>>,
-    copy_image: &mut dyn FnMut(&str) -> Option<String>,
+    copied: &HashMap<String, Option<String>>,
 ) -> String {
     let Some(RowInfo::Patch { image, row, col }) = a.tokens.as_ref().and_then(|t| t.rows.get(i)) else {
         return String::new();
@@ -324,7 +330,7 @@ fn image_example(
         let _ = write!(svg, "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{cell:.1}\" height=\"{cell:.1}\" fill=\"rgba({colour},{alpha:.2})\" stroke=\"#e5e7eb\" stroke-width=\"0.5\"/>", c as f64 * cell, r as f64 * cell);
     }
     let _ = write!(svg, "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{cell:.1}\" height=\"{cell:.1}\" fill=\"none\" stroke=\"#facc15\" stroke-width=\"2\"/></svg>", *col as f64 * cell, *row as f64 * cell);
-    let crop = copy_image(image).map_or(String::new(), |src| {
+    let crop = copied.get(image).cloned().flatten().map_or(String::new(), |src| {
         format!(
             "<span class=\"crop\"><img src=\"{}\" alt=\"{}\"><span class=\"mark\" style=\"left:{:.1}px;top:{:.1}px;width:{cell:.1}px;height:{cell:.1}px\"></span></span>",
             esc(&src),
@@ -341,14 +347,14 @@ fn concept_body(
     j: usize,
     s: &Concept,
     image_rows: &HashMap<String, Vec<(u32, u32, usize)>>,
-    copy_image: &mut dyn FnMut(&str) -> Option<String>,
+    copied: &HashMap<String, Option<String>>,
 ) -> String {
     let mut b = String::new();
     let scale = s.top.first().map_or(1.0, |t| t.0.abs()).max(1e-9);
     let images = a.tokens.as_ref().is_some_and(|t| t.is_images());
-    let example = |i: usize, v: f32, copy: &mut dyn FnMut(&str) -> Option<String>| -> String {
+    let example = |i: usize, v: f32| -> String {
         match &a.tokens {
-            Some(_) if images => image_example(a, j, i, v, scale, image_rows, copy),
+            Some(_) if images => image_example(a, j, i, v, scale, image_rows, copied),
             Some(_) => text_example(a, j, i, v, 8, scale),
             None => format!("<div class=\"ex\"><span class=\"v\">{v:+.3}</span> row {i}</div>"),
         }
@@ -369,12 +375,12 @@ fn concept_body(
             }
             shown_images.push(image.clone());
         }
-        b.push_str(&example(i, v, copy_image));
+        b.push_str(&example(i, v));
     }
     b.push_str("</div><h2>Samples across its activations</h2><div id=\"quantiles\">");
     for &(q, v, i) in &s.quantiles {
         let _ = write!(b, "<div class=\"note\">quantile {q:.2}</div>");
-        b.push_str(&example(i, v, copy_image));
+        b.push_str(&example(i, v));
     }
     b.push_str("</div><h2>Distribution</h2><div class=\"charts\">");
     let side = LOG_BINS + 2;
@@ -447,6 +453,3 @@ pub fn read_metrics(path: &Path) -> Result<Option<Vec<EpochReport>>> {
     }
     Ok(Some(out))
 }
-
-#[allow(dead_code)]
-fn _unused(_: BTreeMap<u8, u8>) {}

@@ -214,6 +214,18 @@ pub fn bar_chart(
     let every = (labels.len() / 10).max(1);
     for (i, (&v, label)) in shown.iter().zip(labels).enumerate() {
         let (xa, xb) = (f.x(i as f64 + 0.1), f.x(i as f64 + 0.9));
+        if i % every == 0 {
+            let _ = write!(
+                f.svg,
+                r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="9" fill="#6b7280">{}</text>"##,
+                (xa + xb) / 2.0,
+                f.top + f.h + 28.0,
+                esc(label)
+            );
+        }
+        if values[i] == 0.0 {
+            continue;
+        }
         let (ya, yb) = (f.y(v.max(0.0)), f.y(0f64.max(y0)));
         let _ = write!(
             f.svg,
@@ -260,7 +272,16 @@ mod tests {
             200.0,
         );
         assert!(s.starts_with("<svg") && s.ends_with("</svg>") && s.matches("<circle").count() == 2);
-        let b = bar_chart("h", "x", "y", &["a".into(), "b".into()], &[1.0, 3.0], true, 300.0, 200.0);
-        assert_eq!(b.matches("<rect x=").count(), 2);
+        let b = bar_chart(
+            "h",
+            "x",
+            "y",
+            &["a".into(), "b".into(), "c".into()],
+            &[1.0, 0.0, 3.0],
+            true,
+            300.0,
+            200.0,
+        );
+        assert_eq!(b.matches("<rect x=").count(), 3, "two bars and the frame");
     }
 }

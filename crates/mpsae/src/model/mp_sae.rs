@@ -399,6 +399,19 @@ impl MpSae {
         self.fused.as_deref().unwrap()
     }
 
+    /// Each atom's `related` nearest other atoms by cosine, `(atom, cosine)` closest first (in
+    /// eval mode from the Gram matrix the backend prepared, when it did).
+    pub fn nearest_atoms(&mut self, related: usize) -> Vec<Vec<(u32, f32)>> {
+        let (c, d) = (self.config.nb_concepts, self.config.input_dim);
+        if self.training {
+            let dict = self.clone_dictionary();
+            return self.backend.nearest_atoms(&dict, c, d, related, None);
+        }
+        self.ensure_fused();
+        let dict = self.fused.as_deref().unwrap();
+        self.backend.nearest_atoms(dict, c, d, related, Some(self.fused_version))
+    }
+
     /// Prepares the backend for encoding about `rows` rows with `k` steps in eval mode, so that
     /// encoding them batch by batch pays once for what the backend derives from the dictionary
     /// (the CPU backend's Gram matrix, `2·c²` bytes, when its planner would use it for that many

@@ -196,6 +196,21 @@ impl Backend for CpuBackend {
         axpy(1.0, src, dst);
     }
 
+    fn nearest_atoms(
+        &self,
+        dict: &[f32],
+        c: usize,
+        d: usize,
+        related: usize,
+        version: Option<u64>,
+    ) -> Vec<Vec<(u32, f32)>> {
+        // The Gram matrix prepared for the stable dictionary holds every cosine already.
+        match version.and_then(|v| self.planner.stable_gram(v)) {
+            Some(g) => crate::nearest::nearest_from_gram(g.view(), c, related),
+            None => crate::nearest::nearest_atoms(dict, c, d, related, self.settings.par),
+        }
+    }
+
     fn adam_step(
         &self,
         param: &mut [f32],
