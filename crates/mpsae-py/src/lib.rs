@@ -5,6 +5,7 @@
 //! around engine work.
 
 mod errors;
+mod kernels;
 mod model;
 mod training;
 
@@ -16,6 +17,9 @@ fn _mpsae(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<model::Model>()?;
     m.add_class::<training::StreamTrainer>()?;
     m.add_function(wrap_pyfunction!(training::train, m)?)?;
+    m.add_function(wrap_pyfunction!(kernels::mp_encode, m)?)?;
+    m.add_function(wrap_pyfunction!(kernels::mp_decode, m)?)?;
+    m.add_function(wrap_pyfunction!(kernels::mp_backward, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -1,0 +1,369 @@
+"""A PyTorch module with overcomplete 0.3.0's ``MpSAE`` interface, running mpsae's engine.
+
+Change one import::
+
+    from mpsae.torch import MpSAE   # instead of: from overcomplete.sae import MpSAE
+
+and keep the training loop (overcomplete's ``train_sae`` or your own) and your criteria. For CPU
+float32 tensors the forward pass runs the engine's pursuit inside a ``torch.autograd.Function``
+whose backward is the engine's exact sparse backward (O(n·k·d)): gradients reach the dictionary
+weights, the multiplier and the input (when it requires grad) whatever criterion is applied to
+``(x, x_hat, pre_codes, codes, dictionary)``. Other devices and dtypes (CUDA, meta, float64) run
+a pure-torch pursuit with the same semantics; :attr:`MpSAE.path` says which one ran last.
+
+Differences from overcomplete, on purpose (as in the engine, see README.md): dropout comes back
+with ``train()`` after ``eval()``; the eval-mode dictionary is rebuilt when the weights change
+(``load_state_dict`` in eval mode) and carries no autograd graph; a NaN correlation is never
+picked over a number; ties pick the first atom on every device.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from . import _mpsae
+
+__all__ = ["MpSAE", "DictionaryLayer", "NORMALIZATIONS"]
+
+
+def _normalize_l2(x):
+    return x / (torch.norm(x, p=2, dim=1, keepdim=True) + 1e-8)
+
+
+def _normalize_max_l2(x):
+    return x / torch.amax(torch.norm(x, p=2, dim=1, keepdim=True), dim=0, keepdim=True)
+
+
+def _normalize_l1(x):
+    return x / (torch.norm(x, p=1, dim=1, keepdim=True) + 1e-8)
+
+
+def _normalize_max_l1(x):
+    return x / torch.amax(torch.norm(x, p=1, dim=1, keepdim=True), dim=0, keepdim=True)
+
+
+def _normalize_identity(x):
+    return x
+
+
+#: The dictionary normalisations, by name (overcomplete's).
+NORMALIZATIONS = {
+    "l2": _normalize_l2,
+    "max_l2": _normalize_max_l2,
+    "l1": _normalize_l1,
+    "max_l1": _normalize_max_l1,
+    "identity": _normalize_identity,
+}
+
+
+class DictionaryLayer(nn.Module):
+    """The dictionary ``D = normalize(W)·exp(m)``, as overcomplete's ``DictionaryLayer``.
+
+    Parameters
+    ----------
+    in_dimensions : int
+        Input dimension ``d``.
+    nb_concepts : int
+        Number of atoms ``c``.
+    normalization : str or callable, default "l2"
+        ``"l2"``, ``"max_l2"``, ``"l1"``, ``"max_l1"``, ``"identity"`` or a function of the weights.
+    initializer : tensor or None
+        Initial ``W`` (``c x d``); xavier-uniform otherwise.
+    use_multiplier : bool, default False
+        Train ``m`` (a parameter) instead of keeping it 0 (a buffer).
+    device : str, default "cpu"
+    """
+
+    NORMALIZATIONS = NORMALIZATIONS
+
+    def __init__(self, in_dimensions: int, nb_concepts: int, normalization: Union[str, Callable] = "l2",
+                 initializer=None, use_multiplier: bool = False, device="cpu"):
+        super().__init__()
+        self.in_dimensions = in_dimensions
+        self.nb_concepts = nb_concepts
+        self.device = device
+        if isinstance(normalization, str):
+            if normalization not in NORMALIZATIONS:
+                raise ValueError(f"invalid normalization '{normalization}': use {', '.join(NORMALIZATIONS)}")
+            self.normalization = NORMALIZATIONS[normalization]
+        elif callable(normalization):
+            self.normalization = normalization
+        else:
+            raise ValueError("Invalid normalization function")
+        self._weights = nn.Parameter(torch.empty(nb_concepts, in_dimensions, device=device))
+        if initializer is None:
+            nn.init.xavier_uniform_(self._weights)
+        else:
+            if tuple(initializer.shape) != tuple(self._weights.shape):
+                raise ValueError("Invalid initializer, must have the same shape as the dictionary.")
+            self._weights.data = torch.as_tensor(initializer, device=device).clone().float()
+        if use_multiplier:
+            self.multiplier = nn.Parameter(torch.tensor(0.0, device=device), requires_grad=True)
+        else:
+            self.register_buffer("multiplier", torch.tensor(0.0, device=device))
+        self._fused_dictionary = None
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """``z @ D`` (dense codes ``n x c`` to rows ``n x d``)."""
+        return torch.matmul(z, self.get_dictionary())
+
+    def get_dictionary(self) -> torch.Tensor:
+        """In training mode: normalises ``W`` in place (no gradient), returns ``W·exp(m)``; in eval
+        mode the fused dictionary (rebuilt after ``load_state_dict`` or ``.to()``)."""
+        if self.training:
+            with torch.no_grad():
+                self._weights.data = self.normalization(self._weights)
+            return self._weights * torch.exp(self.multiplier)
+        if self._fused_dictionary is None:
+            with torch.no_grad():
+                self._weights.data = self.normalization(self._weights)
+                self._fused_dictionary = (self._weights * torch.exp(self.multiplier)).detach()
+        return self._fused_dictionary
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        # Loading weights refreshes the eval-mode dictionary (the reference keeps a stale one).
+        self._fused_dictionary = None
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    def train(self, mode: bool = True):
+        """Training or eval mode (eval builds the fused dictionary)."""
+        super().train(mode)
+        if not mode:
+            self._fused_dictionary = None
+            self.get_dictionary()
+        return self
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to(), .cuda(), .double(): the fused dictionary is rebuilt on next use.
+        self._fused_dictionary = None
+        return super()._apply(fn, *args, **kwargs)
+
+
+class IdentityEncoder(nn.Module):
+    """Matching pursuit needs no encoder: the reference's default, with no parameters."""
+
+    def forward(self, x):
+        return x, x
+
+
+class TieableEncoder(nn.Module):
+    """The (unused by the pursuit) encoder of ``tied()`` / ``untied()``, with the reference's
+    attributes and state-dict keys: tied, ``tied_to`` is the dictionary (keys
+    ``encoder.tied_to.*``); untied, ``tied_to`` is None and ``weight`` its own (``encoder.weight``);
+    ``bias`` (``encoder.bias``) when asked for."""
+
+    def __init__(self, dictionary: DictionaryLayer, bias: bool = False, tied: bool = True,
+                 copy_from_dictionary: bool = False):
+        super().__init__()
+        device = dictionary._weights.device
+        self.tied_to = dictionary if tied else None
+        if not tied:
+            w = torch.empty(dictionary.nb_concepts, dictionary.in_dimensions, device=device)
+            if copy_from_dictionary:
+                with torch.no_grad():
+                    w.copy_(dictionary.get_dictionary())
+            else:
+                nn.init.xavier_uniform_(w)
+            self.weight = nn.Parameter(w)
+        self.bias = nn.Parameter(torch.zeros(dictionary.nb_concepts, device=device)) if bias else None
+
+    def forward(self, x):
+        w = self.tied_to.get_dictionary() if self.tied_to is not None else self.weight
+        z = x @ w.T
+        if self.bias is not None:
+            z = z + self.bias
+        return z, z
+
+
+def _engine_ok(x: torch.Tensor, dictionary: torch.Tensor, k) -> bool:
+    return (isinstance(k, int) and x.device.type == "cpu" and dictionary.device.type == "cpu"
+            and x.dtype == torch.float32 and dictionary.dtype == torch.float32 and x.dim() == 2)
+
+
+class _Pursuit(torch.autograd.Function):
+    """The engine's pursuit and decode; its backward is the engine's exact sparse backward."""
+
+    @staticmethod
+    def forward(ctx, x, dictionary, mask, k, dense):
+        xs = x.detach().contiguous()
+        dec = dictionary.detach().contiguous()
+        enc = dec if mask is None else (dec * mask.view(-1, 1)).contiguous()
+        atoms, values, residual = _mpsae.mp_encode(xs.numpy(), enc.numpy(), k)
+        atoms_t, values_t = torch.from_numpy(atoms), torch.from_numpy(values)
+        x_hat = torch.from_numpy(_mpsae.mp_decode(dec.numpy(), atoms, values))
+        ctx.save_for_backward(xs, dec, atoms_t, values_t, mask if mask is not None else torch.empty(0))
+        ctx.has_mask = mask is not None
+        ctx.dense = dense
+        if dense:
+            codes = torch.zeros(x.shape[0], dictionary.shape[0], dtype=torch.float32)
+            picked = atoms_t >= 0
+            codes.index_put_((torch.nonzero(picked)[:, 0], atoms_t[picked]), values_t[picked], accumulate=True)
+        else:
+            codes = values_t
+        ctx.mark_non_differentiable(atoms_t)
+        return torch.from_numpy(residual), codes, x_hat, atoms_t
+
+    @staticmethod
+    def backward(ctx, g_residual, g_codes, g_x_hat, _g_atoms):
+        xs, dec, atoms_t, values_t, mask = ctx.saved_tensors
+        n, k = atoms_t.shape
+        g_values = None
+        if g_codes is not None:
+            if ctx.dense:
+                safe = atoms_t.clamp(min=0)
+                g_values = torch.gather(g_codes, 1, safe) * (atoms_t >= 0)
+            else:
+                g_values = g_codes
+            g_values = g_values.contiguous().float().numpy()
+        if g_x_hat is None:
+            g_x_hat = torch.zeros_like(xs)
+        g_dict, g_x = _mpsae.mp_backward(
+            xs.numpy(), dec.numpy(), mask.contiguous().numpy() if ctx.has_mask else None, atoms_t.numpy(),
+            values_t.numpy(), g_x_hat.contiguous().float().numpy(),
+            None if g_residual is None else g_residual.contiguous().float().numpy(), g_values,
+            ctx.needs_input_grad[0])
+        gx = torch.from_numpy(g_x) if g_x is not None else None
+        return gx, torch.from_numpy(g_dict), None, None, None
+
+
+class MpSAE(nn.Module):
+    """Matching Pursuit Sparse Autoencoder: overcomplete 0.3.0's ``MpSAE`` on mpsae's engine.
+
+    Parameters
+    ----------
+    input_shape : int or tuple of int
+        Input dimension ``d`` (or ``(d,)``).
+    nb_concepts : int
+        Number of concepts (atoms).
+    k : int, default 1
+        Matching-pursuit steps.
+    dropout : float or None
+        Probability of dropping each atom at each training-mode encode.
+    encoder_module : None, "identity" or nn.Module
+        The (unused) encoder: identity by default, as the reference.
+    dictionary_params : dict or None
+        ``normalization``, ``initializer``, ``use_multiplier`` of the :class:`DictionaryLayer`.
+    device : str, default "cpu"
+    sparse_codes : bool, default False
+        ``encode``/``forward`` return the codes as ``(indices, values)`` (each ``n x k``, pursuit
+        order) instead of the dense ``n x c`` tensor.
+    """
+
+    def __init__(self, input_shape, nb_concepts, k=1, dropout=None, encoder_module=None,
+                 dictionary_params=None, device="cpu", sparse_codes=False):
+        super().__init__()
+        if not (isinstance(input_shape, int) or len(input_shape) == 1):
+            raise ValueError("MpSAE Doesn't handle 3d or 4d data format.")
+        if isinstance(k, int) and k <= 0:
+            raise ValueError("k must be a positive integer.")
+        if dropout is not None and not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout {dropout} is not in [0, 1)")
+        d = input_shape if isinstance(input_shape, int) else input_shape[0]
+        self.input_shape = input_shape
+        self.nb_concepts = nb_concepts
+        self.device = device
+        self.k = k
+        self.dropout = dropout
+        self._dropout = dropout
+        self.sparse_codes = sparse_codes
+        self.dictionary = DictionaryLayer(d, nb_concepts, device=device, **(dictionary_params or {}))
+        if encoder_module is None or encoder_module == "identity":
+            self.encoder = IdentityEncoder()
+        elif isinstance(encoder_module, nn.Module):
+            self.encoder = encoder_module
+        elif isinstance(encoder_module, str):
+            # Other named encoders are overcomplete's (unused by the pursuit, kept for state dicts).
+            try:
+                from overcomplete.sae.factory import EncoderFactory
+            except ImportError:
+                raise ValueError(f"encoder '{encoder_module}' needs overcomplete's encoder registry (pip install overcomplete)") from None
+            if encoder_module not in EncoderFactory.list_modules():
+                raise ValueError(f"Encoder '{encoder_module}' not found in registry.")
+            self.encoder = EncoderFactory.create_module(encoder_module, d, nb_concepts, device=device)
+        else:
+            raise ValueError(f"unknown encoder module {encoder_module!r}")
+        self.path = "none"
+
+    def extra_repr(self):
+        return f"k={self.k}, nb_concepts={self.nb_concepts}, dropout={self.dropout}, path={self.path}"
+
+    def get_dictionary(self) -> torch.Tensor:
+        """The dictionary ``c x d`` (see :meth:`DictionaryLayer.get_dictionary`)."""
+        return self.dictionary.get_dictionary()
+
+    def _mask(self, like: torch.Tensor):
+        if self.training and self.dropout is not None:
+            return torch.bernoulli((1.0 - self.dropout) * torch.ones(self.nb_concepts, 1, device=like.device, dtype=like.dtype))
+        return None
+
+    def _run(self, x):
+        dictionary = self.get_dictionary()
+        mask = self._mask(dictionary)
+        if _engine_ok(x, dictionary, self.k):
+            self.path = "mpsae"
+            residual, codes, x_hat, atoms = _Pursuit.apply(x, dictionary, None if mask is None else mask.view(-1),
+                                                          self.k, not self.sparse_codes)
+            return residual, ((atoms, codes) if self.sparse_codes else codes), x_hat
+        self.path = "torch"
+        return self._torch_pursuit(x, dictionary, mask)
+
+    def _torch_pursuit(self, x, dictionary, mask):
+        W = dictionary if mask is None else dictionary * mask
+        n = x.shape[0]
+        codes = torch.zeros(n, self.nb_concepts, device=x.device, dtype=x.dtype)
+        residual = x.clone()
+        idx_all, val_all = [], []
+        for _ in range(self.k):
+            z = residual @ W.T
+            z = torch.where(torch.isnan(z), torch.full_like(z, -math.inf), z)
+            val, idx = torch.max(z, dim=1)
+            to_add = torch.nn.functional.one_hot(idx, num_classes=self.nb_concepts).to(x.dtype) * val.unsqueeze(1)
+            codes = codes + to_add
+            residual = residual - to_add @ W
+            idx_all.append(idx)
+            val_all.append(val)
+        x_hat = codes @ dictionary
+        if self.sparse_codes:
+            return residual, (torch.stack(idx_all, 1), torch.stack(val_all, 1)), x_hat
+        return residual, codes, x_hat
+
+    def encode(self, x: torch.Tensor):
+        """``(residual, codes)`` of ``x`` after ``k`` pursuit steps (codes dense ``n x c``, or
+        ``(indices, values)`` with ``sparse_codes``)."""
+        residual, codes, _ = self._run(x)
+        return residual, codes
+
+    def decode(self, z) -> torch.Tensor:
+        """Rows from codes: dense ``z @ D``, or sparse ``(indices, values)``."""
+        if isinstance(z, tuple):
+            idx, val = z
+            dictionary = self.get_dictionary()
+            picked = (idx >= 0).to(val.dtype)
+            return torch.einsum("nk,nkd->nd", val * picked, dictionary[idx.clamp(min=0)])
+        return self.dictionary(z)
+
+    def forward(self, x: torch.Tensor):
+        """``(pre_codes, codes, x_hat)``: the final residual, the codes and the reconstruction."""
+        return self._run(x)
+
+    def train(self, mode: bool = True):
+        """Training or eval mode; unlike the reference, dropout comes back with ``train()``."""
+        self.dropout = self._dropout if mode else None
+        return super().train(mode)
+
+    def tied(self, bias: bool = False):
+        """Tie the (unused) encoder to the dictionary, as the reference's ``tied``."""
+        self.encoder = TieableEncoder(self.dictionary, bias, tied=True)
+        return self
+
+    def untied(self, bias: bool = False, copy_from_dictionary: bool = False):
+        """Give the (unused) encoder its own weights, as the reference's ``untied``."""
+        self.encoder = TieableEncoder(self.dictionary, bias, tied=False, copy_from_dictionary=copy_from_dictionary)
+        return self
+
+    def fit(self, x):
+        """Not for SAEs (train with a loop, e.g. overcomplete's ``train_sae``)."""
+        raise NotImplementedError("SAE does not support fit method. You have to train the model using a custom training loop.")
