@@ -11,9 +11,10 @@ same layout (`dictionary`, `weights_after_forward`, `residual`, `codes`, `x_hat`
 `grad_weights`, `grad_x`, `grad_multiplier`; `picks_idx`/`picks_val` are kept as recorded). With `--check` it writes
 nothing and compares the outputs with the committed files instead (atol 1e-6 + rtol 1e-5).
 
-The training, eval and state-dict files (`g_*`, `h_*`, `state_dict_*`) are checked the same way
-by the Rust parity test; their generator was a seed search not kept here, so this script leaves
-them as they are. Needs `pip install overcomplete==0.3.0 "matplotlib<3.9" safetensors`; never run
+The training files (`g_*`: the recorded batches, initial weights and multiplier, `train_sae`'s
+loop of MSE, Adam and clipping) and the eval file (`h_*`: `eval()`, then a no-grad forward) are
+regenerated the same way from their recorded inputs. The state-dict example (`state_dict_*`) is
+left as it is (it holds inputs only). Needs `pip install overcomplete==0.3.0 "matplotlib<3.9" safetensors`; never run
 by the tests.
 """
 import argparse
@@ -77,6 +78,60 @@ def regenerate(path):
     return {k: v.contiguous() for k, v in out.items()}, {"info": json.dumps(info, sort_keys=True)}
 
 
+def regenerate_train(path):
+    """A training file: `steps` train_sae steps on the recorded batches from the recorded weights."""
+    from overcomplete.sae.train import train_sae
+
+    t = load_file(path)
+    with safe_open(path, "pt") as f:
+        info = json.loads(f.metadata()["info"])
+    c, d = t["weights_raw"].shape
+    use_m = info["use_multiplier"] == "True"
+    model = MpSAE(d, c, k=int(info["k"]), dictionary_params={"normalization": info["normalization"], "use_multiplier": use_m})
+    with torch.no_grad():
+        model.dictionary._weights.copy_(t["weights_raw"])
+        if use_m:
+            model.dictionary.multiplier.copy_(t["multiplier_init"])
+    opt = torch.optim.Adam(model.parameters(), lr=float(info.get("lr", 1e-3)))
+    out = dict(t)
+    weights, multipliers, losses = [], [], []
+    for batch in t["x_batches"]:
+        logs = train_sae(model, [batch], lambda x, xh, zp, z, D: (x - xh).square().mean(), opt, nb_epochs=1,
+                         clip_grad=float(info.get("clip_grad", 1.0)), monitoring=0)
+        weights.append(model.dictionary._weights.detach().clone())
+        if use_m:
+            multipliers.append(model.dictionary.multiplier.detach().clone())
+    out["weights_after_step"] = torch.stack(weights)
+    if use_m:
+        out["multiplier_after_step"] = torch.stack(multipliers)
+    return {k: v.contiguous() for k, v in out.items()}, {"info": json.dumps(info, sort_keys=True)}
+
+
+def regenerate_eval(path):
+    """The eval file: `eval()` (W normalised in place, the fused dictionary), a no-grad forward."""
+    t = load_file(path)
+    with safe_open(path, "pt") as f:
+        info = json.loads(f.metadata()["info"])
+    c, d = t["weights_raw"].shape
+    model = MpSAE(d, c, k=int(info["k"]), dictionary_params={"normalization": info["normalization"], "use_multiplier": True})
+    with torch.no_grad():
+        model.dictionary._weights.copy_(t["weights_raw"])
+        model.dictionary.multiplier.copy_(t["multiplier"])
+        model.eval()
+        residual, codes, x_hat = model(t["x"])
+    out = dict(t)
+    out.update(fused_dictionary=model.get_dictionary().detach().clone(), residual=residual, codes=codes, x_hat=x_hat,
+               weights_after_eval=model.dictionary._weights.detach().clone())
+    return {k: v.contiguous() for k, v in out.items()}, {"info": json.dumps(info, sort_keys=True)}
+
+
+CHECKED = {
+    "forward": ("residual", "codes", "x_hat", "grad_weights", "grad_x", "loss"),
+    "train": ("weights_after_step",),
+    "eval": ("fused_dictionary", "residual", "codes", "x_hat", "weights_after_eval"),
+}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--fixtures", default=os.path.join(REPO, "testdata", "fixtures"))
@@ -86,14 +141,19 @@ def main():
     bad = 0
     for path in sorted(glob.glob(os.path.join(a.fixtures, "*.safetensors"))):
         keys = set(load_file(path))
-        if not {"x", "weights_raw", "grad_weights"} <= keys:
+        if {"x", "weights_raw", "grad_weights"} <= keys:
+            kind, (tensors, meta) = "forward", regenerate(path)
+        elif "x_batches" in keys:
+            kind, (tensors, meta) = "train", regenerate_train(path)
+        elif "fused_dictionary" in keys:
+            kind, (tensors, meta) = "eval", regenerate_eval(path)
+        else:
             continue
-        tensors, meta = regenerate(path)
         name = os.path.basename(path)
         if a.check:
             old = load_file(path)
             worst = max(((tensors[k].double() - old[k].double()).abs() - 1e-5 * old[k].double().abs()).max().item()
-                        for k in ("residual", "codes", "x_hat", "grad_weights", "grad_x", "loss"))
+                        for k in CHECKED[kind])
             ok = worst <= 1e-6
             bad += not ok
             print(f"{name}: {'same' if ok else 'DIFFERENT'} (worst excess {worst:.2e})")
