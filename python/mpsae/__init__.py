@@ -38,6 +38,16 @@ def _rows(x: ArrayLike, name: str = "x") -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32)
 
 
+def _state_arrays(state: Dict[str, ArrayLike]) -> Dict[str, np.ndarray]:
+    """A state dict's tensors (torch or numpy) as float32 C-contiguous arrays."""
+    arrays = {}
+    for key, v in state.items():
+        if hasattr(v, "detach"):
+            v = v.detach().cpu().numpy()
+        arrays[key] = np.ascontiguousarray(v, dtype=np.float32)
+    return arrays
+
+
 def _dim(input_shape: Union[int, Sequence[int]]) -> int:
     if isinstance(input_shape, (int, np.integer)):
         return int(input_shape)
@@ -210,12 +220,7 @@ class MpSAE:
 
     def load_state_dict(self, state: Dict[str, ArrayLike]) -> None:
         """Load parameters saved by :meth:`state_dict` or by overcomplete (tensors or arrays)."""
-        arrays = {}
-        for key, v in state.items():
-            if hasattr(v, "detach"):
-                v = v.detach().cpu().numpy()
-            arrays[key] = np.ascontiguousarray(v, dtype=np.float32)
-        self._m.load_state_dict(arrays)
+        self._m.load_state_dict(_state_arrays(state))
 
     # -- properties ----------------------------------------------------------------------------
     @property
@@ -378,12 +383,7 @@ class Trainer:
 
     def load_state_dict(self, state: Dict[str, ArrayLike]) -> None:
         """Start from given parameters (overcomplete's keys); the optimiser state is kept."""
-        arrays = {}
-        for key, v in state.items():
-            if hasattr(v, "detach"):
-                v = v.detach().cpu().numpy()
-            arrays[key] = np.ascontiguousarray(v, dtype=np.float32)
-        self._t.load_state_dict(arrays)
+        self._t.load_state_dict(_state_arrays(state))
 
     @property
     def steps_done(self) -> int:
