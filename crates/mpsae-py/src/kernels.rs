@@ -13,7 +13,9 @@ use std::sync::{Mutex, OnceLock};
 /// The process's CPU backend.
 fn backend() -> &'static Mutex<CpuBackend> {
     static B: OnceLock<Mutex<CpuBackend>> = OnceLock::new();
-    B.get_or_init(|| Mutex::new(CpuBackend::new(Settings::default()).expect("the CPU backend runs everywhere")))
+    B.get_or_init(|| {
+        Mutex::new(CpuBackend::new(Settings::default()).expect("the CPU backend runs everywhere"))
+    })
 }
 
 fn slice<'a, T: numpy::Element>(a: &'a PyReadonlyArray2<T>, name: &str) -> PyResult<&'a [T]> {
@@ -36,7 +38,9 @@ pub fn mp_encode<'py>(
 ) -> PyResult<(Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<f32>>)> {
     let ((n, d), (c, dd)) = (shape2(&x), shape2(&dictionary));
     if d != dd || k == 0 || c == 0 {
-        return Err(PyValueError::new_err(format!("mp_encode: x is {n} x {d}, the dictionary {c} x {dd}, k = {k}")));
+        return Err(PyValueError::new_err(format!(
+            "mp_encode: x is {n} x {d}, the dictionary {c} x {dd}, k = {k}"
+        )));
     }
     let (xs, ds) = (slice(&x, "x")?, slice(&dictionary, "dictionary")?);
     let run = py.allow_threads(|| {
@@ -76,7 +80,8 @@ pub fn mp_decode<'py>(
         return Err(PyValueError::new_err("mp_decode: atoms and values differ in shape"));
     }
     let (ds, ids, vs) = (slice(&dictionary, "dictionary")?, atoms_u32(&atoms, c)?, slice(&values, "values")?);
-    let x_hat = py.allow_threads(|| backend().lock().unwrap_or_else(|e| e.into_inner()).decode(ds, d, &ids, vs, n, k));
+    let x_hat = py
+        .allow_threads(|| backend().lock().unwrap_or_else(|e| e.into_inner()).decode(ds, d, &ids, vs, n, k));
     Ok(numpy::ndarray::Array2::from_shape_vec((n, d), x_hat).unwrap().into_pyarray(py))
 }
 
@@ -99,7 +104,11 @@ pub fn mp_backward<'py>(
 ) -> PyResult<(Bound<'py, PyArray2<f32>>, Option<Bound<'py, PyArray2<f32>>>)> {
     let ((n, d), (c, dd), (na, k)) = (shape2(&x), shape2(&dictionary), shape2(&atoms));
     let same = |s: (usize, usize), want: (usize, usize), what: &str| {
-        if s == want { Ok(()) } else { Err(PyValueError::new_err(format!("mp_backward: {what} is {s:?}, expected {want:?}"))) }
+        if s == want {
+            Ok(())
+        } else {
+            Err(PyValueError::new_err(format!("mp_backward: {what} is {s:?}, expected {want:?}")))
+        }
     };
     same((dd, na), (d, n), "the dictionary's width and the atoms' rows")?;
     same(shape2(&values), (n, k), "values")?;
@@ -111,7 +120,9 @@ pub fn mp_backward<'py>(
         same(shape2(g), (n, k), "dL/dvalues")?;
     }
     let m = match &mask {
-        Some(m) if m.len() != c => return Err(PyValueError::new_err("mp_backward: the mask needs one entry per atom")),
+        Some(m) if m.len() != c => {
+            return Err(PyValueError::new_err("mp_backward: the mask needs one entry per atom"))
+        }
         Some(m) => Some(m.as_slice().map_err(|_| PyValueError::new_err("mask must be contiguous"))?),
         None => None,
     };
@@ -156,4 +167,3 @@ pub fn mp_backward<'py>(
         input_gradient.then(|| numpy::ndarray::Array2::from_shape_vec((n, d), g_x).unwrap().into_pyarray(py)),
     ))
 }
-

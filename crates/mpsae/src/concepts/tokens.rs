@@ -38,6 +38,8 @@ pub struct TokenTable {
     /// Byte-level BPE tokens (`Ġ` marks a leading space), else WordPiece (`##` marks a
     /// continuation, other tokens are separate words).
     pub bpe: bool,
+    /// Each row's (document, window) as a number, for contexts.
+    windows: Vec<u32>,
 }
 
 impl TokenTable {
@@ -91,7 +93,18 @@ impl TokenTable {
         let bpe = rows
             .iter()
             .any(|r| matches!(r, RowInfo::Token { token, .. } if token.starts_with(['\u{120}', '\u{2581}'])));
-        Ok(TokenTable { rows, bpe })
+        let mut ids: HashMap<(&str, &str), u32> = HashMap::new();
+        let windows = rows
+            .iter()
+            .map(|r| match r {
+                RowInfo::Token { doc, window, .. } => {
+                    let n = ids.len() as u32;
+                    *ids.entry((doc.as_str(), window.as_str())).or_insert(n)
+                }
+                RowInfo::Patch { .. } => u32::MAX,
+            })
+            .collect();
+        Ok(TokenTable { rows, bpe, windows })
     }
 
     /// Row `i`'s token as text is written: its characters, and whether a space comes before it.
@@ -124,10 +137,49 @@ impl TokenTable {
     /// The rows around `i` in the same document and window, at most `radius` positions each side,
     /// in order (rows of one window are contiguous in the data).
     pub fn context(&self, i: usize, radius: usize) -> Vec<usize> {
-        let Some(RowInfo::Token { doc, window, .. }) = self.rows.get(i) else { return vec![i] };
-        let same = |j: usize| matches!(&self.rows[j], RowInfo::Token { doc: d, window: w, .. } if d == doc && w == window);
-        let lo = (i.saturating_sub(radius)..i).find(|&j| (j..i).all(same)).unwrap_or(i);
+        let Some(&w) = self.windows.get(i) else { return vec![i] };
+        if w == u32::MAX {
+            return vec![i];
+        }
+        let same = |j: usize| self.windows[j] == w;
+        let lo = (i.saturating_sub(radius)..i).rev().take_while(|&j| same(j)).last().unwrap_or(i);
         let hi = (i + 1..(i + 1 + radius).min(self.rows.len())).take_while(|&j| same(j)).last().unwrap_or(i);
         (lo..=hi).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contexts_stay_in_their_window_and_radius() {
+        let mut text = String::from("row\tdoc\twindow\tpos\ttoken\n");
+        // Two documents, the first in two windows: a, a, a | b, b (window 1) | c, c, c, c.
+        let layout =
+            [("a", 0), ("a", 0), ("a", 0), ("a", 1), ("a", 1), ("c", 0), ("c", 0), ("c", 0), ("c", 0)];
+        for (i, (doc, w)) in layout.iter().enumerate() {
+            text.push_str(&format!("{i}\t{doc}\t{w}\t{i}\tt{i}\n"));
+        }
+        let t = TokenTable::parse(Path::new("t.tsv"), &text).unwrap();
+        assert!(!t.bpe);
+        for i in 0..layout.len() {
+            for radius in [0usize, 1, 2, 8] {
+                let want: Vec<usize> = (0..layout.len())
+                    .filter(|&j| layout[j] == layout[i] && j.abs_diff(i) <= radius)
+                    .collect();
+                assert_eq!(t.context(i, radius), want, "row {i}, radius {radius}");
+            }
+        }
+        assert_eq!(t.display(3), ("t3".to_string(), true));
+    }
+
+    #[test]
+    fn bad_tables_name_the_line() {
+        let e = TokenTable::parse(Path::new("t.tsv"), "row\tdoc\twindow\tpos\ttoken\n0\ta\t0\tx\tt\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("line 2: pos is not a number"), "{e}");
+        let e = TokenTable::parse(Path::new("t.tsv"), "a\tb\n").unwrap_err();
+        assert!(e.to_string().contains("needs the columns"), "{e}");
     }
 }
