@@ -124,21 +124,30 @@ impl Default for Revive {
 impl Revive {
     /// The batch's dead-atom mask (`codes.amax(0) < threshold`).
     pub fn dead_mask(&self, codes: &Codes) -> Vec<bool> {
-        let c = codes.c;
-        let mut max = vec![f32::NEG_INFINITY; c];
-        let mut rows_with = vec![0usize; c];
-        for i in 0..codes.n {
-            for (a, v) in codes.row_dense(i) {
-                max[a] = max[a].max(v);
-                rows_with[a] += 1;
-            }
+        let mut block = vec![0f64; 2 * codes.c];
+        fill_block(&mut block, codes, 0..codes.n, None);
+        self.from_statistics(&block, codes.c, 0, codes.n).0
+    }
+}
+
+/// One shard's slot of the revive statistics over `rows`: each atom's largest code and the
+/// number of rows coding it, then (with `residual`, rows of width `d`) the residuals' sum.
+fn fill_block(
+    block: &mut [f64],
+    codes: &Codes,
+    rows: std::ops::Range<usize>,
+    residual: Option<(&[f32], usize)>,
+) {
+    let c = codes.c;
+    block[..c].iter_mut().for_each(|m| *m = f64::NEG_INFINITY);
+    for i in rows {
+        for (a, value) in codes.row_dense(i) {
+            block[a] = block[a].max(value as f64);
+            block[c + a] += 1.0;
         }
-        (0..c)
-            .map(|a| {
-                let m = if rows_with[a] < codes.n { max[a].max(0.0) } else { max[a] };
-                m < self.threshold
-            })
-            .collect()
+        if let Some((res, d)) = residual {
+            block[2 * c..].iter_mut().zip(&res[i * d..(i + 1) * d]).for_each(|(t, &x)| *t += x as f64);
+        }
     }
 }
 
@@ -185,15 +194,7 @@ impl Criterion for Revive {
         let mut v = vec![0f64; slot * spec.total_shards];
         for (s, w) in spec.bounds.windows(2).enumerate() {
             let block = &mut v[(spec.first_shard + s) * slot..(spec.first_shard + s + 1) * slot];
-            block[..c].iter_mut().for_each(|m| *m = f64::NEG_INFINITY);
-            for i in w[0]..w[1] {
-                for (a, value) in input.codes.row_dense(i) {
-                    block[a] = block[a].max(value as f64);
-                    block[c + a] += 1.0;
-                }
-                let r = &input.residual[i * d..(i + 1) * d];
-                block[2 * c..].iter_mut().zip(r).for_each(|(t, &x)| *t += x as f64);
-            }
+            fill_block(block, input.codes, w[0]..w[1], Some((input.residual, d)));
         }
         Some(v)
     }

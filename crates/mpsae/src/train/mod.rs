@@ -141,12 +141,10 @@ impl Trainer {
         reducer.complete_tree(&mut shard.dictionary_gradient)?;
         let mut stats = BatchStats::of(x, &shard, self.model.nb_concepts());
         reducer.sum(&mut stats.values)?;
-        let pass = self.model.finish_pass(shard);
-        let mut pass = pass;
-        Ok(self.apply(&mut pass, &stats, lr)).map(|report| {
-            self.model.recycle(pass);
-            report
-        })
+        let mut pass = self.model.finish_pass(shard);
+        let report = self.apply(&mut pass, &stats, lr);
+        self.model.recycle(pass);
+        Ok(report)
     }
 
     /// Phase 3: the update from a batch's complete gradients and summed statistics.
