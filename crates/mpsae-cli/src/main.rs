@@ -39,6 +39,12 @@ enum Command {
 
 fn main() -> ExitCode {
     common::tune_allocator();
+    // OpenBLAS's idle worker threads spin for ~2^28 cycles after each call by default, taking the
+    // cores from the rayon work that follows; make them sleep at once (unless the user chose).
+    // Set here, before any other thread exists.
+    if std::env::var_os("OPENBLAS_THREAD_TIMEOUT").is_none() {
+        std::env::set_var("OPENBLAS_THREAD_TIMEOUT", "4");
+    }
     let matches = match Cli::command().try_get_matches() {
         Ok(m) => m,
         Err(e) => return usage_error(e),

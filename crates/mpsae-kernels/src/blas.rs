@@ -47,11 +47,9 @@ fn load() -> Option<OpenBlas> {
     if std::env::var("MPSAE_BLAS").is_ok_and(|v| v == "gemm") {
         return None;
     }
-    // OpenBLAS's idle worker threads spin for ~2^28 cycles after each call by default, taking the
-    // cores from the rayon work that follows; make them sleep at once (unless the user chose).
-    if std::env::var_os("OPENBLAS_THREAD_TIMEOUT").is_none() {
-        std::env::set_var("OPENBLAS_THREAD_TIMEOUT", "4");
-    }
+    // No environment is set here: this may run with other threads reading it (a Python process
+    // with torch's), where setenv is undefined behaviour. The command line sets
+    // OPENBLAS_THREAD_TIMEOUT at its start instead (`mpsae` main).
     for name in ["libopenblas.so.0", "libopenblas.so"] {
         // SAFETY: loading OpenBLAS runs its initialisers, which have no preconditions.
         let Ok(lib) = (unsafe { Library::new(name) }) else { continue };
