@@ -247,9 +247,14 @@ pub fn write(
             }
         }
     }
-    // The pages, in parallel.
+    // The pages, in parallel: creating thousands of small files waits on the file system more than
+    // it computes, so more writers than cores (8).
     use rayon::prelude::*;
-    a.stats.concepts.par_iter().enumerate().try_for_each(|(j, s)| {
+    let writers = rayon::ThreadPoolBuilder::new()
+        .num_threads(8)
+        .build()
+        .map_err(|e| Error::invalid("threads", e.to_string()))?;
+    writers.install(|| a.stats.concepts.par_iter().enumerate().try_for_each(|(j, s)| {
         let body = concept_body(a, j, s, &image_rows, &copied);
         let header = format!(
             "<a href=\"../index.html\">← all concepts</a> <h1>Concept #{j}</h1><div class=\"stats\">frequency {:.5} · mean |value| {:.4} · positive {:.0}% · mean step {:.2} · {} picks</div>",
@@ -260,7 +265,7 @@ pub fn write(
             s.picks
         );
         save(&format!("concepts/{j}.html"), &page(&format!("{title}: concept #{j}"), "../", &header, &body))
-    })?;
+    }))?;
     Ok(())
 }
 
