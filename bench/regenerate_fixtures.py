@@ -40,19 +40,26 @@ def revive_loss(x, x_hat, residual, codes, dictionary):
     return recon
 
 
-def regenerate(path):
+def recorded(path, multiplier_key, use_multiplier=None):
+    """A golden file's tensors and metadata, and overcomplete's MpSAE built from its recorded
+    configuration, weights and (when used) multiplier."""
     t = load_file(path)
     with safe_open(path, "pt") as f:
         info = json.loads(f.metadata()["info"])
     c, d = t["weights_raw"].shape
-    use_m = info["use_multiplier"] == "True"
+    use_m = info["use_multiplier"] == "True" if use_multiplier is None else use_multiplier
     dropout = None if info.get("dropout", "None") == "None" else float(info["dropout"])
     model = MpSAE(d, c, k=int(info["k"]), dropout=dropout,
                   dictionary_params={"normalization": info["normalization"], "use_multiplier": use_m})
     with torch.no_grad():
         model.dictionary._weights.copy_(t["weights_raw"])
         if use_m:
-            model.dictionary.multiplier.copy_(t["multiplier"])
+            model.dictionary.multiplier.copy_(t[multiplier_key])
+    return t, info, model, use_m
+
+
+def regenerate(path):
+    t, info, model, use_m = recorded(path, "multiplier")
     mask = t.get("dropout_mask")
     if mask is not None:
         # The recorded mask replaces the Bernoulli draw of the encode call.
@@ -82,21 +89,12 @@ def regenerate_train(path):
     """A training file: `steps` train_sae steps on the recorded batches from the recorded weights."""
     from overcomplete.sae.train import train_sae
 
-    t = load_file(path)
-    with safe_open(path, "pt") as f:
-        info = json.loads(f.metadata()["info"])
-    c, d = t["weights_raw"].shape
-    use_m = info["use_multiplier"] == "True"
-    model = MpSAE(d, c, k=int(info["k"]), dictionary_params={"normalization": info["normalization"], "use_multiplier": use_m})
-    with torch.no_grad():
-        model.dictionary._weights.copy_(t["weights_raw"])
-        if use_m:
-            model.dictionary.multiplier.copy_(t["multiplier_init"])
+    t, info, model, use_m = recorded(path, "multiplier_init")
     opt = torch.optim.Adam(model.parameters(), lr=float(info.get("lr", 1e-3)))
     out = dict(t)
-    weights, multipliers, losses = [], [], []
+    weights, multipliers = [], []
     for batch in t["x_batches"]:
-        logs = train_sae(model, [batch], lambda x, xh, zp, z, D: (x - xh).square().mean(), opt, nb_epochs=1,
+        train_sae(model, [batch], lambda x, xh, zp, z, D: (x - xh).square().mean(), opt, nb_epochs=1,
                          clip_grad=float(info.get("clip_grad", 1.0)), monitoring=0)
         weights.append(model.dictionary._weights.detach().clone())
         if use_m:
@@ -109,14 +107,8 @@ def regenerate_train(path):
 
 def regenerate_eval(path):
     """The eval file: `eval()` (W normalised in place, the fused dictionary), a no-grad forward."""
-    t = load_file(path)
-    with safe_open(path, "pt") as f:
-        info = json.loads(f.metadata()["info"])
-    c, d = t["weights_raw"].shape
-    model = MpSAE(d, c, k=int(info["k"]), dictionary_params={"normalization": info["normalization"], "use_multiplier": True})
+    t, info, model, _ = recorded(path, "multiplier", use_multiplier=True)
     with torch.no_grad():
-        model.dictionary._weights.copy_(t["weights_raw"])
-        model.dictionary.multiplier.copy_(t["multiplier"])
         model.eval()
         residual, codes, x_hat = model(t["x"])
     out = dict(t)

@@ -144,9 +144,14 @@ pub fn train(
                 .into_iter()
                 .find(|k| other[k] != first[k])
                 .unwrap_or("?");
-            // Every rank compares the same descriptions: all refuse; rank 0 says why.
+            // Every rank compares the same descriptions: all refuse; rank 0 says why, and the
+            // others wait until it has (a rank that exits first makes mpirun kill the rest).
             let e = format!("rank {r} sees other {key} than rank 0: {} against {}", other[key], first[key]);
-            return Err(if rank == 0 { e } else { String::new() });
+            if rank == 0 {
+                eprintln!("error: {e}");
+            }
+            reducer.world.barrier();
+            return Err(String::new());
         }
     }
     let total = p.trainer.options.total_steps(p.data.rows());

@@ -129,11 +129,7 @@ pub fn mp_backward<'py>(
     let ids = atoms_u32(&atoms, c)?;
     let dict_decode = slice(&dictionary, "dictionary")?;
     let dict_encode_owned: Option<Vec<f32>> = m.map(|m| {
-        let mut e = dict_decode.to_vec();
-        for (row, &keep) in e.chunks_mut(d.max(1)).zip(m) {
-            row.iter_mut().for_each(|v| *v *= keep);
-        }
-        e
+        backend().lock().unwrap_or_else(|e| e.into_inner()).scale_dictionary(dict_decode, 1.0, Some(m), d)
     });
     let inputs = BackwardInputs {
         x: slice(&x, "x")?,

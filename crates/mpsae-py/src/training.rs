@@ -12,7 +12,7 @@ use mpsae::{MpSae, Normalization};
 use numpy::{PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyTuple};
+use pyo3::types::PyTuple;
 use std::path::PathBuf;
 
 /// The options of a run, from Python keywords (the CLI's names and defaults).
@@ -44,23 +44,14 @@ pub struct Options {
 
 impl Options {
     fn train_options(&self) -> PyResult<TrainOptions> {
-        let criterion = match self.criterion.as_str() {
-            "mse" => CriterionChoice::Mse,
-            "revive" => CriterionChoice::Revive {
-                threshold: self.revive_threshold,
-                min_dead: self.revive_min_dead,
-                coefficient: self.revive_coef,
-            },
-            other => {
-                return Err(PyValueError::new_err(format!("invalid criterion '{other}': use mse or revive")))
-            }
-        };
-        let schedule = (self.warmup.is_some() || self.final_lr.is_some() || self.start_warmup_lr.is_some())
-            .then(|| ScheduleOptions {
-                warmup_steps: self.warmup.unwrap_or(0),
-                final_lr: self.final_lr.unwrap_or(0.0),
-                start_warmup_lr: self.start_warmup_lr.unwrap_or(0.0),
-            });
+        let criterion = CriterionChoice::from_name(
+            &self.criterion,
+            self.revive_threshold,
+            self.revive_min_dead,
+            self.revive_coef,
+        )
+        .py()?;
+        let schedule = ScheduleOptions::from_settings(self.warmup, self.final_lr, self.start_warmup_lr);
         let o = TrainOptions {
             batch_size: self.batch_size,
             epochs: self.epochs,
@@ -146,26 +137,8 @@ fn open_data(
     Ok((Dataset::from_sources(all, &opts).py()?, names))
 }
 
-/// A step report as a Python dict.
-fn step_dict<'py>(py: Python<'py>, r: &StepReport) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("step", r.step)?;
-    d.set_item("total_steps", r.total_steps)?;
-    d.set_item("epoch", r.epoch)?;
-    d.set_item("lr", r.lr)?;
-    d.set_item("loss", r.loss)?;
-    d.set_item("r2", r.r2)?;
-    d.set_item("l0", r.l0)?;
-    d.set_item("dead_ratio", r.dead_ratio)?;
-    d.set_item("rows", r.rows)?;
-    d.set_item("skipped", r.skipped)?;
-    d.set_item("grad_norm", r.grad_norm)?;
-    d.set_item("strategy", r.strategy)?;
-    Ok(d)
-}
-
-/// An epoch report as a Python dict (its JSON fields).
-fn epoch_dict<'py>(py: Python<'py>, r: &EpochReport) -> PyResult<Bound<'py, PyAny>> {
+/// A report (step or epoch) as a Python dict of its JSON fields.
+fn report_dict<'py>(py: Python<'py>, r: &impl serde::Serialize) -> PyResult<Bound<'py, PyAny>> {
     let json = serde_json::to_string(r).expect("report serialises");
     py.import("json")?.call_method1("loads", (json,))
 }
@@ -191,7 +164,7 @@ impl Observer for PyObserver {
                 return;
             }
             if let Some(cb) = &self.callback {
-                let r = step_dict(py, report).and_then(|d| cb.call1(py, (d,)));
+                let r = report_dict(py, report).and_then(|d| cb.call1(py, (d,)));
                 if let Err(e) = r {
                     self.error = Some(e);
                 }
@@ -311,7 +284,7 @@ pub fn train<'py>(
     if let Some(r) = &run {
         r.save_model(&trainer).py()?;
     }
-    let metrics = reports.iter().map(|r| epoch_dict(py, r)).collect::<PyResult<Vec<_>>>()?;
+    let metrics = reports.iter().map(|r| report_dict(py, r)).collect::<PyResult<Vec<_>>>()?;
     let pre = trainer.preprocess.clone();
     let model = Model { inner: trainer.model, pre, pool };
     PyTuple::new(py, [Py::new(py, model)?.into_any().into_bound(py), metrics.into_pyobject(py)?.into_any()])
@@ -401,7 +374,7 @@ impl StreamTrainer {
         &mut self,
         py: Python<'py>,
         batch: PyReadonlyArray2<'py, f32>,
-    ) -> PyResult<Bound<'py, PyDict>> {
+    ) -> PyResult<Bound<'py, PyAny>> {
         let d = self.trainer.model.input_dim();
         if batch.shape()[1] != d {
             return Err(PyValueError::new_err(format!(
@@ -430,7 +403,7 @@ impl StreamTrainer {
                 })
             })
             .py()?;
-        step_dict(py, &report)
+        report_dict(py, &report)
     }
 
     /// Replaces the model's parameters (a state dict with overcomplete's keys), e.g. to start

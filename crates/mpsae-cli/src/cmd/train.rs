@@ -138,22 +138,10 @@ impl TrainArgs {
 }
 
 fn build_options(a: &TrainArgs) -> CliResult<TrainOptions> {
-    let criterion = match a.criterion.as_str() {
-        "mse" => CriterionChoice::Mse,
-        "revive" => CriterionChoice::Revive {
-            threshold: a.revive_threshold,
-            min_dead: a.revive_min_dead,
-            coefficient: a.revive_coef,
-        },
-        other => return Err(format!("invalid --criterion '{other}': use mse or revive")),
-    };
-    let schedule = (a.warmup.is_some() || a.final_lr.is_some() || a.start_warmup_lr.is_some()).then(|| {
-        ScheduleOptions {
-            warmup_steps: a.warmup.unwrap_or(0),
-            final_lr: a.final_lr.unwrap_or(0.0),
-            start_warmup_lr: a.start_warmup_lr.unwrap_or(0.0),
-        }
-    });
+    let criterion =
+        CriterionChoice::from_name(&a.criterion, a.revive_threshold, a.revive_min_dead, a.revive_coef)
+            .map_err(msg)?;
+    let schedule = ScheduleOptions::from_settings(a.warmup, a.final_lr, a.start_warmup_lr);
     let o = TrainOptions {
         batch_size: a.batch_size,
         epochs: a.epochs,

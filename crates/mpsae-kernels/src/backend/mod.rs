@@ -143,17 +143,26 @@ pub trait Backend: Send + Sync {
     /// dL/dx through the pursuit into `g_x` (overwritten). Same tree as [`crate::backward::backward`].
     fn backward(&mut self, g: &BackwardInputs, bounds: &[usize], g_dict: &mut [f32], g_x: Option<&mut [f32]>);
 
-    /// `Σ a·b`, accumulated in f64 in a fixed order.
-    fn dot(&self, a: &[f32], b: &[f32]) -> f64;
+    /// `Σ a·b`, accumulated in f64 in a fixed order (chunks of 4096 summed in order). The
+    /// default runs on the host; a device backend overrides it.
+    fn dot(&self, a: &[f32], b: &[f32]) -> f64 {
+        dot_f64(a, b)
+    }
 
-    /// `Σ v²`, accumulated in f64 in a fixed order (clipping's norm).
-    fn sum_of_squares(&self, v: &[f32]) -> f64;
+    /// `Σ v²`, accumulated as [`Backend::dot`] (clipping's norm).
+    fn sum_of_squares(&self, v: &[f32]) -> f64 {
+        dot_f64(v, v)
+    }
 
     /// `v *= s`.
-    fn scale(&self, v: &mut [f32], s: f32);
+    fn scale(&self, v: &mut [f32], s: f32) {
+        v.iter_mut().for_each(|x| *x *= s);
+    }
 
     /// `dst += src`.
-    fn add(&self, dst: &mut [f32], src: &[f32]);
+    fn add(&self, dst: &mut [f32], src: &[f32]) {
+        dst.iter_mut().zip(src).for_each(|(a, &b)| *a += b);
+    }
 
     /// Each atom's `related` nearest other atoms by cosine, `(atom, cosine)` closest first, of
     /// the `c x d` dictionary `dict`, which is the stable dictionary `version` when given.

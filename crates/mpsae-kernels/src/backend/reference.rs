@@ -2,7 +2,7 @@
 //! every sum accumulated in f64, no Gram matrix, no threads, no tiles: slow and obviously right.
 
 use crate::adam::{adam_step, AdamParams};
-use crate::backend::{dot_f64, Backend, DictionaryUse, PursuitRun, Settings};
+use crate::backend::{Backend, DictionaryUse, PursuitRun, Settings};
 use crate::backward::BackwardInputs;
 use crate::normalize::{normalize_rows, RowNorm};
 use crate::pursuit::{Problem, Strategy, NO_ATOM};
@@ -188,22 +188,6 @@ impl Backend for ReferenceBackend {
             shard_acc.into_iter().map(|a| a.into_iter().map(|v| v as f32).collect()).collect();
         let sum = crate::backward::tree_sum(&mut parts32);
         g_dict.copy_from_slice(&sum);
-    }
-
-    fn dot(&self, a: &[f32], b: &[f32]) -> f64 {
-        dot_f64(a, b)
-    }
-
-    fn sum_of_squares(&self, v: &[f32]) -> f64 {
-        dot_f64(v, v)
-    }
-
-    fn scale(&self, v: &mut [f32], s: f32) {
-        v.iter_mut().for_each(|x| *x *= s);
-    }
-
-    fn add(&self, dst: &mut [f32], src: &[f32]) {
-        dst.iter_mut().zip(src).for_each(|(a, &b)| *a += b);
     }
 
     fn nearest_atoms(

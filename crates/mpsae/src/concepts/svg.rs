@@ -237,15 +237,6 @@ pub fn bar_chart(
             esc(label),
             fmt(values[i])
         );
-        if i % every == 0 {
-            let _ = write!(
-                f.svg,
-                r##"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="9" fill="#6b7280">{}</text>"##,
-                (xa + xb) / 2.0,
-                f.top + f.h + 28.0,
-                esc(label)
-            );
-        }
     }
     f.done()
 }
@@ -283,5 +274,6 @@ mod tests {
             200.0,
         );
         assert_eq!(b.matches("<rect x=").count(), 3, "two bars and the frame");
+        assert_eq!(b.matches("font-size=\"9\"").count(), 3, "one label per bar");
     }
 }

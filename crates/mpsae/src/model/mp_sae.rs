@@ -383,7 +383,7 @@ impl MpSae {
             return f.clone();
         }
         let mut w = self.weights.clone();
-        self.config.normalization.apply(&mut w, self.config.input_dim);
+        self.config.normalization.apply_on(self.backend.as_ref(), &mut w, self.config.input_dim);
         let scale = self.multiplier.exp();
         w.iter_mut().for_each(|v| *v *= scale);
         w

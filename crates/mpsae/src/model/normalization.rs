@@ -1,7 +1,7 @@
 //! Row-wise dictionary normalisations, exactly as overcomplete's `DictionaryLayer` applies them.
 
 use mpsae_kernels::backend::Backend;
-use mpsae_kernels::normalize::{normalize_rows, RowNorm};
+use mpsae_kernels::normalize::RowNorm;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
@@ -84,18 +84,6 @@ impl Normalization {
         }
         match (self.row_norm(), self) {
             (Some(norm), _) => backend.normalize(norm, w, d),
-            (None, Normalization::Custom(_, f)) => f(w, d),
-            _ => {}
-        }
-    }
-
-    /// Normalises the `c x d` weights in place (host maths, as the CPU backend does it).
-    pub fn apply(&self, w: &mut [f32], d: usize) {
-        if d == 0 {
-            return;
-        }
-        match (self.row_norm(), self) {
-            (Some(norm), _) => normalize_rows(norm, w, d),
             (None, Normalization::Custom(_, f)) => f(w, d),
             _ => {}
         }

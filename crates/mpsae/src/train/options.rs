@@ -23,6 +23,15 @@ pub enum CriterionChoice {
 }
 
 impl CriterionChoice {
+    /// The criterion called `name` (`mse`, `revive` with its three settings).
+    pub fn from_name(name: &str, threshold: f32, min_dead: usize, coefficient: f64) -> Result<Self> {
+        match name {
+            "mse" => Ok(CriterionChoice::Mse),
+            "revive" => Ok(CriterionChoice::Revive { threshold, min_dead, coefficient }),
+            other => Err(Error::invalid("criterion", format!("'{other}': use mse or revive"))),
+        }
+    }
+
     /// The criterion object.
     pub fn build(&self) -> Box<dyn Criterion> {
         match *self {
@@ -43,6 +52,21 @@ pub struct ScheduleOptions {
     pub final_lr: f64,
     /// Learning rate at the start of the warmup.
     pub start_warmup_lr: f64,
+}
+
+impl ScheduleOptions {
+    /// The schedule when any of its settings is given (the others default to 0), else none.
+    pub fn from_settings(
+        warmup_steps: Option<u64>,
+        final_lr: Option<f64>,
+        start_warmup_lr: Option<f64>,
+    ) -> Option<Self> {
+        (warmup_steps.is_some() || final_lr.is_some() || start_warmup_lr.is_some()).then(|| ScheduleOptions {
+            warmup_steps: warmup_steps.unwrap_or(0),
+            final_lr: final_lr.unwrap_or(0.0),
+            start_warmup_lr: start_warmup_lr.unwrap_or(0.0),
+        })
+    }
 }
 
 /// Everything that defines a training run besides the model.

@@ -4,7 +4,7 @@
 pub mod planner;
 
 use crate::adam::{adam_step, AdamParams};
-use crate::backend::{dot_f64, Backend, DictionaryUse, PursuitRun, Settings};
+use crate::backend::{Backend, DictionaryUse, PursuitRun, Settings};
 use crate::backward::{backward, BackwardInputs, BackwardScratch};
 use crate::gram::Gram;
 use crate::memory::huge_vec;
@@ -180,19 +180,8 @@ impl Backend for CpuBackend {
         backward(g, bounds, self.settings.par, g_dict, g_x, &mut self.backward);
     }
 
-    fn dot(&self, a: &[f32], b: &[f32]) -> f64 {
-        dot_f64(a, b)
-    }
-
-    fn sum_of_squares(&self, v: &[f32]) -> f64 {
-        dot_f64(v, v)
-    }
-
-    fn scale(&self, v: &mut [f32], s: f32) {
-        v.iter_mut().for_each(|x| *x *= s);
-    }
-
     fn add(&self, dst: &mut [f32], src: &[f32]) {
+        // The AVX2 build of `y += 1·x`: the same sums as the default, bit for bit.
         axpy(1.0, src, dst);
     }
 
