@@ -1,6 +1,6 @@
 //! What the subcommands share: the error type, thread pool, data and model loading.
 
-use mpsae::data::{DataOptions, Dataset, NonFinite, Preprocess, Source};
+use mpsae::data::{DataOptions, Dataset, NonFinite, Source};
 use mpsae::kernels::gram::Precision;
 use mpsae::kernels::pursuit::Strategy;
 use mpsae::{Engine, MpSae};
@@ -73,8 +73,8 @@ pub fn open_data(
     Dataset::open(files, &opts).map_err(msg)
 }
 
-/// Loads a model (from a run folder or a file) with its preprocessing.
-pub fn load(p: &Path) -> CliResult<(MpSae, Preprocess)> {
+/// Loads a model (from a run folder or a file), with its preprocessing and provenance.
+pub fn load(p: &Path) -> CliResult<MpSae> {
     mpsae::run::load_model(p).map_err(msg)
 }
 

@@ -17,6 +17,8 @@ fn _mpsae(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<model::Model>()?;
     m.add_class::<training::StreamTrainer>()?;
     m.add_function(wrap_pyfunction!(training::train, m)?)?;
+    m.add_function(wrap_pyfunction!(training::evaluate, m)?)?;
+    m.add_function(wrap_pyfunction!(training::defaults, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::mp_encode, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::mp_decode, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::mp_backward, m)?)?;

@@ -1,11 +1,13 @@
 //! `Model`: an `MpSae` from Python, on numpy arrays.
 
 use crate::errors::IntoPy;
-use mpsae::io::state_dict::{load_state_dict, save_model, state_dict, Tensor, PREPROCESS_KEY};
+use mpsae::io::state_dict::{load_state_dict, save_model, state_dict, Tensor};
 use mpsae::model::Codes;
-use mpsae::{Device, EncodeOptions, MpSae, Normalization, SaeConfig};
+use mpsae::{Device, EncodeOptions, MpSae, Normalization, Preprocess, Provenance, SaeConfig};
 use mpsae_kernels::Par;
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -44,11 +46,10 @@ pub fn engine_for(pool: &Option<Arc<rayon::ThreadPool>>) -> mpsae::Engine {
     mpsae::Engine { par, ..mpsae::Engine::default() }
 }
 
-/// An MP-SAE (the engine's `MpSae`) with its preprocessing.
+/// An MP-SAE (the engine's `MpSae`, which carries its preprocessing and provenance).
 #[pyclass(module = "mpsae._mpsae")]
 pub struct Model {
     pub(crate) inner: MpSae,
-    pub(crate) pre: mpsae::data::Preprocess,
     pub(crate) pool: Option<Arc<rayon::ThreadPool>>,
 }
 
@@ -91,23 +92,22 @@ impl Model {
         let pool = pool(threads)?;
         let mut inner = MpSae::new(cfg, seed).py()?;
         inner.set_engine(engine_for(&pool));
-        Ok(Model { inner, pre: Default::default(), pool })
+        Ok(Model { inner, pool })
     }
 
     /// Loads a model file (`model.safetensors`) or the model of a run folder.
     #[staticmethod]
     #[pyo3(signature = (path, threads=None))]
     fn load(path: PathBuf, threads: Option<usize>) -> PyResult<Self> {
-        let (mut inner, pre) = mpsae::run::load_model(&path).py()?;
+        let mut inner = mpsae::run::load_model(&path).py()?;
         let pool = pool(threads)?;
         inner.set_engine(engine_for(&pool));
-        Ok(Model { inner, pre, pool })
+        Ok(Model { inner, pool })
     }
 
     /// Saves the model (overcomplete's state-dict keys, the CLI's format), atomically.
     fn save(&self, path: PathBuf) -> PyResult<()> {
-        let pre = serde_json::to_string(&self.pre).expect("preprocessing serialises");
-        save_model(&self.inner, &path, &[(PREPROCESS_KEY.to_string(), pre)]).py()
+        save_model(&self.inner, &path, &[]).py()
     }
 
     #[getter]
@@ -146,10 +146,32 @@ impl Model {
     fn training(&self) -> bool {
         self.inner.is_training()
     }
-    /// The preprocessing saved with a CLI-trained model: (mean or None, scale or None).
+    /// The model's preprocessing: (mean or None, scale or None).
     #[getter]
     fn preprocess<'py>(&self, py: Python<'py>) -> (Option<Bound<'py, PyArray1<f32>>>, Option<f32>) {
-        (self.pre.mean.clone().map(|m| m.into_pyarray(py)), self.pre.scale)
+        let p = self.inner.preprocess();
+        (p.mean.clone().map(|m| m.into_pyarray(py)), p.scale)
+    }
+
+    /// Sets the model's preprocessing (mean or None, scale or None).
+    #[pyo3(signature = (mean=None, scale=None))]
+    fn set_preprocess(&mut self, mean: Option<PyReadonlyArray1<'_, f32>>, scale: Option<f32>) -> PyResult<()> {
+        let mean = mean.map(|m| m.as_array().to_vec());
+        self.inner.set_preprocess(Preprocess { mean, scale }).py()
+    }
+
+    /// Where the activations came from, as JSON (`{}` when unknown).
+    #[getter]
+    fn provenance(&self) -> String {
+        serde_json::to_string(self.inner.provenance()).expect("provenance serialises")
+    }
+
+    /// Sets the provenance from JSON (the fields of `mpsae::Provenance`).
+    fn set_provenance(&mut self, json: &str) -> PyResult<()> {
+        let p: Provenance =
+            serde_json::from_str(json).map_err(|e| PyValueError::new_err(format!("invalid provenance: {e}")))?;
+        self.inner.set_provenance(p);
+        Ok(())
     }
 
     /// Training mode.
@@ -161,8 +183,9 @@ impl Model {
         self.inner.eval();
     }
 
-    /// Sparse encode: (residual n x d, atoms n x k int64 with -1 after an early stop, values n x k).
-    #[pyo3(signature = (x, k=None, tol=None, preprocess=false))]
+    /// Sparse encode, the model's preprocessing applied: (residual n x d in the data's space,
+    /// atoms n x k int64 with -1 after an early stop, values n x k).
+    #[pyo3(signature = (x, k=None, tol=None))]
     #[allow(clippy::type_complexity)]
     fn encode_sparse<'py>(
         &mut self,
@@ -170,7 +193,6 @@ impl Model {
         x: PyReadonlyArray2<'py, f32>,
         k: Option<usize>,
         tol: Option<f32>,
-        preprocess: bool,
     ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<f32>>)> {
         let (n, d) = (x.shape()[0], x.shape()[1]);
         if d != self.inner.input_dim() {
@@ -180,21 +202,9 @@ impl Model {
             )));
         }
         let rows = rows_of(&x)?;
-        let (model, pool, pre) = (&mut self.inner, &self.pool, &self.pre);
-        let enc = py
-            .allow_threads(|| {
-                run_in(pool, || {
-                    let opts = EncodeOptions { k, tol, mask: None };
-                    if preprocess && (pre.mean.is_some() || pre.scale.is_some()) {
-                        let mut v = rows.to_vec();
-                        pre.apply(&mut v, d);
-                        model.encode_with(&v, &opts)
-                    } else {
-                        model.encode_with(rows, &opts)
-                    }
-                })
-            })
-            .py()?;
+        let (model, pool) = (&mut self.inner, &self.pool);
+        let opts = EncodeOptions { k, tol, mask: None };
+        let enc = py.allow_threads(|| run_in(pool, || model.encode_with(rows, &opts))).py()?;
         let k = enc.codes.k;
         let atoms = atoms_i64(&enc.codes);
         Ok((
@@ -216,7 +226,7 @@ impl Model {
         Ok(numpy::ndarray::Array2::from_shape_vec((n, c), codes.to_dense()).unwrap().into_pyarray(py))
     }
 
-    /// Decode sparse codes: x_hat (n x d).
+    /// Decode sparse codes: x_hat (n x d), in the data's space.
     fn decode_sparse<'py>(
         &mut self,
         py: Python<'py>,

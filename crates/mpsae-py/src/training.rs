@@ -4,18 +4,20 @@
 use crate::errors::IntoPy;
 use crate::model::{engine_for, pool, run_in, Model};
 use mpsae::data::{DataOptions, Dataset, Elem, NonFinite, Source};
-use mpsae::run::{PreprocessChoice, Run, RunRecipe};
+use mpsae::run::{PreprocessChoice, ResumeRequest, Run, RunRecipe, Spelling};
 use mpsae::train::{
-    checkpoint, CriterionChoice, EpochReport, Observer, ScheduleOptions, StepReport, TrainOptions, Trainer,
+    checkpoint, CriterionChoice, EpochReport, Observer, PreprocessPlan, ScheduleOptions, StepReport,
+    StreamTrainer as LibStreamTrainer, TrainOptions, Trainer,
 };
-use mpsae::{MpSae, Normalization};
+use mpsae::{MpSae, Normalization, Preprocess, Provenance};
 use numpy::{PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use std::path::PathBuf;
 
-/// The options of a run, from Python keywords (the CLI's names and defaults).
+/// The options of a run, from Python keywords (the library's defaults filled in by the Python
+/// package from `defaults()`).
 #[derive(FromPyObject)]
 #[pyo3(from_item_all)]
 pub struct Options {
@@ -86,6 +88,64 @@ pub struct ModelOptions {
     use_multiplier: bool,
     center: bool,
     scale: bool,
+}
+
+impl ModelOptions {
+    fn normalization(&self) -> PyResult<Normalization> {
+        Normalization::from_name(&self.normalization).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "invalid normalization '{}': use l2, max_l2, l1, max_l1 or identity",
+                self.normalization
+            ))
+        })
+    }
+
+    /// The recipe of a new run with these options.
+    fn recipe(&self, options: &Options, names: Vec<String>, tensor: Option<String>, skip_nonfinite: bool, provenance: Provenance) -> PyResult<RunRecipe> {
+        Ok(RunRecipe {
+            concepts: self.nb_concepts,
+            k: self.k,
+            dropout: self.dropout,
+            normalization: self.normalization()?,
+            use_multiplier: self.use_multiplier,
+            seed: options.seed,
+            options: options.train_options()?,
+            preprocess: PreprocessChoice { center: self.center, scale: self.scale },
+            data_names: names,
+            tensor,
+            skip_nonfinite,
+            provenance,
+        })
+    }
+}
+
+/// The library's names of the Python keywords given.
+fn library_names(given: &[String]) -> Vec<String> {
+    given
+        .iter()
+        .map(|g| match g.as_str() {
+            "nb_concepts" => "concepts",
+            "use_multiplier" => "multiplier",
+            "warmup" | "final_lr" | "start_warmup_lr" => "schedule",
+            "revive_threshold" | "revive_min_dead" | "revive_coef" => "criterion",
+            other => other,
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// The library's defaults of every option, by Python keyword.
+#[pyfunction]
+pub fn defaults<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    let json = py.import("json")?;
+    json.call_method1("loads", (mpsae::defaults::as_json().to_string(),))
+}
+
+fn provenance_from(json: Option<&str>) -> PyResult<Provenance> {
+    match json {
+        None => Ok(Provenance::default()),
+        Some(j) => serde_json::from_str(j).map_err(|e| PyValueError::new_err(format!("invalid provenance: {e}"))),
+    }
 }
 
 /// One data source from Python: a path, or `(name, address, dtype, rows, d)` of a C-contiguous
@@ -206,7 +266,7 @@ impl Observer for PyObserver {
 /// Trains on `sources` (paths or arrays); in the run folder `out` when given (resumable).
 /// Returns the model and the per-epoch metrics of this call.
 #[pyfunction]
-#[pyo3(signature = (sources, model, options, out=None, resume=false, force=false, progress=true, callback=None, threads=None, tensor=None, skip_nonfinite=false))]
+#[pyo3(signature = (sources, model, options, out=None, resume=false, force=false, progress=true, callback=None, threads=None, tensor=None, skip_nonfinite=false, given=Vec::new(), allow_changes=false, allow_data_change=false, provenance=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn train<'py>(
     py: Python<'py>,
@@ -221,36 +281,34 @@ pub fn train<'py>(
     threads: Option<usize>,
     tensor: Option<String>,
     skip_nonfinite: bool,
+    given: Vec<String>,
+    allow_changes: bool,
+    allow_data_change: bool,
+    provenance: Option<String>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let pool = pool(threads)?;
     let (data, names) = open_data(sources, tensor.clone(), skip_nonfinite)?;
+    let provenance = provenance_from(provenance.as_deref())?;
     let (run, mut trainer) = match (&out, resume) {
         (Some(dir), true) => {
-            let (run, trainer) = Run::resume(dir).py()?;
-            run.config.check_data(&data).py()?;
+            let (run, mut trainer) = Run::resume(dir).py()?;
+            let request = ResumeRequest {
+                recipe: model.recipe(&options, names, tensor, skip_nonfinite, provenance)?,
+                given: library_names(&given),
+                allow_changes,
+                allow_data_change,
+                spelling: Spelling::Python,
+            };
+            for note in request.apply(&run.config, &data, &mut trainer).py()? {
+                if progress {
+                    eprintln!("note: {note}");
+                }
+            }
             (Some(run), trainer)
         }
         (None, true) => return Err(PyValueError::new_err("invalid resume: give the run folder as out=")),
         (dir, false) => {
-            let normalization = Normalization::from_name(&model.normalization).ok_or_else(|| {
-                PyValueError::new_err(format!(
-                    "invalid normalization '{}': use l2, max_l2, l1, max_l1 or identity",
-                    model.normalization
-                ))
-            })?;
-            let recipe = RunRecipe {
-                concepts: model.nb_concepts,
-                k: model.k,
-                dropout: model.dropout,
-                normalization,
-                use_multiplier: model.use_multiplier,
-                seed: options.seed,
-                options: options.train_options()?,
-                preprocess: PreprocessChoice { center: model.center, scale: model.scale },
-                data_names: names,
-                tensor,
-                skip_nonfinite,
-            };
+            let recipe = model.recipe(&options, names, tensor, skip_nonfinite, provenance)?;
             let (trainer, config) = recipe.trainer(&data).py()?;
             let run = match dir {
                 Some(d) => Some(Run::create(d, config, force).py()?),
@@ -285,8 +343,7 @@ pub fn train<'py>(
         r.save_model(&trainer).py()?;
     }
     let metrics = reports.iter().map(|r| report_dict(py, r)).collect::<PyResult<Vec<_>>>()?;
-    let pre = trainer.preprocess.clone();
-    let model = Model { inner: trainer.model, pre, pool };
+    let model = Model { inner: trainer.model, pool };
     PyTuple::new(py, [Py::new(py, model)?.into_any().into_bound(py), metrics.into_pyobject(py)?.into_any()])
 }
 
@@ -320,32 +377,40 @@ impl Drop for HeapForTraining {
     }
 }
 
-/// A trainer fed batch by batch (activations as a model produces them).
+/// A trainer fed batch by batch (activations as a model produces them), over the library's
+/// [`LibStreamTrainer`].
 #[pyclass(module = "mpsae._mpsae")]
 pub struct StreamTrainer {
-    trainer: Trainer,
+    stream: LibStreamTrainer,
     pool: Option<std::sync::Arc<rayon::ThreadPool>>,
+}
+
+fn reports_list<'py>(py: Python<'py>, reports: &[StepReport]) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    reports.iter().map(|r| report_dict(py, r)).collect()
 }
 
 #[pymethods]
 impl StreamTrainer {
     /// A new trainer of a model of `input_dim` with `model` and `options` (the schedule, when
-    /// used, needs `options.steps`).
+    /// used, needs `options.steps`). The preprocessing: `mean`/`scale` given, or centring and
+    /// scaling (`model.center`, `model.scale`) estimated from the first `estimate_rows` rows.
     #[new]
-    #[pyo3(signature = (input_dim, model, options, threads=None))]
+    #[pyo3(signature = (input_dim, model, options, threads=None, mean=None, scale=None, estimate_rows=mpsae::defaults::ESTIMATE_ROWS, provenance=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         input_dim: usize,
         model: ModelOptions,
         options: Options,
         threads: Option<usize>,
+        mean: Option<numpy::PyReadonlyArray1<'_, f32>>,
+        scale: Option<f32>,
+        estimate_rows: usize,
+        provenance: Option<String>,
     ) -> PyResult<Self> {
-        let normalization = Normalization::from_name(&model.normalization).ok_or_else(|| {
-            PyValueError::new_err(format!("invalid normalization '{}'", model.normalization))
-        })?;
         let mut cfg = mpsae::SaeConfig::new(input_dim, model.nb_concepts);
         cfg.k = model.k;
         cfg.dropout = model.dropout;
-        cfg.normalization = normalization;
+        cfg.normalization = model.normalization()?;
         cfg.use_multiplier = model.use_multiplier;
         let o = options.train_options()?;
         if o.schedule.is_some() && o.steps.is_none() {
@@ -353,10 +418,23 @@ impl StreamTrainer {
                 "invalid schedule: a streaming trainer with a schedule needs steps=",
             ));
         }
+        let given = mean.is_some() || scale.is_some();
+        if given && (model.center || model.scale) {
+            return Err(PyValueError::new_err(
+                "invalid preprocessing: give mean=/scale= or center=/scale=True to estimate them, not both",
+            ));
+        }
+        let plan = if given {
+            PreprocessPlan::Given(Preprocess { mean: mean.map(|m| m.as_array().to_vec()), scale })
+        } else {
+            PreprocessPlan::Estimate { center: model.center, scale: model.scale, rows: estimate_rows }
+        };
         let pool = pool(threads)?;
         let mut m = MpSae::new(cfg, options.seed).py()?;
         m.set_engine(engine_for(&pool));
-        Ok(StreamTrainer { trainer: Trainer::new(m, o, Default::default()).py()?, pool })
+        m.set_provenance(provenance_from(provenance.as_deref())?);
+        let stream = LibStreamTrainer::new(Trainer::new(m, o).py()?, plan).py()?;
+        Ok(StreamTrainer { stream, pool })
     }
 
     /// Restores a trainer from a checkpoint file (from `save_checkpoint` or a run folder's).
@@ -366,16 +444,14 @@ impl StreamTrainer {
         let pool = pool(threads)?;
         let mut trainer = checkpoint::load(&path).py()?;
         trainer.model.set_engine(engine_for(&pool));
-        Ok(StreamTrainer { trainer, pool })
+        Ok(StreamTrainer { stream: LibStreamTrainer::new(trainer, PreprocessPlan::Model).py()?, pool })
     }
 
-    /// One training step on `batch` (n x d float32, C-contiguous); returns the step's report.
-    fn step<'py>(
-        &mut self,
-        py: Python<'py>,
-        batch: PyReadonlyArray2<'py, f32>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let d = self.trainer.model.input_dim();
+    /// Takes `batch` (n x d float32, C-contiguous, the data's own space); returns the reports of
+    /// the steps taken (none while the preprocessing is being estimated; every kept batch once
+    /// the estimate is made).
+    fn step<'py>(&mut self, py: Python<'py>, batch: PyReadonlyArray2<'py, f32>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let d = self.stream.trainer.model.input_dim();
         if batch.shape()[1] != d {
             return Err(PyValueError::new_err(format!(
                 "batch rows have dimension {}, the model expects {d}",
@@ -387,23 +463,22 @@ impl StreamTrainer {
             let row = x.chunks(d).position(|r| r.iter().any(|v| !v.is_finite())).unwrap_or(0);
             return Err(PyValueError::new_err(format!("batch: row {row}: NaN or infinite value")));
         }
-        let (t, pool) = (&mut self.trainer, &self.pool);
-        let report = py
-            .allow_threads(|| {
-                run_in(pool, || {
-                    t.model.train();
-                    let total = t.options.steps.unwrap_or(u64::MAX);
-                    let lr = t.lr_at(t.progress.step, total);
-                    let criterion = t.options.criterion.build();
-                    let r = t.step(x, criterion.as_ref(), lr);
-                    if r.is_ok() {
-                        t.progress.step += 1;
-                    }
-                    r
-                })
-            })
-            .py()?;
-        report_dict(py, &report)
+        let (stream, pool) = (&mut self.stream, &self.pool);
+        let reports = py.allow_threads(|| run_in(pool, || stream.step(x))).py()?;
+        reports_list(py, &reports)
+    }
+
+    /// Makes the pending preprocessing estimate from the rows seen so far and trains on them.
+    fn flush<'py>(&mut self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let (stream, pool) = (&mut self.stream, &self.pool);
+        let reports = py.allow_threads(|| run_in(pool, || stream.flush())).py()?;
+        reports_list(py, &reports)
+    }
+
+    /// `(rows seen, rows needed)` while the preprocessing is being estimated, else None.
+    #[getter]
+    fn estimating(&self) -> Option<(usize, usize)> {
+        self.stream.estimating()
     }
 
     /// Replaces the model's parameters (a state dict with overcomplete's keys), e.g. to start
@@ -419,28 +494,47 @@ impl StreamTrainer {
                 (k, mpsae::io::state_dict::Tensor { shape, data: v.as_array().iter().copied().collect() })
             })
             .collect();
-        mpsae::io::state_dict::load_state_dict(&mut self.trainer.model, tensors).py()
+        mpsae::io::state_dict::load_state_dict(&mut self.stream.trainer.model, tensors).py()
     }
 
     /// Steps done.
     #[getter]
     fn steps_done(&self) -> u64 {
-        self.trainer.progress.step
+        self.stream.trainer.progress.step
     }
 
     /// Writes a checkpoint (model, optimiser, progress), atomically.
     fn save_checkpoint(&self, path: PathBuf) -> PyResult<()> {
-        checkpoint::save(&self.trainer, &path).py()
+        self.stream.check_settled().py()?;
+        checkpoint::save(&self.stream.trainer, &path).py()
     }
 
-    /// A copy of the current model.
+    /// A copy of the current model (with its preprocessing and provenance).
     fn model(&self) -> PyResult<Model> {
-        let m = &self.trainer.model;
-        let mut copy =
-            MpSae::from_weights(m.config().clone(), m.weights().to_vec(), m.multiplier(), 0).py()?;
-        let (w, b) = m.encoder_parameters();
-        copy.set_encoder_parameters(w.map(<[f32]>::to_vec), b.map(<[f32]>::to_vec)).py()?;
+        let m = &self.stream.trainer.model;
+        let bytes = mpsae::io::state_dict::model_to_bytes(m, &[]).py()?;
+        let (mut copy, _) =
+            mpsae::io::state_dict::model_from_bytes(std::path::Path::new("<model>"), &bytes, None).py()?;
         copy.set_engine(*m.engine());
-        Ok(Model { inner: copy, pre: self.trainer.preprocess.clone(), pool: self.pool.clone() })
+        Ok(Model { inner: copy, pool: self.pool.clone() })
     }
+}
+
+/// Evaluates `model` on `sources` as `mpsae eval` does: the metrics dict.
+#[pyfunction]
+#[pyo3(signature = (model, sources, k=None, tol=None, batch_size=mpsae::defaults::ENCODE_BATCH_SIZE, tensor=None))]
+pub fn evaluate<'py>(
+    py: Python<'py>,
+    model: &mut Model,
+    sources: Vec<DataSource>,
+    k: Option<usize>,
+    tol: Option<f32>,
+    batch_size: usize,
+    tensor: Option<String>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (data, _) = open_data(sources, tensor, false)?;
+    let opts = mpsae::train::EvalOptions { batch_size, k, tol };
+    let (inner, pool) = (&mut model.inner, &model.pool);
+    let report = py.allow_threads(|| run_in(pool, || mpsae::train::evaluate(inner, &data, &opts))).py()?;
+    report_dict(py, &report)
 }

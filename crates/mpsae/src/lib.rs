@@ -21,6 +21,8 @@ pub mod concepts;
 pub mod config;
 pub mod criterion;
 pub mod data;
+pub mod defaults;
+pub mod encode_pass;
 pub mod engine;
 pub mod error;
 pub mod io;
@@ -34,7 +36,9 @@ pub mod train;
 pub use config::{Device, EncoderKind, SaeConfig};
 pub use engine::Engine;
 pub use error::{Error, Result};
-pub use model::{Codes, EncodeOptions, Encoded, Forward, Gradients, MpSae, Normalization, TrainingPass};
+pub use model::{
+    Codes, EncodeOptions, Encoded, Forward, Gradients, MpSae, Normalization, Preprocess, Provenance, TrainingPass,
+};
 pub use mpsae_kernels as kernels;
 
 /// The README's examples, compiled and run as doctests.

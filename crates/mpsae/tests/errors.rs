@@ -66,7 +66,7 @@ fn invalid_hyper_parameters_are_named() {
         ),
     ] {
         let m = MpSae::new(cfg(4, 8, 1), 0).unwrap();
-        match Trainer::new(m, o, Default::default()) {
+        match Trainer::new(m, o) {
             Err(e) => assert!(e.to_string().contains(name), "{e}"),
             Ok(_) => panic!("{name} accepted"),
         }

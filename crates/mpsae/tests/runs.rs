@@ -1,6 +1,6 @@
 //! Library-owned runs: the lock, resume checks, metrics, and the streamed codes file.
 
-use mpsae::data::{DataOptions, Dataset, Preprocess};
+use mpsae::data::{DataOptions, Dataset};
 use mpsae::io::state_dict::read_tensors;
 use mpsae::run::{describe_data, encode_dataset, CodesFormat, PreprocessChoice, Run, RunConfig, LOCK_FILE};
 use mpsae::train::{Silent, TrainOptions, Trainer};
@@ -37,6 +37,7 @@ fn config(data: &Dataset, options: &TrainOptions) -> RunConfig {
         rows: data.rows(),
         skipped_rows: 0,
         preprocess: PreprocessChoice::default(),
+        provenance: Default::default(),
         files: describe_data(data).unwrap(),
     }
 }
@@ -71,7 +72,7 @@ fn resume_continues_exactly_and_checks_the_data() {
     // Uninterrupted.
     let straight = {
         let mut t =
-            Trainer::new(MpSae::new(cfg.model.clone(), 0).unwrap(), options.clone(), Preprocess::default())
+            Trainer::new(MpSae::new(cfg.model.clone(), 0).unwrap(), options.clone())
                 .unwrap();
         t.run(&data, &mut Silent).unwrap();
         t.model.weights().to_vec()
@@ -81,9 +82,7 @@ fn resume_continues_exactly_and_checks_the_data() {
         let run = Run::create(&dir, cfg.clone(), false).unwrap();
         let mut t = Trainer::new(
             MpSae::new(cfg.model.clone(), 0).unwrap(),
-            TrainOptions { steps: Some(3), ..options.clone() },
-            Preprocess::default(),
-        )
+            TrainOptions { steps: Some(3), ..options.clone() })
         .unwrap();
         run.attach(&mut t);
         t.run(&data, &mut Silent).unwrap();
@@ -130,7 +129,6 @@ fn encode_dataset_streams_the_codes_of_every_batch() {
         let s = encode_dataset(
             &mut model,
             &data,
-            &Preprocess::default(),
             &EncodeOptions::default(),
             64,
             format,

@@ -1,6 +1,6 @@
 //! The training loop: non-finite batches, the schedule, determinism, checkpoints.
 
-use mpsae::data::{DataOptions, Dataset, Preprocess, Source};
+use mpsae::data::{DataOptions, Dataset, Source};
 use mpsae::optim::CosineSchedule;
 use mpsae::train::{checkpoint, CriterionChoice, Silent, TrainOptions, Trainer, CHECKPOINT_FILE};
 use mpsae::{Error, MpSae, SaeConfig};
@@ -45,7 +45,7 @@ fn a_non_finite_batch_is_skipped_and_counted() {
     x[32 * d..48 * d].iter_mut().for_each(|v| *v = 3e38 * v.signum());
     let data = dataset(&x, 64, d);
     let opts = TrainOptions { batch_size: 16, epochs: 2, shuffle: false, ..Default::default() };
-    let mut t = Trainer::new(model(d, 12, 3), opts, Preprocess::default()).unwrap();
+    let mut t = Trainer::new(model(d, 12, 3), opts).unwrap();
     let reports = t.run(&data, &mut Silent).unwrap();
     assert_eq!(t.progress.total_bad, 2, "one bad batch per epoch");
     assert_eq!(reports.iter().map(|r| r.skipped_steps).sum::<u64>(), 2);
@@ -68,7 +68,7 @@ fn too_many_bad_steps_stop_the_run_and_keep_the_last_good_checkpoint() {
         checkpoint_every: 1,
         ..Default::default()
     };
-    let mut t = Trainer::new(model(d, 12, 3), opts, Preprocess::default()).unwrap();
+    let mut t = Trainer::new(model(d, 12, 3), opts).unwrap();
     t.checkpoint_dir = Some(dir.clone());
     let err = t.run(&data, &mut Silent).unwrap_err();
     assert!(matches!(err, Error::Training(_)), "{err}");
@@ -100,7 +100,7 @@ fn same_seed_gives_bitwise_identical_models_and_resume_continues_exactly() {
     let run = |o: TrainOptions| {
         let mut m = model(d, 40, 4);
         m.set_dropout(Some(0.2)).unwrap();
-        let mut t = Trainer::new(m, o, Preprocess::default()).unwrap();
+        let mut t = Trainer::new(m, o).unwrap();
         t.run(&data, &mut Silent).unwrap();
         t
     };
@@ -113,7 +113,7 @@ fn same_seed_gives_bitwise_identical_models_and_resume_continues_exactly() {
     let mut m = model(d, 40, 4);
     m.set_dropout(Some(0.2)).unwrap();
     let mut t =
-        Trainer::new(m, TrainOptions { steps: Some(7), ..opts.clone() }, Preprocess::default()).unwrap();
+        Trainer::new(m, TrainOptions { steps: Some(7), ..opts.clone() }).unwrap();
     t.run(&data, &mut Silent).unwrap();
     let path = dir.join(CHECKPOINT_FILE);
     checkpoint::save(&t, &path).unwrap();

@@ -35,7 +35,7 @@ pub struct ConceptsArgs {
     #[arg(long, default_value_t = 20)]
     top: usize,
     /// Rows per batch.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = mpsae::defaults::ENCODE_BATCH_SIZE)]
     batch_size: usize,
     #[command(flatten)]
     engine: EngineArgs,
@@ -43,7 +43,7 @@ pub struct ConceptsArgs {
 
 /// Runs `mpsae concepts`.
 pub fn run(a: ConceptsArgs) -> CliResult<()> {
-    let (mut model, pre) = load(&a.model)?;
+    let mut model = load(&a.model)?;
     model.set_engine(a.engine.engine()?);
     let data = open_data(&a.data, a.tensor.as_deref(), false, true)?;
     let tokens = match (&a.tokens, a.data.is_empty()) {
@@ -75,7 +75,7 @@ pub fn run(a: ConceptsArgs) -> CliResult<()> {
     };
     let opts = ConceptOptions { top: a.top, batch_size: a.batch_size, ..ConceptOptions::default() };
     let t0 = std::time::Instant::now();
-    let analysis = analyze(&mut model, &data, &pre, tokens, &opts, &mut |done| {
+    let analysis = analyze(&mut model, &data, tokens, &opts, &mut |done| {
         if let Some(b) = &bar {
             b.set_position(done as u64);
         }

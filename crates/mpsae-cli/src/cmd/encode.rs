@@ -35,7 +35,7 @@ pub struct EncodeArgs {
     #[arg(long, value_enum, default_value = "sparse")]
     format: Format,
     /// Rows per batch.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = mpsae::defaults::ENCODE_BATCH_SIZE)]
     batch_size: usize,
     #[command(flatten)]
     engine: EngineArgs,
@@ -46,7 +46,7 @@ pub fn run(a: EncodeArgs) -> CliResult<()> {
     if a.batch_size == 0 {
         return Err("invalid --batch-size: must be at least 1".into());
     }
-    let (mut model, pre) = load(&a.model)?;
+    let mut model = load(&a.model)?;
     model.set_engine(a.engine.engine()?);
     let data = a.data.open()?;
     if data.dim() != model.input_dim() {
@@ -67,7 +67,7 @@ pub fn run(a: EncodeArgs) -> CliResult<()> {
         ("skipped_rows".to_string(), data.stats().skipped.to_string()),
     ];
     let opts = EncodeOptions { k: a.k, tol: a.tol, mask: None };
-    let s = encode_dataset(&mut model, &data, &pre, &opts, a.batch_size, format, &a.out, &meta, &mut |_| {})
+    let s = encode_dataset(&mut model, &data, &opts, a.batch_size, format, &a.out, &meta, &mut |_| {})
         .map_err(msg)?;
     eprintln!("wrote codes of {} rows (k = {}, {:?}) to {}", s.rows, s.k, a.format, a.out.display());
     Ok(())

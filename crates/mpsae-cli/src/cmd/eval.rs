@@ -19,7 +19,7 @@ pub struct EvalArgs {
     #[arg(long)]
     tol: Option<f32>,
     /// Rows per batch.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = mpsae::defaults::ENCODE_BATCH_SIZE)]
     batch_size: usize,
     /// Print JSON even on a terminal.
     #[arg(long)]
@@ -30,11 +30,11 @@ pub struct EvalArgs {
 
 /// Runs `mpsae eval`.
 pub fn run(a: EvalArgs) -> CliResult<()> {
-    let (mut model, pre) = load(&a.model)?;
+    let mut model = load(&a.model)?;
     model.set_engine(a.engine.engine()?);
     let data = a.data.open()?;
     let opts = EvalOptions { batch_size: a.batch_size, k: a.k, tol: a.tol };
-    let r = evaluate(&mut model, &data, &pre, &opts).map_err(msg)?;
+    let r = evaluate(&mut model, &data, &opts).map_err(msg)?;
     if a.json || !is_terminal() {
         let mut v = serde_json::to_value(&r).unwrap();
         v["skipped_rows"] = data.stats().skipped.into();

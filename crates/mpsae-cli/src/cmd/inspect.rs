@@ -2,6 +2,7 @@
 
 use crate::common::{msg, open_data, CliResult};
 use mpsae::io::state_dict::{read_tensors, CONFIG_KEY, PREPROCESS_KEY};
+use mpsae::model::{MEAN_KEY, PROVENANCE_KEY, SCALE_KEY};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
@@ -64,12 +65,16 @@ pub fn run(a: InspectArgs) -> CliResult<()> {
             if let Some(cfg) = meta.get(CONFIG_KEY) {
                 out["config"] = serde_json::from_str(cfg).unwrap_or(Value::Null);
             }
-            if let Some(p) = meta.get(PREPROCESS_KEY).and_then(|p| serde_json::from_str::<Value>(p).ok()) {
-                out["preprocess"] = json!({
-                    "center": !p["mean"].is_null(),
-                    "scale": p["scale"],
-                });
+            let scale = tensors.get(SCALE_KEY).map(|t| t.data[0]);
+            if tensors.contains_key(MEAN_KEY) || scale.is_some() {
+                out["preprocess"] = json!({"center": tensors.contains_key(MEAN_KEY), "scale": scale});
+            } else if let Some(p) =
+                meta.get(PREPROCESS_KEY).and_then(|p| serde_json::from_str::<Value>(p).ok())
+            {
+                out["preprocess"] = json!({"center": !p["mean"].is_null(), "scale": p["scale"]});
             }
+            out["provenance"] =
+                meta.get(PROVENANCE_KEY).and_then(|p| serde_json::from_str(p).ok()).unwrap_or(json!({}));
             if let Some(s) = meta.get("mpsae_train_state").and_then(|s| serde_json::from_str::<Value>(s).ok())
             {
                 out["progress"] = json!({"step": s["progress"]["step"], "epoch": s["progress"]["epoch"]});

@@ -2,7 +2,8 @@
 
 use crate::common::{msg, open_data, CliResult, EngineArgs, DEMO_NAME};
 use crate::progress::{ProgressMode, Reporter};
-use mpsae::run::{PreprocessChoice, Run, RunRecipe};
+use mpsae::defaults;
+use mpsae::run::{PreprocessChoice, ResumeRequest, Run, RunRecipe, Spelling};
 use mpsae::train::Trainer;
 use mpsae::train::{CriterionChoice, ScheduleOptions, TrainOptions};
 use mpsae::Normalization;
@@ -22,34 +23,34 @@ pub struct TrainArgs {
     #[arg(long)]
     skip_nonfinite: bool,
     /// Number of concepts (dictionary atoms).
-    #[arg(long, short = 'c', default_value_t = 2048)]
+    #[arg(long, short = 'c', default_value_t = defaults::CONCEPTS)]
     concepts: usize,
     /// Matching pursuit steps per row.
-    #[arg(long, short = 'k', default_value_t = 16)]
+    #[arg(long, short = 'k', default_value_t = defaults::K)]
     k: usize,
     /// Epochs over the data.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = defaults::EPOCHS)]
     epochs: usize,
     /// A step budget instead of epochs.
     #[arg(long)]
     steps: Option<u64>,
     /// Rows per batch.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = defaults::BATCH_SIZE)]
     batch_size: usize,
     /// Learning rate (Adam).
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = defaults::LR)]
     lr: f64,
     /// Adam beta1.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = defaults::BETA1)]
     beta1: f64,
     /// Adam beta2.
-    #[arg(long, default_value_t = 0.999)]
+    #[arg(long, default_value_t = defaults::BETA2)]
     beta2: f64,
     /// Adam epsilon.
-    #[arg(long, default_value_t = 1e-8)]
+    #[arg(long, default_value_t = defaults::EPS)]
     eps: f64,
     /// Global gradient-norm clipping (0 turns it off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = defaults::CLIP)]
     clip: f64,
     /// Warmup steps of the cosine schedule (giving any schedule option turns it on).
     #[arg(long)]
@@ -64,28 +65,28 @@ pub struct TrainArgs {
     #[arg(long)]
     dropout: Option<f32>,
     /// Seed of the initialisation, the data order and the dropout masks.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults::SEED)]
     seed: u64,
     /// Keep the data order (no shuffling).
     #[arg(long)]
     no_shuffle: bool,
     /// Dictionary normalisation: l2, max_l2, l1, max_l1, identity.
-    #[arg(long, default_value = "l2")]
+    #[arg(long, default_value = defaults::NORMALIZATION)]
     normalization: String,
     /// Train the multiplier (atoms scaled by exp(m)).
     #[arg(long)]
     multiplier: bool,
     /// Criterion: mse, or revive (MSE plus the MpSAE docs' auxiliary term for dead codes).
-    #[arg(long, default_value = "mse")]
+    #[arg(long, default_value = defaults::CRITERION)]
     criterion: String,
     /// Revive: codes whose batch maximum is below this are dead.
-    #[arg(long, default_value_t = 1e-2)]
+    #[arg(long, default_value_t = defaults::REVIVE_THRESHOLD)]
     revive_threshold: f32,
     /// Revive: the term applies when more than this many codes are dead.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = defaults::REVIVE_MIN_DEAD)]
     revive_min_dead: usize,
     /// Revive: weight of the term.
-    #[arg(long, default_value_t = 1e-2)]
+    #[arg(long, default_value_t = defaults::REVIVE_COEF)]
     revive_coef: f64,
     /// Subtract the data mean (estimated from the data; saved with the model).
     #[arg(long)]
@@ -97,14 +98,14 @@ pub struct TrainArgs {
     #[arg(long)]
     detailed_stats: bool,
     /// Write a checkpoint every this many steps (0: only at the end).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = defaults::CHECKPOINT_EVERY)]
     checkpoint_every: u64,
     /// Micro-shards of each batch's gradient (a power of two): the model depends on this count,
     /// never on threads or processes.
-    #[arg(long, default_value_t = mpsae::model::DEFAULT_SHARDS)]
+    #[arg(long, default_value_t = defaults::GRADIENT_SHARDS)]
     gradient_shards: usize,
     /// Stop after this many non-finite steps in a row.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = defaults::MAX_BAD_STEPS)]
     max_bad_steps: u32,
     /// Run folder (model.safetensors, config.json, metrics.jsonl, checkpoint.safetensors).
     #[arg(long, default_value = "runs/mpsae")]
@@ -172,79 +173,40 @@ fn data_names(files: &[PathBuf]) -> Vec<String> {
     }
 }
 
-/// On `--resume`: refuses the options given on the command line that differ from the run's,
-/// naming them; with `--allow-changes` applies the training ones (model ones never change).
-fn apply_resume_options(
-    a: &TrainArgs,
-    given: &dyn Fn(&str) -> bool,
-    config: &mpsae::run::RunConfig,
-    trainer: &mut mpsae::train::Trainer,
-) -> CliResult<()> {
-    let m = &config.model;
-    let model_options: [(&str, String, String); 8] = [
-        ("concepts", a.concepts.to_string(), m.nb_concepts.to_string()),
-        ("k", a.k.to_string(), m.k.to_string()),
-        ("dropout", format!("{:?}", a.dropout), format!("{:?}", m.dropout)),
-        ("normalization", a.normalization.clone(), m.normalization.name()),
-        ("multiplier", a.multiplier.to_string(), m.use_multiplier.to_string()),
-        ("center", a.center.to_string(), config.preprocess.center.to_string()),
-        ("scale", a.scale.to_string(), config.preprocess.scale.to_string()),
-        ("seed", a.seed.to_string(), config.train.seed.to_string()),
+/// The options of `a` as a new run's recipe (for a new run, and for what a resume is asked).
+fn recipe(a: &TrainArgs) -> CliResult<RunRecipe> {
+    let normalization = Normalization::from_name(&a.normalization).ok_or_else(|| {
+        format!("invalid --normalization '{}': use l2, max_l2, l1, max_l1 or identity", a.normalization)
+    })?;
+    Ok(RunRecipe {
+        concepts: a.concepts,
+        k: a.k,
+        dropout: a.dropout,
+        normalization,
+        use_multiplier: a.multiplier,
+        seed: a.seed,
+        options: build_options(a)?,
+        preprocess: PreprocessChoice { center: a.center, scale: a.scale },
+        data_names: data_names(&a.data),
+        tensor: a.tensor.clone(),
+        skip_nonfinite: a.skip_nonfinite,
+        provenance: Default::default(),
+    })
+}
+
+/// The library's names of the options the user typed (flags spelt as the library names them).
+fn given_options(given: &dyn Fn(&str) -> bool) -> Vec<String> {
+    let flags = [
+        ("concepts", "concepts"), ("k", "k"), ("dropout", "dropout"), ("normalization", "normalization"),
+        ("multiplier", "multiplier"), ("center", "center"), ("scale", "scale"), ("seed", "seed"),
+        ("epochs", "epochs"), ("steps", "steps"), ("batch_size", "batch_size"), ("lr", "lr"),
+        ("beta1", "beta1"), ("beta2", "beta2"), ("eps", "eps"), ("clip", "clip"), ("no_shuffle", "shuffle"),
+        ("criterion", "criterion"), ("revive_threshold", "criterion"), ("revive_min_dead", "criterion"),
+        ("revive_coef", "criterion"), ("detailed_stats", "detailed_stats"), ("max_bad_steps", "max_bad_steps"),
+        ("checkpoint_every", "checkpoint_every"), ("gradient_shards", "gradient_shards"),
+        ("warmup", "schedule"), ("final_lr", "schedule"), ("start_warmup_lr", "schedule"),
     ];
-    for (name, new, old) in model_options {
-        if given(name) && new != old {
-            return Err(format!(
-                "--{} {new} differs from the run's {old}: a resumed run keeps its model and seed (start a new one with --force)",
-                name.replace('_', "-")
-            ));
-        }
-    }
-    let new = build_options(a)?;
-    let old = trainer.options.clone();
-    let mut changed = old.clone();
-    let mut differs = Vec::new();
-    macro_rules! field {
-        ($flag:literal, $($f:ident).+) => {
-            if given($flag) && format!("{:?}", new.$($f).+) != format!("{:?}", old.$($f).+) {
-                differs.push(format!("--{} {:?} (the run's: {:?})", $flag.replace('_', "-"), new.$($f).+, old.$($f).+));
-                changed.$($f).+ = new.$($f).+.clone();
-            }
-        };
-    }
-    field!("epochs", epochs);
-    field!("steps", steps);
-    field!("batch_size", batch_size);
-    field!("lr", lr);
-    field!("beta1", beta1);
-    field!("beta2", beta2);
-    field!("eps", eps);
-    field!("clip", clip_grad);
-    field!("no_shuffle", shuffle);
-    field!("criterion", criterion);
-    field!("detailed_stats", detailed_stats);
-    field!("max_bad_steps", max_bad_steps);
-    field!("checkpoint_every", checkpoint_every);
-    field!("gradient_shards", gradient_shards);
-    if (given("warmup") || given("final_lr") || given("start_warmup_lr")) && new.schedule != old.schedule {
-        differs.push(format!("the schedule {:?} (the run's: {:?})", new.schedule, old.schedule));
-        changed.schedule = new.schedule;
-    }
-    if differs.is_empty() {
-        return Ok(());
-    }
-    if !a.allow_changes {
-        return Err(format!(
-            "{} differ{} from the run's options (resume with --allow-changes to apply {})",
-            differs.join(", "),
-            if differs.len() == 1 { "s" } else { "" },
-            if differs.len() == 1 { "it" } else { "them" }
-        ));
-    }
-    changed.validate().map_err(msg)?;
-    trainer.adam.params = changed.adam();
-    trainer.options = changed;
-    eprintln!("note: resuming with {}", differs.join(", "));
-    Ok(())
+    flags.iter().filter(|(flag, _)| given(flag)).map(|(_, name)| name.to_string()).collect()
 }
 
 /// A training about to run: the run folder (on the process that writes it), the trainer and the
@@ -279,37 +241,21 @@ pub fn prepare(a: &TrainArgs, given: &dyn Fn(&str) -> bool, writer: bool) -> Cli
         } else {
             open_data(&a.data, a.tensor.as_deref(), a.skip_nonfinite, true)?
         };
-        if !a.allow_data_change {
-            config.check_data(&data).map_err(msg)?;
-        } else if data.dim() != config.model.input_dim {
-            return Err(format!(
-                "rows have dimension {}, the run's model expects {}",
-                data.dim(),
-                config.model.input_dim
-            ));
-        }
+        let request = ResumeRequest {
+            recipe: recipe(a)?,
+            given: given_options(given),
+            allow_changes: a.allow_changes,
+            allow_data_change: a.allow_data_change,
+            spelling: Spelling::Cli,
+        };
         let mut trainer = trainer;
-        apply_resume_options(a, given, &config, &mut trainer)?;
+        for note in request.apply(&config, &data, &mut trainer).map_err(msg)? {
+            eprintln!("note: {note}");
+        }
         (run, trainer, data, config)
     } else {
-        let options = build_options(a)?;
-        let normalization = Normalization::from_name(&a.normalization).ok_or_else(|| {
-            format!("invalid --normalization '{}': use l2, max_l2, l1, max_l1 or identity", a.normalization)
-        })?;
         let data = open_data(&a.data, a.tensor.as_deref(), a.skip_nonfinite, true)?;
-        let recipe = RunRecipe {
-            concepts: a.concepts,
-            k: a.k,
-            dropout: a.dropout,
-            normalization,
-            use_multiplier: a.multiplier,
-            seed: a.seed,
-            options,
-            preprocess: PreprocessChoice { center: a.center, scale: a.scale },
-            data_names: data_names(&a.data),
-            tensor: a.tensor.clone(),
-            skip_nonfinite: a.skip_nonfinite,
-        };
+        let recipe = recipe(a)?;
         let (trainer, config) = recipe.trainer(&data).map_err(msg)?;
         let run =
             if writer { Some(Run::create(&a.out, config.clone(), a.force).map_err(msg)?) } else { None };

@@ -10,8 +10,9 @@ pub mod stats;
 pub mod svg;
 pub mod tokens;
 
-use crate::data::{Dataset, Preprocess};
-use crate::model::{EncodeOptions, MpSae};
+use crate::data::Dataset;
+use crate::encode_pass::{encode_batches, PassOptions};
+use crate::model::MpSae;
 use crate::{Error, Result};
 use stats::{Accumulator, ConceptStats};
 use std::collections::HashMap;
@@ -54,12 +55,11 @@ pub struct Analysis {
     pub shape: (usize, usize, usize),
 }
 
-/// Encodes every row of `data` (preprocessed with `pre`) in eval mode, gathering every
+/// Encodes every row of `data` in eval mode (the model's preprocessing applied), gathering every
 /// concept's statistics; `progress` gets the rows done after each batch.
 pub fn analyze(
     model: &mut MpSae,
     data: &Dataset,
-    pre: &Preprocess,
     tokens: Option<TokenTable>,
     opts: &ConceptOptions,
     progress: &mut dyn FnMut(usize),
@@ -82,24 +82,19 @@ pub fn analyze(
     if opts.batch_size == 0 || opts.top == 0 {
         return Err(Error::invalid("concept options", "batch size and top must be at least 1"));
     }
-    model.eval();
-    model.prepare_for(rows, k);
     let mut acc = Accumulator::new(c, k, opts.top, opts.sample.max(1), opts.seed);
     let (mut t_encode, mut t_add) = (0.0, 0.0);
-    let mut x = Vec::new();
-    let mut start = 0;
-    while start < rows {
-        let len = opts.batch_size.min(rows - start);
-        data.read_range(start, len, &mut x)?;
-        pre.apply(&mut x, d);
-        let t = std::time::Instant::now();
-        let enc = model.encode_with(&x, &EncodeOptions { k: Some(k), ..Default::default() })?;
+    let pass = PassOptions { batch_size: opts.batch_size, k: Some(k), tol: None };
+    let mut t = std::time::Instant::now();
+    encode_batches(model, data, &pass, |_, batch| {
         t_encode += t.elapsed().as_secs_f64();
-        acc.add(&x, &enc.codes, &enc.energy);
+        let enc = &batch.encoded;
+        acc.add(batch.rows, &enc.codes, &enc.energy);
         t_add += t.elapsed().as_secs_f64();
-        start += len;
-        progress(start);
-    }
+        progress(batch.start + enc.codes.n);
+        t = std::time::Instant::now();
+        Ok(())
+    })?;
     let timing = std::env::var_os("MPSAE_TIMING").is_some();
     let t = std::time::Instant::now();
     let stats = acc.finish(opts.related);

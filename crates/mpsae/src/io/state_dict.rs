@@ -7,15 +7,19 @@
 //! | `encoder.weight` | `[c, d]` F32 | untied encoder |
 //! | `encoder.bias` | `[c]` F32 | encoder with a bias |
 //! | `encoder.tied_to._weights`, `encoder.tied_to.multiplier` | as the dictionary | tied encoder |
+//! | `preprocess.mean` | `[d]` F32 | a model trained with centring |
+//! | `preprocess.scale` | `[]` F32 | a model trained with scaling |
 //!
 //! so `MpSAE.load_state_dict(safetensors.torch.load_file(path))` takes a file written here, and a
 //! file saved by overcomplete loads here. The rest of the configuration (k, dropout,
-//! normalisation, ...) is kept as JSON in the safetensors metadata under `mpsae_config`; the
-//! preprocessing (centring/scaling), when used, under `mpsae_preprocess`.
+//! normalisation, ...) is kept as JSON in the safetensors metadata under `mpsae_config`, the
+//! provenance under `mpsae_provenance`. A model without preprocessing has no `preprocess.*` keys,
+//! so its file is an overcomplete state dict; files of mpsae 0.1 kept the preprocessing as JSON
+//! metadata (`mpsae_preprocess`), still read.
 
 use crate::config::{EncoderKind, SaeConfig};
 use crate::io::atomic::write_atomic;
-use crate::model::MpSae;
+use crate::model::{MpSae, Preprocess, MEAN_KEY, PROVENANCE_KEY, SCALE_KEY};
 use crate::{Error, Result};
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
@@ -24,7 +28,8 @@ use std::path::Path;
 
 /// Metadata key of the model configuration.
 pub const CONFIG_KEY: &str = "mpsae_config";
-/// Metadata key of the preprocessing (JSON of [`crate::data::Preprocess`]).
+/// Metadata key under which older files kept the preprocessing (JSON of
+/// [`crate::model::Preprocess`]); read, no longer written.
 pub const PREPROCESS_KEY: &str = "mpsae_preprocess";
 
 /// One tensor read from a file, converted to f32.
@@ -63,6 +68,9 @@ pub fn model_to_bytes_with(
     let config = serde_json::to_string(model.config()).expect("config serialises");
     let mut meta: HashMap<String, String> = extra.iter().cloned().collect();
     meta.insert(CONFIG_KEY.into(), config);
+    if !model.provenance().is_empty() {
+        meta.insert(PROVENANCE_KEY.into(), serde_json::to_string(model.provenance()).expect("serialises"));
+    }
     meta.insert("format".into(), "pt".into());
     safetensors::serialize(views, &Some(meta))
         .map_err(|e| Error::Shape(format!("cannot serialise the model: {e}")))
@@ -72,8 +80,8 @@ fn view(shape: Vec<usize>, data: &[u8]) -> TensorView<'_> {
     TensorView::new(Dtype::F32, shape, data).expect("shape matches data")
 }
 
-/// The model's state dict, `(key, shape, values)` in overcomplete's keys and order (see the
-/// module docs).
+/// The model's state dict, `(key, shape, values)` in overcomplete's keys and order, then the
+/// preprocessing's keys when it has any (see the module docs).
 pub fn state_dict(model: &MpSae) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let (c, d) = (model.nb_concepts(), model.input_dim());
     let (w, m) = (model.weights().to_vec(), vec![model.multiplier()]);
@@ -90,13 +98,25 @@ pub fn state_dict(model: &MpSae) -> Vec<(String, Vec<usize>, Vec<f32>)> {
         out.push(("encoder.tied_to._weights".into(), vec![c, d], w));
         out.push(("encoder.tied_to.multiplier".into(), vec![], m));
     }
+    out.extend(model.preprocess().state_dict());
     out
 }
 
+/// Takes the preprocessing's entries out of `tensors` (identity where they are absent).
+fn take_preprocess(tensors: &mut HashMap<String, Tensor>, d: usize) -> Result<Preprocess> {
+    let mean = tensors.remove(MEAN_KEY).map(|t| (t.shape, t.data));
+    let scale = tensors.remove(SCALE_KEY).map(|t| (t.shape, t.data));
+    Preprocess::from_state(mean, scale, d)
+}
+
 /// Loads a state dict (overcomplete's keys, as [`state_dict`] gives them) into `model`, strictly:
-/// every key of the model must be there with its shape, and no other key.
+/// every key of the model must be there with its shape, and no other key. The preprocessing keys
+/// are optional: the state dict's preprocessing replaces the model's (none: the identity).
 pub fn load_state_dict(model: &mut MpSae, mut tensors: HashMap<String, Tensor>) -> Result<()> {
-    let want = state_dict(model);
+    let preprocess = take_preprocess(&mut tensors, model.input_dim())
+        .map_err(|e| Error::invalid("state dict", e.to_string()))?;
+    let want: Vec<_> =
+        state_dict(model).into_iter().filter(|(k, _, _)| k != MEAN_KEY && k != SCALE_KEY).collect();
     for (name, shape, _) in &want {
         match tensors.get(name) {
             None => return Err(Error::invalid("state dict", format!("missing key '{name}'"))),
@@ -120,7 +140,8 @@ pub fn load_state_dict(model: &mut MpSae, mut tensors: HashMap<String, Tensor>) 
     model.set_parameters(w, m)?;
     let ew = tensors.remove("encoder.weight").map(|t| t.data);
     let eb = tensors.remove("encoder.bias").map(|t| t.data);
-    model.set_encoder_parameters(ew, eb)
+    model.set_encoder_parameters(ew, eb)?;
+    model.set_preprocess(preprocess)
 }
 
 /// Saves the model (atomically) with overcomplete's state-dict keys.
@@ -226,6 +247,19 @@ pub fn model_from_bytes(
     model
         .set_encoder_parameters(encoder_weight.map(|t| t.data), encoder_bias.map(|t| t.data))
         .map_err(|e| Error::file(path, e.to_string()))?;
+    let mut preprocess = take_preprocess(&mut tensors, d).map_err(|e| Error::file(path, e.to_string()))?;
+    if preprocess.is_identity() {
+        if let Some(json) = meta.get(PREPROCESS_KEY) {
+            preprocess = serde_json::from_str(json)
+                .map_err(|e| Error::file(path, format!("bad '{PREPROCESS_KEY}' metadata: {e}")))?;
+        }
+    }
+    model.set_preprocess(preprocess).map_err(|e| Error::file(path, e.to_string()))?;
+    if let Some(json) = meta.get(PROVENANCE_KEY) {
+        let p = serde_json::from_str(json)
+            .map_err(|e| Error::file(path, format!("bad '{PROVENANCE_KEY}' metadata: {e}")))?;
+        model.set_provenance(p);
+    }
     if let Some(name) = tensors.keys().find(|k| !k.starts_with("mpsae.")) {
         return Err(Error::file(path, format!("unexpected tensor '{name}' in an MP-SAE state dict")));
     }

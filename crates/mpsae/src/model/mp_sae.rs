@@ -2,7 +2,7 @@
 
 use crate::config::{Device, EncoderKind, SaeConfig};
 use crate::engine::Engine;
-use crate::model::{Codes, Normalization};
+use crate::model::{Codes, Normalization, Preprocess, Provenance};
 use crate::{Error, Result};
 use mpsae_kernels::backend::{self, Backend, DictionaryUse, PursuitRun};
 use mpsae_kernels::memory::huge_vec;
@@ -16,6 +16,10 @@ use rand_chacha::ChaCha8Rng;
 /// differences): the dictionary `D = normalize(W)·exp(m)` (`c x d`, one atom per row) is
 /// re-normalised in place before every training-mode use; each row is encoded by `k` greedy steps
 /// of matching pursuit with the signed argmax; `x_hat = Σ v_t·D_{j_t}`.
+///
+/// The model carries what defines it beyond the dictionary: its [`Preprocess`] (centring and
+/// scaling, applied by every encode and undone by every decode; the identity for a model built
+/// from scratch) and the [`Provenance`] of its activations.
 pub struct MpSae {
     pub(crate) config: SaeConfig,
     /// Raw parameter `W` (`dictionary._weights`), `c x d`.
@@ -37,16 +41,20 @@ pub struct MpSae {
     pub(crate) gradient: Vec<f32>,
     /// Whether training passes also return dL/dx.
     pub(crate) input_gradient: bool,
+    /// Centring and scaling of the rows (identity unless trained with them).
+    preprocess: Preprocess,
+    /// Where the activations came from.
+    provenance: Provenance,
 }
 
 /// Result of [`MpSae::encode`].
 #[derive(Clone, Debug)]
 pub struct Encoded {
-    /// Final residual, `n x d`.
+    /// Final residual `x - x_hat`, `n x d`, in the data's own space.
     pub residual: Vec<f32>,
-    /// Sparse codes.
+    /// Sparse codes (in the preprocessed space).
     pub codes: Codes,
-    /// Squared residual norm of each row after each step, `n x k`.
+    /// Squared residual norm of each row after each step, `n x k`, in the data's own space.
     pub energy: Vec<f32>,
     /// Seconds of the pursuit spent in dense correlation products.
     pub correlation_seconds: f64,
@@ -149,6 +157,8 @@ impl MpSae {
             backend,
             gradient: Vec::new(),
             input_gradient: false,
+            preprocess: Preprocess::default(),
+            provenance: Provenance::default(),
         })
     }
 
@@ -174,6 +184,28 @@ impl MpSae {
     /// The configuration.
     pub fn config(&self) -> &SaeConfig {
         &self.config
+    }
+
+    /// The preprocessing every encode applies and every decode undoes.
+    pub fn preprocess(&self) -> &Preprocess {
+        &self.preprocess
+    }
+
+    /// Sets the preprocessing (checked against the input dimension).
+    pub fn set_preprocess(&mut self, preprocess: Preprocess) -> Result<()> {
+        preprocess.validate(self.config.input_dim)?;
+        self.preprocess = preprocess;
+        Ok(())
+    }
+
+    /// Where the activations came from (empty when unknown).
+    pub fn provenance(&self) -> &Provenance {
+        &self.provenance
+    }
+
+    /// Sets where the activations came from.
+    pub fn set_provenance(&mut self, provenance: Provenance) {
+        self.provenance = provenance;
     }
 
     /// Input dimension `d`.
@@ -463,7 +495,25 @@ impl MpSae {
     }
 
     /// [`MpSae::encode`] with a different `k`, a tolerance, or an explicit dropout mask.
+    ///
+    /// `x` is in the data's own space: the model's preprocessing is applied first; the codes are
+    /// in the preprocessed space, the residual and the energies in the data's.
     pub fn encode_with(&mut self, x: &[f32], opts: &EncodeOptions) -> Result<Encoded> {
+        if self.preprocess.is_identity() {
+            return self.pursue(x, opts);
+        }
+        self.rows_of(x)?;
+        let mut xp = x.to_vec();
+        self.preprocess.apply(&mut xp, self.config.input_dim);
+        let mut enc = self.pursue(&xp, opts)?;
+        self.preprocess.undo_difference(&mut enc.residual);
+        let f = self.preprocess.energy_factor();
+        enc.energy.iter_mut().for_each(|e| *e *= f);
+        Ok(enc)
+    }
+
+    /// The pursuit of rows already in the preprocessed space (what training passes see).
+    pub(crate) fn pursue(&mut self, x: &[f32], opts: &EncodeOptions) -> Result<Encoded> {
         let n = self.rows_of(x)?;
         let k = opts.k.unwrap_or(self.config.k);
         check_encode_options(k, opts.tol)?;
@@ -502,8 +552,16 @@ impl MpSae {
         self.multiplier.exp()
     }
 
-    /// Decodes sparse codes: `x_hat = Σ v_t·D_{j_t}` per row (`n x d`), with the unmasked dictionary.
+    /// Decodes sparse codes: `x_hat = Σ v_t·D_{j_t}` per row (`n x d`), with the unmasked
+    /// dictionary, mapped back to the data's own space (the preprocessing undone).
     pub fn decode(&mut self, codes: &Codes) -> Result<Vec<f32>> {
+        let mut x_hat = self.decode_preprocessed(codes)?;
+        self.preprocess.undo(&mut x_hat, self.config.input_dim);
+        Ok(x_hat)
+    }
+
+    /// [`MpSae::decode`] in the preprocessed space (what training passes see).
+    pub(crate) fn decode_preprocessed(&mut self, codes: &Codes) -> Result<Vec<f32>> {
         if codes.c != self.config.nb_concepts {
             return Err(Error::Shape(format!(
                 "codes are over {} atoms, the dictionary has {}",
@@ -527,7 +585,8 @@ impl MpSae {
         }
     }
 
-    /// `(residual, codes, x_hat)` of `x`, as the reference's `forward`.
+    /// `(residual, codes, x_hat)` of `x`, as the reference's `forward` (residual and `x_hat` in
+    /// the data's own space, codes in the preprocessed one).
     pub fn forward(&mut self, x: &[f32]) -> Result<Forward> {
         let enc = self.encode(x)?;
         let x_hat = self.decode(&enc.codes)?;

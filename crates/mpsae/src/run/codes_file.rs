@@ -4,7 +4,8 @@
 //! batch's codes are written at their offsets: memory holds one batch, never the n x k or n x c
 //! codes. The file is written under a temporary name and renamed when complete.
 
-use crate::data::{Dataset, Preprocess};
+use crate::data::Dataset;
+use crate::encode_pass::{check, encode_batches, PassOptions};
 use crate::io::atomic::is_temporary;
 use crate::model::{Codes, EncodeOptions, MpSae};
 use crate::{Error, Result};
@@ -35,13 +36,12 @@ pub struct EncodeSummary {
     pub bytes: u64,
 }
 
-/// Encodes every row of `data` (preprocessed with `pre`) in eval mode, `batch_size` rows at a
+/// Encodes every row of `data` in eval mode (the model's preprocessing applied), `batch_size` rows at a
 /// time, into the safetensors file `out`; `meta` goes into its metadata. `progress` is called
 /// with the rows done after each batch.
 pub fn encode_dataset(
     model: &mut MpSae,
     data: &Dataset,
-    pre: &Preprocess,
     opts: &EncodeOptions,
     batch_size: usize,
     format: CodesFormat,
@@ -49,20 +49,9 @@ pub fn encode_dataset(
     meta: &[(String, String)],
     progress: &mut dyn FnMut(usize),
 ) -> Result<EncodeSummary> {
-    if batch_size == 0 {
-        return Err(Error::invalid("batch size", "must be at least 1"));
-    }
-    let (rows, d, c) = (data.rows(), data.dim(), model.nb_concepts());
-    if d != model.input_dim() {
-        return Err(Error::Shape(format!(
-            "rows have dimension {d}, the model expects {}",
-            model.input_dim()
-        )));
-    }
-    let k = opts.k.unwrap_or(model.config().k);
-    if k == 0 {
-        return Err(Error::invalid("k", "the number of pursuit steps must be at least 1"));
-    }
+    let pass = PassOptions { batch_size, k: opts.k, tol: opts.tol };
+    let k = check(model, data, &pass)?;
+    let (rows, c) = (data.rows(), model.nb_concepts());
     let too_big = || Error::invalid("output", "the codes do not fit in a file (too many rows)");
     // (name, dtype, shape, bytes per element), in file order.
     let tensors: Vec<(&str, &str, [usize; 2], usize)> = match format {
@@ -104,17 +93,10 @@ pub fn encode_dataset(
         f.set_len(total).map_err(io)?;
         f.write_all(&(head.len() as u64).to_le_bytes()).map_err(io)?;
         f.write_all(&head).map_err(io)?;
-        model.eval();
-        model.prepare_for(rows, k);
-        let mut x = Vec::new();
-        let mut start = 0;
         let mut buf = Vec::new();
-        while start < rows {
-            let len = batch_size.min(rows - start);
-            data.read_range(start, len, &mut x)?;
-            pre.apply(&mut x, d);
-            let enc = model.encode_with(&x, &EncodeOptions { k: Some(k), ..*opts })?;
-            let codes: &Codes = &enc.codes;
+        encode_batches(model, data, &pass, |_, batch| {
+            let (start, codes) = (batch.start, &batch.encoded.codes);
+            let len = codes.n;
             match format {
                 CodesFormat::Sparse => {
                     buf.clear();
@@ -143,9 +125,9 @@ pub fn encode_dataset(
                     f.write_all(&buf).map_err(io)?;
                 }
             }
-            start += len;
-            progress(start);
-        }
+            progress(start + len);
+            Ok(())
+        })?;
         f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, out).map_err(io)?;
         Ok(())

@@ -8,15 +8,17 @@
 
 mod codes_file;
 pub mod lock;
+mod resume;
 
 pub use codes_file::{encode_dataset, CodesFormat, EncodeSummary};
 pub use lock::{RunLock, LOCK_FILE};
+pub use resume::{ResumeRequest, Spelling};
 
 use crate::config::SaeConfig;
-use crate::data::{Dataset, Preprocess};
+use crate::data::Dataset;
 use crate::io::atomic::write_atomic;
-use crate::io::state_dict::{save_model, PREPROCESS_KEY};
-use crate::model::{MpSae, Normalization};
+use crate::io::state_dict::save_model;
+use crate::model::{MpSae, Normalization, Preprocess, Provenance};
 use crate::train::{checkpoint, EpochReport, TrainOptions, Trainer, CHECKPOINT_FILE};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -94,15 +96,23 @@ pub struct RunConfig {
     /// The data files with their sizes and fingerprints (runs of older versions have none).
     #[serde(default)]
     pub files: Vec<DataFile>,
+    /// Where the activations came from (empty when unknown).
+    #[serde(default, skip_serializing_if = "Provenance::is_empty")]
+    pub provenance: Provenance,
 }
 
 impl RunConfig {
     /// Checks that `data` is what this run was trained on: files, rows, widths and content
     /// fingerprints. The error names what differs and how to continue anyway.
     pub fn check_data(&self, data: &Dataset) -> Result<()> {
+        self.check_data_with_hint(data, Spelling::Cli.allow_data_change())
+    }
+
+    /// [`RunConfig::check_data`], naming `allow` as the way to continue anyway.
+    pub(crate) fn check_data_with_hint(&self, data: &Dataset, allow: &str) -> Result<()> {
         let now = describe_data(data)?;
         if !self.files.is_empty() {
-            let hint = "(to continue on other data on purpose, resume with --allow-data-change)";
+            let hint = format!("(to continue on other data on purpose, resume with {allow})");
             if now.len() != self.files.len() {
                 return Err(Error::invalid(
                     "data",
@@ -265,11 +275,10 @@ impl Run {
         write_atomic(&self.metrics_path(), out.as_bytes())
     }
 
-    /// Writes the final model (with its preprocessing), atomically.
+    /// Writes the final model (with its preprocessing and provenance), atomically.
     pub fn save_model(&self, trainer: &Trainer) -> Result<PathBuf> {
-        let pre = serde_json::to_string(&trainer.preprocess).expect("preprocessing serialises");
         let path = self.model_path();
-        save_model(&trainer.model, &path, &[(PREPROCESS_KEY.to_string(), pre)])?;
+        save_model(&trainer.model, &path, &[])?;
         Ok(path)
     }
 }
@@ -299,9 +308,30 @@ pub struct RunRecipe {
     pub tensor: Option<String>,
     /// Non-finite rows were left out.
     pub skip_nonfinite: bool,
+    /// Where the activations came from (empty when unknown).
+    pub provenance: Provenance,
 }
 
 impl RunRecipe {
+    /// The defaults of a new run ([`crate::defaults`]) on the data `data_names`.
+    pub fn new(data_names: Vec<String>) -> RunRecipe {
+        use crate::defaults as d;
+        RunRecipe {
+            concepts: d::CONCEPTS,
+            k: d::K,
+            dropout: None,
+            normalization: Normalization::from_name(d::NORMALIZATION).expect("the default is a normalisation"),
+            use_multiplier: false,
+            seed: d::SEED,
+            options: TrainOptions::default(),
+            preprocess: PreprocessChoice::default(),
+            data_names,
+            tensor: None,
+            skip_nonfinite: false,
+            provenance: Provenance::default(),
+        }
+    }
+
     /// The trainer of a new run on `data`, and the configuration its folder records.
     pub fn trainer(&self, data: &Dataset) -> Result<(Trainer, RunConfig)> {
         let settings = crate::Engine::default();
@@ -321,8 +351,10 @@ impl RunRecipe {
         cfg.dropout = self.dropout;
         cfg.normalization = self.normalization.clone();
         cfg.use_multiplier = self.use_multiplier;
-        let model = MpSae::new(cfg, self.seed)?;
-        let trainer = Trainer::new(model, self.options.clone(), preprocess_for(data, self.preprocess))?;
+        let mut model = MpSae::new(cfg, self.seed)?;
+        model.set_preprocess(preprocess_for(data, self.preprocess))?;
+        model.set_provenance(self.provenance.clone());
+        let trainer = Trainer::new(model, self.options.clone())?;
         let config = RunConfig {
             mpsae_version: env!("CARGO_PKG_VERSION").to_string(),
             model: trainer.model.config().clone(),
@@ -334,24 +366,21 @@ impl RunRecipe {
             skipped_rows: data.stats().skipped,
             preprocess: self.preprocess,
             files: describe_data(data)?,
+            provenance: self.provenance.clone(),
         };
         Ok((trainer, config))
     }
 }
 
-/// A model and its preprocessing from a run folder (its `model.safetensors`) or a model file.
-pub fn load_model(path: &Path) -> Result<(MpSae, Preprocess)> {
+/// A model (with its preprocessing and provenance) from a run folder (its `model.safetensors`)
+/// or a model file.
+pub fn load_model(path: &Path) -> Result<MpSae> {
     let file = if path.is_dir() { path.join(MODEL_FILE) } else { path.to_path_buf() };
     if !file.exists() {
         return Err(Error::file(&file, "no such model file (give a run folder or a .safetensors file)"));
     }
-    let (model, meta) = crate::io::state_dict::load_model(&file, None)?;
-    let pre = match meta.get(PREPROCESS_KEY) {
-        Some(j) => serde_json::from_str(j)
-            .map_err(|e| Error::file(&file, format!("bad preprocessing metadata: {e}")))?,
-        None => Preprocess::default(),
-    };
-    Ok((model, pre))
+    let (model, _) = crate::io::state_dict::load_model(&file, None)?;
+    Ok(model)
 }
 
 /// The preprocessing of a new run on `data`.

@@ -1,9 +1,8 @@
-//! Checkpoints: model, optimiser state, progress, schedule, RNG state and preprocessing in one
+//! Checkpoints: model (with its preprocessing), optimiser state, progress, schedule, RNG state in one
 //! safetensors file, written atomically so that a killed run never leaves half a file.
 
-use crate::data::Preprocess;
 use crate::io::atomic::write_atomic;
-use crate::io::state_dict::{model_from_bytes, model_to_bytes_with, read_tensors, PREPROCESS_KEY};
+use crate::io::state_dict::{model_from_bytes, model_to_bytes_with, read_tensors};
 use crate::train::{Progress, TrainOptions, Trainer};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -35,10 +34,7 @@ pub fn save(trainer: &Trainer, path: &Path) -> Result<()> {
         rng_seed: seed.to_vec(),
         rng_word_pos: pos.to_string(),
     };
-    let meta = vec![
-        (STATE_KEY.to_string(), serde_json::to_string(&state).expect("state serialises")),
-        (PREPROCESS_KEY.to_string(), serde_json::to_string(&trainer.preprocess).expect("serialises")),
-    ];
+    let meta = vec![(STATE_KEY.to_string(), serde_json::to_string(&state).expect("state serialises"))];
     let shape = vec![trainer.model.nb_concepts(), trainer.model.input_dim()];
     let bytes = model_to_bytes_with(
         &trainer.model,
@@ -66,10 +62,6 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Trainer> {
             .ok_or_else(|| bad("not a checkpoint (no training state in its metadata)".into()))?,
     )
     .map_err(|e| bad(format!("bad training state: {e}")))?;
-    let preprocess: Preprocess = match meta.get(PREPROCESS_KEY) {
-        Some(p) => serde_json::from_str(p).map_err(|e| bad(format!("bad preprocessing: {e}")))?,
-        None => Preprocess::default(),
-    };
     let (mut tensors, _) = read_tensors(path, bytes)?;
     let mut take = |name: &str| -> Result<Vec<f32>> {
         let t = tensors.remove(name).ok_or_else(|| bad(format!("no '{name}' tensor")))?;
@@ -86,7 +78,7 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Trainer> {
         return Err(bad("training state does not match the dictionary's shape".into()));
     }
     state.options.validate().map_err(|e| bad(e.to_string()))?;
-    let mut trainer = Trainer::new(model, state.options, preprocess)?;
+    let mut trainer = Trainer::new(model, state.options)?;
     trainer.model.set_rng_state(seed, pos);
     trainer.progress = state.progress;
     trainer.adam.step = state.adam_step;

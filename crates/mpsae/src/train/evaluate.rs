@@ -1,9 +1,10 @@
 //! Evaluation of a model on a dataset: the metrics of `mpsae eval`.
 
-use crate::data::{Dataset, Preprocess};
+use crate::data::Dataset;
+use crate::encode_pass::{check, encode_batches, PassOptions};
 use crate::metrics::DeadCodeTracker;
-use crate::model::{EncodeOptions, MpSae};
-use crate::{Error, Result};
+use crate::model::MpSae;
+use crate::Result;
 use serde::Serialize;
 
 /// Options of [`evaluate`].
@@ -42,58 +43,32 @@ pub struct EvalReport {
     pub explained_variance: Vec<f64>,
 }
 
-/// Encodes every row of `data` in eval mode and measures the reconstruction.
-pub fn evaluate(
-    model: &mut MpSae,
-    data: &Dataset,
-    pre: &Preprocess,
-    opts: &EvalOptions,
-) -> Result<EvalReport> {
-    if data.dim() != model.input_dim() {
-        return Err(Error::Shape(format!(
-            "data rows have dimension {}, the model expects {}",
-            data.dim(),
-            model.input_dim()
-        )));
-    }
-    if opts.batch_size == 0 {
-        return Err(Error::invalid("batch size", "must be at least 1"));
-    }
-    let k = opts.k.unwrap_or(model.config().k);
-    if k == 0 {
-        return Err(Error::invalid("k", "must be at least 1"));
-    }
+/// Encodes every row of `data` in eval mode (the model's preprocessing applied) and measures
+/// the reconstruction in the data's own space.
+pub fn evaluate(model: &mut MpSae, data: &Dataset, opts: &EvalOptions) -> Result<EvalReport> {
+    let pass = PassOptions { batch_size: opts.batch_size, k: opts.k, tol: opts.tol };
+    let k = check(model, data, &pass)?;
     let (rows, d, c) = (data.rows(), data.dim(), model.nb_concepts());
-    model.eval();
-    model.prepare_for(rows, k);
-    let inv_scale2 = pre.scale.map_or(1.0, |s| 1.0 / (s as f64 * s as f64));
     let (mut sx, mut sxx, mut sse, mut nnz) = (0f64, 0f64, 0f64, 0usize);
     let mut energy = vec![0f64; k];
     let mut tracker = DeadCodeTracker::new(c);
-    let (mut raw, mut x) = (Vec::new(), Vec::new());
-    let mut start = 0;
-    while start < rows {
-        let len = opts.batch_size.min(rows - start);
-        data.read_range(start, len, &mut raw)?;
-        x.clone_from(&raw);
-        pre.apply(&mut x, d);
-        let enc = model.encode_with(&x, &EncodeOptions { k: Some(k), tol: opts.tol, mask: None })?;
-        let mut x_hat = model.decode(&enc.codes)?;
-        pre.undo(&mut x_hat, d);
-        for (a, b) in raw.iter().zip(&x_hat) {
+    encode_batches(model, data, &pass, |model, batch| {
+        let enc = &batch.encoded;
+        let x_hat = model.decode(&enc.codes)?;
+        for (a, b) in batch.rows.iter().zip(&x_hat) {
             sx += *a as f64;
             sxx += *a as f64 * *a as f64;
             sse += ((a - b) as f64).powi(2);
         }
         for (t, e) in energy.iter_mut().enumerate() {
-            *e += enc.energy.iter().skip(t).step_by(k).map(|&v| v as f64).sum::<f64>() * inv_scale2;
+            *e += enc.energy.iter().skip(t).step_by(k).map(|&v| v as f64).sum::<f64>();
         }
-        nnz += (0..len)
+        nnz += (0..enc.codes.n)
             .map(|i| enc.codes.row_dense(i).iter().filter(|(_, v)| v.abs() >= 1e-6).count())
             .sum::<usize>();
         tracker.update(&enc.codes);
-        start += len;
-    }
+        Ok(())
+    })?;
     let nd = (rows * d) as f64;
     let mean = sx / nd;
     let var = (sxx / nd - mean * mean).max(0.0);

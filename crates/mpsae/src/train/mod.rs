@@ -12,15 +12,17 @@ mod evaluate;
 mod options;
 mod reduce;
 mod report;
+mod stream;
 
 pub use checkpoint::CHECKPOINT_FILE;
 pub use evaluate::{evaluate, EvalOptions, EvalReport};
 pub use options::{CriterionChoice, ScheduleOptions, TrainOptions};
 pub use reduce::{batch_share, BatchShare, Reducer, SingleProcess};
+pub use stream::{PreprocessPlan, StreamTrainer};
 pub use report::{DetailedStats, EpochAccumulator, EpochReport, Observer, Progress, Silent, StepReport};
 
 use crate::criterion::Criterion;
-use crate::data::{Dataset, Preprocess};
+use crate::data::Dataset;
 use crate::metrics::{dead_ratio, DeadCodeTracker};
 use crate::model::{MpSae, ShardPass, ShardSpec};
 use crate::optim::{clip_gradients, Adam, CosineSchedule};
@@ -41,8 +43,6 @@ pub struct Trainer {
     pub options: TrainOptions,
     /// Where the run stands.
     pub progress: Progress,
-    /// Preprocessing applied to every batch.
-    pub preprocess: Preprocess,
     /// Folder for checkpoints (none: no checkpoints).
     pub checkpoint_dir: Option<PathBuf>,
 }
@@ -59,8 +59,9 @@ pub fn epoch_order(rows: usize, shuffle: bool, seed: u64, epoch: usize) -> Vec<u
 }
 
 impl Trainer {
-    /// A new run.
-    pub fn new(model: MpSae, options: TrainOptions, preprocess: Preprocess) -> Result<Trainer> {
+    /// A new run. Batches read from data are preprocessed with the model's own
+    /// [`MpSae::preprocess`].
+    pub fn new(model: MpSae, options: TrainOptions) -> Result<Trainer> {
         options.validate()?;
         let adam = Adam::new(options.adam(), model.weights().len());
         let c = model.nb_concepts();
@@ -77,7 +78,6 @@ impl Trainer {
                 acc: EpochAccumulator { alive: vec![false; c], ..Default::default() },
                 epochs: Vec::new(),
             },
-            preprocess,
             checkpoint_dir: None,
         })
     }
@@ -95,6 +95,21 @@ impl Trainer {
             }
             .lr(step),
         }
+    }
+
+    /// One step of a stream (batches as a model produces them): `x` in the data's own space is
+    /// preprocessed with the model's preprocessing, trained on at the learning rate of the
+    /// schedule (over `options.steps`), and the step counted.
+    pub fn step_on_rows(&mut self, x: &[f32]) -> Result<StepReport> {
+        self.model.train();
+        let mut xp = x.to_vec();
+        self.model.preprocess().apply(&mut xp, self.model.input_dim());
+        let total = self.options.steps.unwrap_or(u64::MAX);
+        let lr = self.lr_at(self.progress.step, total);
+        let criterion = self.options.criterion.build();
+        let report = self.step(&xp, criterion.as_ref(), lr)?;
+        self.progress.step += 1;
+        Ok(report)
     }
 
     /// One training step on the batch `x` (already preprocessed) on one process: the three
@@ -297,7 +312,7 @@ impl Trainer {
                     }
                     return Err(e);
                 }
-                self.preprocess.apply(&mut batch, d);
+                self.model.preprocess().apply(&mut batch, d);
                 let lr = self.lr_at(self.progress.step, total);
                 let mut report =
                     self.step_shared(&batch, &share, ids.len(), criterion.as_ref(), lr, reducer)?;

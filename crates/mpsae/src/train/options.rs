@@ -115,23 +115,24 @@ fn default_shards() -> usize {
 
 impl Default for TrainOptions {
     fn default() -> Self {
+        use crate::defaults as d;
         TrainOptions {
-            batch_size: 1024,
-            epochs: 20,
+            batch_size: d::BATCH_SIZE,
+            epochs: d::EPOCHS,
             steps: None,
             shuffle: true,
-            seed: 0,
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            clip_grad: 1.0,
+            seed: d::SEED,
+            lr: d::LR,
+            beta1: d::BETA1,
+            beta2: d::BETA2,
+            eps: d::EPS,
+            clip_grad: d::CLIP,
             schedule: None,
             criterion: CriterionChoice::Mse,
             detailed_stats: false,
-            max_bad_steps: 10,
-            checkpoint_every: 0,
-            gradient_shards: default_shards(),
+            max_bad_steps: d::MAX_BAD_STEPS,
+            checkpoint_every: d::CHECKPOINT_EVERY,
+            gradient_shards: d::GRADIENT_SHARDS,
         }
     }
 }

@@ -1,0 +1,61 @@
+//! The defaults of a run, defined once: the CLI's flags (`mpsae train`, `eval`, ...) and the
+//! Python package's keywords ([`as_json`], `mpsae._mpsae.defaults()`) read them from here.
+
+use serde_json::{json, Value};
+
+/// Number of concepts.
+pub const CONCEPTS: usize = 2048;
+/// Pursuit steps per row.
+pub const K: usize = 16;
+/// Epochs over the data.
+pub const EPOCHS: usize = 20;
+/// Rows per training batch.
+pub const BATCH_SIZE: usize = 1024;
+/// Adam's learning rate.
+pub const LR: f64 = 1e-3;
+/// Adam's beta1.
+pub const BETA1: f64 = 0.9;
+/// Adam's beta2.
+pub const BETA2: f64 = 0.999;
+/// Adam's epsilon.
+pub const EPS: f64 = 1e-8;
+/// Global gradient-norm clipping (0: off).
+pub const CLIP: f64 = 1.0;
+/// Seed of the initialisation, the data order and the dropout masks.
+pub const SEED: u64 = 0;
+/// Dictionary normalisation.
+pub const NORMALIZATION: &str = "l2";
+/// Criterion.
+pub const CRITERION: &str = "mse";
+/// Revive: dead threshold on a code's batch maximum.
+pub const REVIVE_THRESHOLD: f32 = 1e-2;
+/// Revive: the term applies when more atoms than this are dead.
+pub const REVIVE_MIN_DEAD: usize = 10;
+/// Revive: weight of the term.
+pub const REVIVE_COEF: f64 = 1e-2;
+/// Stop after this many non-finite steps in a row.
+pub const MAX_BAD_STEPS: u32 = 10;
+/// Checkpoint every this many steps (0: only at the end).
+pub const CHECKPOINT_EVERY: u64 = 100;
+/// Micro-shards of each batch's gradient.
+pub const GRADIENT_SHARDS: usize = crate::model::DEFAULT_SHARDS;
+/// Rows per batch when encoding or evaluating.
+pub const ENCODE_BATCH_SIZE: usize = 4096;
+/// Rows a streaming trainer estimates its centring and scaling from.
+pub const ESTIMATE_ROWS: usize = 4096;
+
+/// Every default, by the Python keyword that takes it.
+pub fn as_json() -> Value {
+    json!({
+        "nb_concepts": CONCEPTS, "k": K, "epochs": EPOCHS, "batch_size": BATCH_SIZE, "lr": LR,
+        "beta1": BETA1, "beta2": BETA2, "eps": EPS, "clip": CLIP, "seed": SEED,
+        "normalization": NORMALIZATION, "criterion": CRITERION,
+        "revive_threshold": REVIVE_THRESHOLD, "revive_min_dead": REVIVE_MIN_DEAD,
+        "revive_coef": REVIVE_COEF, "max_bad_steps": MAX_BAD_STEPS,
+        "checkpoint_every": CHECKPOINT_EVERY, "gradient_shards": GRADIENT_SHARDS,
+        "encode_batch_size": ENCODE_BATCH_SIZE, "estimate_rows": ESTIMATE_ROWS,
+        "steps": null, "warmup": null, "final_lr": null, "start_warmup_lr": null,
+        "shuffle": true, "detailed_stats": false, "dropout": null, "use_multiplier": false,
+        "center": false, "scale": false,
+    })
+}
