@@ -19,9 +19,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+import json
+
 from . import _mpsae
 
-__all__ = ["MpSAE", "Trainer", "train", "load", "__version__"]
+__all__ = ["MpSAE", "Trainer", "train", "load", "evaluate", "defaults", "__version__"]
 __version__: str = _mpsae.__version__
 
 ArrayLike = Any
@@ -249,8 +251,37 @@ class MpSAE:
 
     @property
     def preprocess(self) -> Tuple[Optional[np.ndarray], Optional[float]]:
-        """``(mean, scale)`` a CLI-trained model applies with ``--center``/``--scale`` (or None)."""
+        """``(mean, scale)``: the model's preprocessing (``--center``/``--scale``), None where absent.
+
+        Every encode applies ``x' = (x - mean) * scale`` and every decode undoes it: codes are in
+        the preprocessed space, residuals and reconstructions in the data's own space.
+        """
         return self._m.preprocess
+
+    def set_preprocess(self, mean: Optional[ArrayLike] = None, scale: Optional[float] = None) -> None:
+        """Set the model's preprocessing (``mean`` of shape ``(d,)`` and/or ``scale`` > 0; None: none)."""
+        m = None if mean is None else np.ascontiguousarray(mean, dtype=np.float32).reshape(-1)
+        self._m.set_preprocess(m, None if scale is None else float(scale))
+
+    @property
+    def provenance(self) -> Dict[str, Any]:
+        """Where the activations came from (model, hook, layer, tokenizer, context, dtype; ``{}`` if unknown)."""
+        return json.loads(self._m.provenance)
+
+    @provenance.setter
+    def provenance(self, value: Dict[str, Any]) -> None:
+        self._m.set_provenance(json.dumps(dict(value)))
+
+    def evaluate(self, data: Union[ArrayLike, PathLike, Sequence[Union[ArrayLike, PathLike]]], k: Optional[int] = None,
+                 tol: Optional[float] = None, batch_size: Optional[int] = None,
+                 tensor: Optional[str] = None) -> Dict[str, Any]:
+        """The metrics of ``mpsae eval`` on ``data`` (in the data's own space): rows, k, mse, r2, l0,
+        dead_ratio, explained_variance (after each pursuit step). Puts the model in eval mode."""
+        items = data if isinstance(data, (list, tuple)) else [data]
+        keep: List[Any] = []
+        sources = [_source(i, keep) for i in items]
+        bs = defaults()["encode_batch_size"] if batch_size is None else int(batch_size)
+        return _mpsae.evaluate(self._m, sources, k, tol, bs, tensor)
 
     def __repr__(self) -> str:
         return f"mpsae.{self._m!r}".replace("Model(", "MpSAE(")
@@ -259,6 +290,16 @@ class MpSAE:
 def load(path: PathLike, threads: Optional[int] = None) -> MpSAE:
     """Load a model file or a CLI run folder (see :meth:`MpSAE.load`)."""
     return MpSAE.load(path, threads)
+
+
+def defaults() -> Dict[str, Any]:
+    """The library's default of every option, by keyword (the CLI's flags read the same)."""
+    return _mpsae.defaults()
+
+
+def evaluate(model: MpSAE, data: Any, **kw: Any) -> Dict[str, Any]:
+    """``model.evaluate(data, **kw)``: the metrics of ``mpsae eval``."""
+    return model.evaluate(data, **kw)
 
 
 def _source(item: Any, keep: List[Any]) -> Any:
@@ -277,24 +318,33 @@ def _source(item: Any, keep: List[Any]) -> Any:
     return (os.fspath(name), a.__array_interface__["data"][0], str(a.dtype), a.shape[0], a.shape[1])
 
 
+_TRAIN_OPTIONS = ("batch_size", "epochs", "steps", "lr", "beta1", "beta2", "eps", "clip", "warmup", "final_lr",
+                  "start_warmup_lr", "seed", "shuffle", "criterion", "revive_threshold", "revive_min_dead",
+                  "revive_coef", "detailed_stats", "max_bad_steps", "checkpoint_every", "gradient_shards")
+_MODEL_OPTIONS = ("nb_concepts", "k", "dropout", "normalization", "use_multiplier", "center", "scale")
+
+
+def _fill(kw: Dict[str, Any], names: Sequence[str]) -> Dict[str, Any]:
+    """``kw`` (None: not given) completed with the library's defaults for ``names``."""
+    d = _mpsae.defaults()
+    return {n: (d[n] if kw.get(n) is None else kw[n]) for n in names}
+
+
 def _options(kw: Dict[str, Any]) -> Dict[str, Any]:
-    o = dict(batch_size=1024, epochs=20, steps=None, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, clip=1.0,
-             warmup=None, final_lr=None, start_warmup_lr=None, seed=0, shuffle=True, criterion="mse",
-             revive_threshold=1e-2, revive_min_dead=10, revive_coef=1e-2, detailed_stats=False,
-             max_bad_steps=10, checkpoint_every=100, gradient_shards=4)
-    unknown = set(kw) - set(o)
+    unknown = set(kw) - set(_TRAIN_OPTIONS)
     if unknown:
         raise TypeError(f"unexpected training options: {sorted(unknown)}")
-    o.update(kw)
-    return o
+    return _fill(kw, _TRAIN_OPTIONS)
 
 
-def train(data: Union[ArrayLike, PathLike, Sequence[Union[ArrayLike, PathLike]]], nb_concepts: int, k: int = 16,
-          *, dropout: Optional[float] = None, normalization: str = "l2", use_multiplier: bool = False,
-          center: bool = False, scale: bool = False, out: Optional[PathLike] = None, resume: bool = False,
-          force: bool = False, progress: bool = True, callback: Optional[Callable[[Dict[str, Any]], Any]] = None,
-          threads: Optional[int] = None, tensor: Optional[str] = None, skip_nonfinite: bool = False,
-          **options: Any) -> Tuple[MpSAE, List[Dict[str, Any]]]:
+def train(data: Union[ArrayLike, PathLike, Sequence[Union[ArrayLike, PathLike]]], nb_concepts: Optional[int] = None,
+          k: Optional[int] = None, *, dropout: Optional[float] = None, normalization: Optional[str] = None,
+          use_multiplier: Optional[bool] = None, center: Optional[bool] = None, scale: Optional[bool] = None,
+          out: Optional[PathLike] = None, resume: bool = False, force: bool = False,
+          allow_changes: bool = False, allow_data_change: bool = False, progress: bool = True,
+          callback: Optional[Callable[[Dict[str, Any]], Any]] = None, threads: Optional[int] = None,
+          tensor: Optional[str] = None, skip_nonfinite: bool = False,
+          provenance: Optional[Dict[str, Any]] = None, **options: Any) -> Tuple[MpSAE, List[Dict[str, Any]]]:
     """Train an MP-SAE, with the options of ``mpsae train``.
 
     Parameters
@@ -302,16 +352,25 @@ def train(data: Union[ArrayLike, PathLike, Sequence[Union[ArrayLike, PathLike]]]
     data : array, memmap, path, or a list of them
         Rows (float16/32/64, ``n x d``; arrays are not copied when C-contiguous) or ``.npy`` /
         ``.safetensors`` files (memory-mapped).
-    nb_concepts, k : int
-        Dictionary size and pursuit steps.
+    nb_concepts, k : int or None
+        Dictionary size and pursuit steps (None: the library's defaults, :func:`defaults`).
     dropout, normalization, use_multiplier, center, scale
-        As ``mpsae train``'s ``--dropout``, ``--normalization``, ``--multiplier``, ``--center``, ``--scale``.
+        As ``mpsae train``'s ``--dropout``, ``--normalization``, ``--multiplier``, ``--center``,
+        ``--scale`` (None: not given; the library's default for a new run). The centring and
+        scaling become part of the model (:attr:`MpSAE.preprocess`).
     out : path or None
         Run folder (config, metrics, checkpoints, model); ``None`` trains in memory only.
     resume : bool
-        Continue the run in ``out`` from its checkpoint.
+        Continue the run in ``out`` from its checkpoint. The options given must match the run's,
+        as with ``mpsae train --resume``: model options never change; training options that
+        differ are refused unless ``allow_changes``; other data unless ``allow_data_change``.
     force : bool
         Start a new run in ``out`` even if it holds one.
+    allow_changes, allow_data_change : bool
+        With ``resume``: apply training options that differ from the run's; continue on other data.
+    provenance : dict or None
+        Where the activations came from (``model``, ``hook``, ``layer``, ``tokenizer``,
+        ``context``, ``prepend_bos``, ``exclude_first``, ``dtype``), saved with the model.
     progress : bool
         Print one line per epoch on stderr.
     callback : callable or None
@@ -340,10 +399,14 @@ def train(data: Union[ArrayLike, PathLike, Sequence[Union[ArrayLike, PathLike]]]
     items = data if isinstance(data, (list, tuple)) else [data]
     keep: List[Any] = []
     sources = [_source(i, keep) for i in items]
-    model = dict(nb_concepts=int(nb_concepts), k=int(k), dropout=dropout, normalization=normalization,
-                 use_multiplier=bool(use_multiplier), center=bool(center), scale=bool(scale))
+    given_model = dict(nb_concepts=nb_concepts, k=k, dropout=dropout, normalization=normalization,
+                       use_multiplier=use_multiplier, center=center, scale=scale)
+    given = [n for n, v in given_model.items() if v is not None] + [n for n, v in options.items() if v is not None]
+    model = _fill(given_model, _MODEL_OPTIONS)
     native, metrics = _mpsae.train(sources, model, _options(options), None if out is None else os.fspath(out),
-                                   resume, force, progress, callback, threads, tensor, skip_nonfinite)
+                                   resume, force, progress, callback, threads, tensor, skip_nonfinite, given,
+                                   allow_changes, allow_data_change,
+                                   None if provenance is None else json.dumps(dict(provenance)))
     del keep
     return MpSAE._wrap(native), metrics
 
@@ -354,21 +417,37 @@ class Trainer:
     Parameters
     ----------
     input_dim, nb_concepts, k
-        The model's shape.
+        The model's shape (``k`` None: the library's default).
     dropout, normalization, use_multiplier
         As in :func:`train`.
+    center, scale : bool
+        Estimate a centring and/or a scaling from the first ``estimate_rows`` rows (those batches
+        are kept and trained on, in order, once the estimate is made).
+    mean, scale_factor : array or float, optional
+        A given preprocessing instead (the mean, shape ``(d,)``; the scale).
+    estimate_rows : int or None
+        Rows the estimate is made from (None: the library's default, 4096).
     threads : int or None
         Engine threads.
+    provenance : dict or None
+        Where the activations come from, saved with the model.
     **options
         Training options as in :func:`train` (``lr``, ``clip``, ``seed``, ...; a schedule needs ``steps``).
     """
 
-    def __init__(self, input_dim: int, nb_concepts: int, k: int = 16, *, dropout: Optional[float] = None,
-                 normalization: str = "l2", use_multiplier: bool = False, threads: Optional[int] = None,
-                 **options: Any) -> None:
-        model = dict(nb_concepts=int(nb_concepts), k=int(k), dropout=dropout, normalization=normalization,
-                     use_multiplier=bool(use_multiplier), center=False, scale=False)
-        self._t = _mpsae.StreamTrainer(int(input_dim), model, _options(options), threads)
+    def __init__(self, input_dim: int, nb_concepts: int, k: Optional[int] = None, *,
+                 dropout: Optional[float] = None, normalization: Optional[str] = None,
+                 use_multiplier: Optional[bool] = None, center: bool = False, scale: bool = False,
+                 mean: Optional[ArrayLike] = None, scale_factor: Optional[float] = None,
+                 estimate_rows: Optional[int] = None, threads: Optional[int] = None,
+                 provenance: Optional[Dict[str, Any]] = None, **options: Any) -> None:
+        model = _fill(dict(nb_concepts=int(nb_concepts), k=k, dropout=dropout, normalization=normalization,
+                           use_multiplier=use_multiplier, center=bool(center), scale=bool(scale)), _MODEL_OPTIONS)
+        m = None if mean is None else np.ascontiguousarray(mean, dtype=np.float32).reshape(-1)
+        rows = _mpsae.defaults()["estimate_rows"] if estimate_rows is None else int(estimate_rows)
+        self._t = _mpsae.StreamTrainer(int(input_dim), model, _options(options), threads, m,
+                                       None if scale_factor is None else float(scale_factor), rows,
+                                       None if provenance is None else json.dumps(dict(provenance)))
 
     @classmethod
     def from_checkpoint(cls, path: PathLike, threads: Optional[int] = None) -> "Trainer":
@@ -377,9 +456,20 @@ class Trainer:
         self._t = _mpsae.StreamTrainer.from_checkpoint(os.fspath(path), threads)
         return self
 
-    def step(self, batch: ArrayLike) -> Dict[str, Any]:
-        """One optimiser step on ``batch`` (``n x d``); returns the step's report."""
-        return self._t.step(_rows(batch, "batch"))
+    def step(self, batch: ArrayLike) -> Optional[Dict[str, Any]]:
+        """Train on ``batch`` (``n x d``, the data's own space): the report of the last step taken,
+        or None while the preprocessing is still being estimated (the batch is kept)."""
+        reports = self._t.step(_rows(batch, "batch"))
+        return reports[-1] if reports else None
+
+    def flush(self) -> List[Dict[str, Any]]:
+        """Make a pending preprocessing estimate from the rows seen so far and train on them."""
+        return self._t.flush()
+
+    @property
+    def estimating(self) -> Optional[Tuple[int, int]]:
+        """``(rows seen, rows needed)`` while the preprocessing is being estimated, else None."""
+        return self._t.estimating
 
     def load_state_dict(self, state: Dict[str, ArrayLike]) -> None:
         """Start from given parameters (overcomplete's keys); the optimiser state is kept."""
@@ -391,10 +481,11 @@ class Trainer:
         return self._t.steps_done
 
     def save_checkpoint(self, path: PathLike) -> None:
-        """Write the whole training state (model, Adam, progress), atomically."""
+        """Write the whole training state (model, Adam, progress), atomically (refused while
+        batches wait for the preprocessing estimate)."""
         self._t.save_checkpoint(os.fspath(path))
 
     @property
     def model(self) -> MpSAE:
-        """A copy of the current model."""
+        """A copy of the current model (with its preprocessing)."""
         return MpSAE._wrap(self._t.model())

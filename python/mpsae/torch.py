@@ -26,7 +26,7 @@ from torch import nn
 
 from . import _mpsae
 
-__all__ = ["MpSAE", "DictionaryLayer", "NORMALIZATIONS"]
+__all__ = ["MpSAE", "DictionaryLayer", "Preprocess", "NORMALIZATIONS", "load"]
 
 
 def _normalize_l2(x):
@@ -140,6 +140,66 @@ class DictionaryLayer(nn.Module):
         # .to(), .cuda(), .double(): the fused dictionary is rebuilt on next use.
         self._fused_dictionary = None
         return super()._apply(fn, *args, **kwargs)
+
+
+class Preprocess(nn.Module):
+    """The model's centring and scaling, as buffers (moved by ``.to()``, saved in the state dict as
+    ``preprocess.mean`` and ``preprocess.scale``): ``x' = (x - mean)·scale`` before the pursuit,
+    undone on reconstructions. Absent (None, no state-dict keys) for a model built from scratch,
+    so the state dict is overcomplete's.
+
+    Parameters
+    ----------
+    mean : tensor of shape (d,) or None
+    scale : float or None
+    """
+
+    def __init__(self, mean=None, scale=None):
+        super().__init__()
+        self.register_buffer("mean", None if mean is None else torch.as_tensor(mean, dtype=torch.float32).clone())
+        self.register_buffer("scale", None if scale is None else torch.tensor(float(scale)))
+
+    @property
+    def identity(self) -> bool:
+        """Whether it does nothing."""
+        return self.mean is None and self.scale is None
+
+    def apply_to(self, x: torch.Tensor) -> torch.Tensor:
+        """``(x - mean)·scale``."""
+        if self.mean is not None:
+            x = x - self.mean.to(x.dtype)
+        if self.scale is not None:
+            x = x * self.scale.to(x.dtype)
+        return x
+
+    def undo(self, x: torch.Tensor) -> torch.Tensor:
+        """``x/scale + mean`` (reconstructions back to the data's space)."""
+        if self.scale is not None:
+            x = x / self.scale.to(x.dtype)
+        if self.mean is not None:
+            x = x + self.mean.to(x.dtype)
+        return x
+
+    def undo_difference(self, x: torch.Tensor) -> torch.Tensor:
+        """``x/scale`` (residuals back to the data's space: the mean cancels)."""
+        return x if self.scale is None else x / self.scale.to(x.dtype)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # The state dict defines the preprocessing: present keys create the buffers, absent ones
+        # remove them (a plain overcomplete state dict has none).
+        for name in ("mean", "scale"):
+            key = prefix + name
+            if key in state_dict:
+                setattr(self, name, torch.empty_like(state_dict[key], dtype=torch.float32,
+                                                     device=state_dict[key].device))
+            else:
+                setattr(self, name, None)
+        return super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                             unexpected_keys, error_msgs)
+
+    def extra_repr(self):
+        return f"center={self.mean is not None}, scale={None if self.scale is None else float(self.scale)}"
 
 
 class IdentityEncoder(nn.Module):
@@ -285,7 +345,21 @@ class MpSAE(nn.Module):
             self.encoder = EncoderFactory.create_module(encoder_module, d, nb_concepts, device=device)
         else:
             raise ValueError(f"unknown encoder module {encoder_module!r}")
+        self.preprocess = Preprocess()
         self.path = "none"
+
+    def set_preprocess(self, mean=None, scale=None):
+        """Set the centring (``mean``, shape ``(d,)``) and scaling (``scale`` > 0) applied before
+        every encode and undone on every decode (None: none)."""
+        device = self.dictionary._weights.device
+        if mean is not None:
+            mean = torch.as_tensor(mean, dtype=torch.float32, device=device).reshape(-1)
+            if mean.shape[0] != self.dictionary.in_dimensions or not torch.isfinite(mean).all():
+                raise ValueError(f"the mean must hold {self.dictionary.in_dimensions} finite values")
+        if scale is not None and not (math.isfinite(float(scale)) and float(scale) > 0):
+            raise ValueError(f"scale {scale} must be finite and > 0")
+        self.preprocess = Preprocess(mean, scale).to(device)
+        return self
 
     def extra_repr(self):
         return f"k={self.k}, nb_concepts={self.nb_concepts}, dropout={self.dropout}, path={self.path}"
@@ -300,6 +374,12 @@ class MpSAE(nn.Module):
         return None
 
     def _run(self, x):
+        if self.preprocess.identity:
+            return self._pursue(x)
+        residual, codes, x_hat = self._pursue(self.preprocess.apply_to(x))
+        return self.preprocess.undo_difference(residual), codes, self.preprocess.undo(x_hat)
+
+    def _pursue(self, x):
         dictionary = self.get_dictionary()
         mask = self._mask(dictionary)
         if _engine_ok(x, dictionary, self.k):
@@ -337,13 +417,16 @@ class MpSAE(nn.Module):
         return residual, codes
 
     def decode(self, z) -> torch.Tensor:
-        """Rows from codes: dense ``z @ D``, or sparse ``(indices, values)``."""
+        """Rows from codes, in the data's space: dense ``z @ D``, or sparse ``(indices, values)``,
+        the preprocessing undone."""
         if isinstance(z, tuple):
             idx, val = z
             dictionary = self.get_dictionary()
             picked = (idx >= 0).to(val.dtype)
-            return torch.einsum("nk,nkd->nd", val * picked, dictionary[idx.clamp(min=0)])
-        return self.dictionary(z)
+            x_hat = torch.einsum("nk,nkd->nd", val * picked, dictionary[idx.clamp(min=0)])
+        else:
+            x_hat = self.dictionary(z)
+        return self.preprocess.undo(x_hat)
 
     def forward(self, x: torch.Tensor):
         """``(pre_codes, codes, x_hat)``: the final residual, the codes and the reconstruction."""
@@ -367,3 +450,32 @@ class MpSAE(nn.Module):
     def fit(self, x):
         """Not for SAEs (train with a loop, e.g. overcomplete's ``train_sae``)."""
         raise NotImplementedError("SAE does not support fit method. You have to train the model using a custom training loop.")
+
+
+def load(path, device="cpu", sparse_codes=False) -> MpSAE:
+    """A model file (``model.safetensors``) or a run folder as an :class:`MpSAE` module, with
+    its preprocessing and the configuration it was trained with (k, dropout, normalisation,
+    multiplier, encoder), in eval mode.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A model file or a run folder (as :func:`mpsae.load`).
+    device : str or torch.device
+    sparse_codes : bool
+        See :class:`MpSAE`.
+    """
+    import mpsae
+
+    native = mpsae.load(path)
+    state = {key: torch.from_numpy(v.copy()) for key, v in native.state_dict().items()}
+    model = MpSAE(native.input_dim, native.nb_concepts, k=native.k, dropout=native._m.dropout,
+                  dictionary_params={"normalization": native._m.normalization,
+                                     "use_multiplier": native._m.use_multiplier},
+                  sparse_codes=sparse_codes)
+    if "encoder.tied_to._weights" in state:
+        model.tied(bias="encoder.bias" in state)
+    elif "encoder.weight" in state:
+        model.untied(bias="encoder.bias" in state)
+    model.load_state_dict(state)
+    return model.to(device).eval()

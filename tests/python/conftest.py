@@ -36,3 +36,15 @@ def cli():
 def real_rows():
     """The first 4096 SmolLM2 rows (float16) committed in testdata."""
     return np.load(DATA / "smollm2_l15_public.npy")
+
+
+@pytest.fixture
+def sigint_raises():
+    """SIGINT raises KeyboardInterrupt during the test, as in an interactive session: Python
+    installs no handler when its parent ignored SIGINT (nohup, a suite started in the background
+    with `(trap '' INT; ...)`)."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

@@ -155,12 +155,9 @@ def test_ddp_on_two_processes_matches_one_process(tmp_path):
     script = REPO / "examples" / "ddp_train.py"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = tmp_path / "ddp.pt"
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port), str(script),
+    # --standalone: torchrun's own rendezvous takes a free port itself (no port reserved, closed
+    # and reused here, which another process could take in between).
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
                         "--steps", "6", "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[:4000]
     one = tmp_path / "one.pt"

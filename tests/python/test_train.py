@@ -54,7 +54,7 @@ def test_a_float32_c_array_is_not_copied(tmp_path):
     assert grew_mb < 64, f"peak memory grew by {grew_mb:.0f} MB training on a 256 MB array"
 
 
-def test_ctrl_c_keeps_the_checkpoint_and_resume_continues_bitwise(tmp_path, real_rows):
+def test_ctrl_c_keeps_the_checkpoint_and_resume_continues_bitwise(tmp_path, real_rows, sigint_raises):
     x = np.ascontiguousarray(real_rows[:512], dtype=np.float32)
     kw = dict(steps=12, batch_size=64, seed=1, checkpoint_every=4, progress=False)
     straight, _ = mpsae.train(x, 64, 4, **kw)

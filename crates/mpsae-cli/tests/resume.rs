@@ -5,7 +5,6 @@
 mod common;
 use common::*;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 fn tensors(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let bytes = std::fs::read(path).unwrap();
@@ -49,53 +48,39 @@ fn killed_and_resumed_runs_end_with_the_uninterrupted_model() {
 
     let cut = dir.join("cut");
     let cut_s = cut.to_str().unwrap().to_string();
-    // A cheap deterministic sequence of kill delays (no RNG dependency).
-    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    // Killed (SIGKILL) when the run reports these steps on its progress lines, then resumed:
+    // triggered by the run's own progress, not by time, so any machine interrupts it mid-run.
+    let mut args: Vec<&str> = ARGS[..ARGS.len() - 2].to_vec();
+    args.extend(["--progress", "plain", "--out", &cut_s]);
     let mut kills = 0;
-    let mut first = true;
-    let start = Instant::now();
-    loop {
+    for (i, target) in [10u64, 28, 46].into_iter().enumerate() {
         let mut cmd = bin();
-        cmd.args(ARGS).args(["--out", &cut_s]);
-        if !first {
+        cmd.args(&args);
+        if i > 0 {
             cmd.arg("--resume");
         }
         let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        let delay = Duration::from_millis(100 + seed % 400);
-        let deadline = Instant::now() + delay;
-        let mut finished = None;
-        while Instant::now() < deadline {
-            if let Some(status) = child.try_wait().unwrap() {
-                finished = Some(status);
+        let reader = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut reached = false;
+        for line in std::io::BufRead::lines(reader) {
+            let line = line.unwrap();
+            let step = line.strip_prefix("step ").and_then(|r| r.split('/').next()).and_then(|n| n.parse::<u64>().ok());
+            if step.is_some_and(|s| s >= target) {
+                reached = true;
                 break;
             }
-            std::thread::sleep(Duration::from_millis(5));
         }
-        match finished {
-            Some(status) => {
-                let out = child.wait_with_output().unwrap();
-                assert!(status.success(), "run failed: {}", String::from_utf8_lossy(&out.stderr));
-                break;
-            }
-            None => {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
-                kills += 1;
-            }
-        }
+        assert!(reached, "the run ended before step {target}");
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        kills += 1;
         // Whatever checkpoint exists is whole: it loads.
         let ck = cut.join("checkpoint.safetensors");
-        if ck.exists() {
-            mpsae::train::checkpoint::load(&ck).expect("a checkpoint is never half-written");
-            first = false;
-        }
-        assert!(start.elapsed() < Duration::from_secs(300), "resume loop did not finish");
+        mpsae::train::checkpoint::load(&ck).expect("a checkpoint is never half-written");
     }
+    let out = bin().args(&args).arg("--resume").output().unwrap();
+    assert!(out.status.success(), "run failed: {}", String::from_utf8_lossy(&out.stderr));
     eprintln!("interrupted {kills} times");
-    assert!(kills >= 2, "the runs should have been interrupted several times (got {kills})");
     assert_eq!(
         tensors(&full.join("model.safetensors")),
         tensors(&cut.join("model.safetensors")),
