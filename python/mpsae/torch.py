@@ -8,8 +8,11 @@ and keep the training loop (overcomplete's ``train_sae`` or your own) and your c
 float32 tensors the forward pass runs the engine's pursuit inside a ``torch.autograd.Function``
 whose backward is the engine's exact sparse backward (O(n·k·d)): gradients reach the dictionary
 weights, the multiplier and the input (when it requires grad) whatever criterion is applied to
-``(x, x_hat, pre_codes, codes, dictionary)``. Other devices and dtypes (CUDA, meta, float64) run
-a pure-torch pursuit with the same semantics; :attr:`MpSAE.path` says which one ran last.
+``(x, x_hat, pre_codes, codes, dictionary)``. On every other device and dtype (CUDA, ROCm, MPS,
+float64, bf16/f16 inputs) the device path (:mod:`mpsae.torch_pursuit`) runs the same algorithm in
+torch operations: one correlation product, Gram updates, exact sparse backward.
+``MpSAE(..., path="auto" | "engine" | "torch")`` (default: the environment variable
+``MPSAE_TORCH_PATH``, else "auto") chooses; :attr:`MpSAE.path` says which one ran last.
 
 Differences from overcomplete, on purpose (as in the engine, see README.md): dropout comes back
 with ``train()`` after ``eval()``; the eval-mode dictionary is rebuilt when the weights change
@@ -19,14 +22,24 @@ picked over a number; ties pick the first atom on every device.
 from __future__ import annotations
 
 import math
+import os
 from typing import Callable, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from . import _mpsae
+from . import torch_pursuit
 
-__all__ = ["MpSAE", "DictionaryLayer", "Preprocess", "NORMALIZATIONS", "load"]
+#: The pursuit implementations: "auto" (the engine where it can run, else torch), "engine" (the
+#: Rust engine: CPU float32 only), "torch" (torch operations, any device).
+PATHS = ("auto", "engine", "torch")
+
+
+def _default_path() -> str:
+    return os.environ.get("MPSAE_TORCH_PATH", "auto")
+
+__all__ = ["MpSAE", "DictionaryLayer", "Preprocess", "NORMALIZATIONS", "PATHS", "load"]
 
 
 def _normalize_l2(x):
@@ -239,6 +252,7 @@ class TieableEncoder(nn.Module):
 
 
 def _engine_ok(x: torch.Tensor, dictionary: torch.Tensor, k) -> bool:
+    """Whether the Rust engine can run this pursuit (CPU float32 rows, an int k)."""
     return (isinstance(k, int) and x.device.type == "cpu" and dictionary.device.type == "cpu"
             and x.dtype == torch.float32 and dictionary.dtype == torch.float32 and x.dim() == 2)
 
@@ -310,11 +324,29 @@ class MpSAE(nn.Module):
     sparse_codes : bool, default False
         ``encode``/``forward`` return the codes as ``(indices, values)`` (each ``n x k``, pursuit
         order) instead of the dense ``n x c`` tensor.
+    path : "auto", "engine", "torch" or None
+        Which pursuit runs: the Rust engine (CPU float32 only), torch operations (any device), or
+        the engine where it can and torch elsewhere ("auto"). None: ``MPSAE_TORCH_PATH`` or "auto".
+    strategy : "auto", "gram" or "plain"
+        The torch path's correlations per step: Gram updates, fresh products, or a cost rule.
+
+    Inputs may have any leading shape ``[..., d]`` (a Hugging Face hook's ``[batch, tokens,
+    d]``): they are flattened to rows and the outputs shaped back (codes ``[..., c]``).
+    bf16/f16 inputs are pursued in float32 (autocast does not change picks) and the outputs
+    returned in the input's dtype.
     """
 
     def __init__(self, input_shape, nb_concepts, k=1, dropout=None, encoder_module=None,
-                 dictionary_params=None, device="cpu", sparse_codes=False):
+                 dictionary_params=None, device="cpu", sparse_codes=False, path=None, strategy="auto"):
         super().__init__()
+        path = _default_path() if path is None else path
+        if path not in PATHS:
+            raise ValueError(f"invalid path '{path}': use one of {', '.join(PATHS)}")
+        if strategy not in torch_pursuit.STRATEGIES:
+            raise ValueError(f"invalid strategy '{strategy}': use one of {', '.join(torch_pursuit.STRATEGIES)}")
+        self.requested_path = path
+        self.strategy = strategy
+        self._gram_cache = None
         if not (isinstance(input_shape, int) or len(input_shape) == 1):
             raise ValueError("MpSAE Doesn't handle 3d or 4d data format.")
         if isinstance(k, int) and k <= 0:
@@ -362,7 +394,19 @@ class MpSAE(nn.Module):
         return self
 
     def extra_repr(self):
-        return f"k={self.k}, nb_concepts={self.nb_concepts}, dropout={self.dropout}, path={self.path}"
+        return (f"k={self.k}, nb_concepts={self.nb_concepts}, dropout={self.dropout}, "
+                f"path={self.path} (requested {getattr(self, 'requested_path', 'auto')})")
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to(), .cuda(), .double(): a kept Gram matrix belongs to the old tensors.
+        self._gram_cache = None
+        return super()._apply(fn, *args, **kwargs)
+
+    def train(self, mode: bool = True):
+        """Training or eval mode; unlike the reference, dropout comes back with ``train()``."""
+        self._gram_cache = None
+        self.dropout = self._dropout if mode else None
+        return super().train(mode)
 
     def get_dictionary(self) -> torch.Tensor:
         """The dictionary ``c x d`` (see :meth:`DictionaryLayer.get_dictionary`)."""
@@ -380,17 +424,80 @@ class MpSAE(nn.Module):
         return self.preprocess.undo_difference(residual), codes, self.preprocess.undo(x_hat)
 
     def _pursue(self, x):
+        d = self.dictionary.in_dimensions
+        if x.dim() == 0 or x.shape[-1] != d:
+            raise ValueError(f"inputs must have shape [..., {d}], got {tuple(x.shape)}")
+        lead = x.shape[:-1]
+        rows = x.reshape(-1, d)
         dictionary = self.get_dictionary()
         mask = self._mask(dictionary)
-        if _engine_ok(x, dictionary, self.k):
-            self.path = "mpsae"
-            residual, codes, x_hat, atoms = _Pursuit.apply(x, dictionary, None if mask is None else mask.view(-1),
-                                                          self.k, not self.sparse_codes)
+        if x.device.type == "meta" or dictionary.device.type == "meta":
+            self.path = "meta"
+            residual, codes, x_hat = self._dense_pursuit(rows, dictionary, mask)
+        else:
+            residual, codes, x_hat = self._sparse_pursuit(rows, dictionary, mask)
+        if self.sparse_codes:
+            idx, val = codes
+            codes = (idx.reshape(*lead, -1), val.reshape(*lead, -1))
+        else:
+            codes = codes.reshape(*lead, -1)
+        return residual.reshape(x.shape), codes, x_hat.reshape(x.shape)
+
+    def _sparse_pursuit(self, x, dictionary, mask):
+        requested = getattr(self, "requested_path", "auto")
+        engine = _engine_ok(x, dictionary, self.k)
+        if requested == "engine" and not engine:
+            raise ValueError(
+                f"path='engine' runs the Rust engine on CPU float32 tensors, not {x.device.type} {x.dtype} inputs "
+                f"with a {dictionary.device.type} {dictionary.dtype} dictionary: use path='torch' or 'auto'")
+        m = None if mask is None else mask.view(-1)
+        if engine and requested != "torch":
+            self.path = "engine"
+            residual, codes, x_hat, atoms = _Pursuit.apply(x, dictionary, m, self.k, not self.sparse_codes)
             return residual, ((atoms, codes) if self.sparse_codes else codes), x_hat
         self.path = "torch"
-        return self._torch_pursuit(x, dictionary, mask)
+        if not isinstance(self.k, int) or self.k <= 0:
+            raise ValueError(f"k must be a positive integer, got {self.k!r}")
+        compute = torch.float64 if torch.float64 in (x.dtype, dictionary.dtype) else torch.float32
+        xs, dict_c = x.to(compute), dictionary.to(compute)
+        m = None if m is None else m.to(compute)
+        gram = self._kept_gram(dict_c) if (m is None and not self.training) else None
+        residual, codes, x_hat, atoms = torch_pursuit.SparsePursuit.apply(
+            xs, dict_c, m, self.k, not self.sparse_codes, getattr(self, "strategy", "auto"), gram)
+        out = x.dtype
+        if self.sparse_codes:
+            return residual.to(out), (atoms, codes.to(out)), x_hat.to(out)
+        return residual.to(out), codes.to(out), x_hat.to(out)
 
-    def _torch_pursuit(self, x, dictionary, mask):
+    def _kept_gram(self, dictionary):
+        """The Gram matrix of the eval-mode dictionary, kept while it does not change (when the
+        cost rule would use one)."""
+        strategy = getattr(self, "strategy", "auto")
+        if strategy == "plain" or self.k <= 1:
+            return None
+        # Keyed on the tensor itself (held, so its memory is not reused) and its version counter.
+        cache = getattr(self, "_gram_cache", None)
+        if cache is not None and cache[0] is dictionary and cache[1] == dictionary._version:
+            return cache[2]
+        if strategy == "auto":
+            c, d = dictionary.shape
+            budget = torch_pursuit.memory_budget(dictionary.device)
+            # Planned for a batch of 4096 rows: an eval-mode dictionary serves many batches.
+            if torch_pursuit.choose_strategy(4096, c, d, self.k, budget, dictionary.element_size()) != "gram":
+                return None
+        with torch.no_grad():
+            gram = dictionary @ dictionary.T
+        self._gram_cache = (dictionary, dictionary._version, gram)
+        return gram
+
+    def __getstate__(self):
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        state["_gram_cache"] = None
+        return state
+
+    def _dense_pursuit(self, x, dictionary, mask):
+        """overcomplete's dense algorithm, kept for the meta device (shapes only, no data)."""
         W = dictionary if mask is None else dictionary * mask
         n = x.shape[0]
         codes = torch.zeros(n, self.nb_concepts, device=x.device, dtype=x.dtype)
@@ -431,11 +538,6 @@ class MpSAE(nn.Module):
     def forward(self, x: torch.Tensor):
         """``(pre_codes, codes, x_hat)``: the final residual, the codes and the reconstruction."""
         return self._run(x)
-
-    def train(self, mode: bool = True):
-        """Training or eval mode; unlike the reference, dropout comes back with ``train()``."""
-        self.dropout = self._dropout if mode else None
-        return super().train(mode)
 
     def tied(self, bias: bool = False):
         """Tie the (unused) encoder to the dictionary, as the reference's ``tied``."""

@@ -42,16 +42,18 @@ def close(got, want, atol, rtol=1e-5):
     np.testing.assert_allclose(got.detach().numpy(), want, atol=atol, rtol=rtol)
 
 
+@pytest.mark.parametrize("route", ["engine", "torch"])
 @pytest.mark.parametrize("path", FORWARD, ids=lambda p: p.name)
-def test_forward_backward_golden_files_through_autograd(path, monkeypatch):
+def test_forward_backward_golden_files_through_autograd(path, route, monkeypatch):
     t, info = load_fixture(path)
+    monkeypatch.setenv("MPSAE_TORCH_PATH", route)
     m = model_for(t, info)
     if "dropout_mask" in t:
         mask = torch.from_numpy(t["dropout_mask"])
         monkeypatch.setattr(torch, "bernoulli", lambda p, *a, **k: mask.clone())
     x = torch.from_numpy(t["x"]).requires_grad_(True)
     residual, codes, x_hat = m(x)
-    assert m.path == "mpsae"
+    assert m.path == route
     crit = revive if "revive_mask" in t else (lambda x, xh, r, z, D: (x - xh).square().mean())
     loss = crit(x, x_hat, residual, codes, m.get_dictionary())
     loss.backward()

@@ -1,0 +1,287 @@
+"""The device path of :class:`mpsae.torch.MpSAE`: the engine's matching pursuit and its exact
+sparse backward in torch operations, so they run on any torch device (CUDA, ROCm, MPS, CPU).
+
+Forward, without autograd: the batch's correlations ``x·Dmᵀ`` once, then per step either an
+update through the Gram matrix of the encode dictionary (``a -= v·G[j]``, when ``n·k`` is large
+next to ``c``) or a fresh product ``r·Dmᵀ``, chosen by :func:`choose_strategy`; rows go in tiles
+so the correlations (and the Gram matrix) fit a memory budget (:func:`memory_budget`). The
+semantics are the engine's (``crates/mpsae-kernels/src/pursuit.rs``): signed argmax, first
+index on ties, NaN never picked, repeats accumulate; each value is the exact ``r·Dm_j`` of the
+gathered atom, and whenever the runner-up correlation is within the correlations' error bound of
+the best, every atom that close is re-checked with exact dot products, so an approximate
+correlation (a Gram update, a TF32 product) never decides a pick.
+
+Backward: the engine's sparse backward (``crates/mpsae-kernels/src/backward.rs``) going back
+over the steps, ``O(n·k·d)``: only the picked atoms receive a gradient, and nothing ``n x c`` is
+kept between forward and backward (the saved tensors are the final residual, the picks and the
+dictionaries). With ``Dm = D·mask``::
+
+    gv   = g_x_hat·D_j - gr·Dm_j + g_v[t]        (gr = dL/dr_t, starts at dL/dresidual)
+    dD_j  += v·g_x_hat
+    dDm_j += gv·r_{t-1} - v·gr
+    gr    += gv·Dm_j                              (r_{t-1} = r_t + v·Dm_j)
+
+and ``dL/dx = gr``, ``dL/dD = dD + mask·dDm``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Tuple
+
+import torch
+
+__all__ = ["SparsePursuit", "pursue", "decode", "choose_strategy", "memory_budget", "STRATEGIES"]
+
+#: Ways to get each step's correlations: "auto" (cost rule), "gram", "plain".
+STRATEGIES = ("auto", "gram", "plain")
+
+
+def memory_budget(device: torch.device) -> int:
+    """Bytes the pursuit may use for correlations and the Gram matrix: half the free memory of a
+    CUDA device, else ``MPSAE_TORCH_MEMORY`` (bytes) or 2 GiB."""
+    env = os.environ.get("MPSAE_TORCH_MEMORY")
+    if env:
+        return int(env)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free) // 2
+    return 2 << 30
+
+
+def choose_strategy(n: int, c: int, d: int, k: int, budget: int, itemsize: int = 4) -> str:
+    """"gram" when the Gram matrix (``c·c·d`` multiply-adds once, ``c²`` entries held) costs less
+    than the per-step products it replaces (``(k-1)·n·c·d``) and fits half the budget; else
+    "plain". The Gram updates themselves read ``(k-1)·n·c`` entries, counted as 8 multiply-adds
+    each (they are memory-bound)."""
+    if k <= 1:
+        return "plain"
+    gram_cost = c * c * d + (k - 1) * n * c * 8
+    plain_cost = (k - 1) * n * c * d
+    fits = c * c * itemsize <= budget // 2
+    return "gram" if fits and gram_cost < plain_cost else "plain"
+
+
+def _matmul_eps(device: torch.device, dtype: torch.dtype) -> float:
+    """Relative rounding unit of a product on this device: TF32 (10 bits) or bf16 (7 bits)
+    where float32 products may use them, else the dtype's own."""
+    eps = torch.finfo(dtype).eps
+    if dtype == torch.float32 and device.type != "cpu":
+        precision = torch.get_float32_matmul_precision()
+        if precision == "medium":
+            return max(eps, 2.0 ** -7)
+        if precision == "high" or getattr(torch.backends.cuda.matmul, "allow_tf32", False):
+            return max(eps, 2.0 ** -10)
+    return eps
+
+
+def _no_nan(a: torch.Tensor) -> torch.Tensor:
+    return a.masked_fill_(torch.isnan(a), -float("inf"))
+
+
+def _tile_pursuit(x: torch.Tensor, dm: torch.Tensor, gram: Optional[torch.Tensor], k: int,
+                  eps_mm: float, atom_norm: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Pursuit of one tile of rows: ``(atoms, values, residual, rechecked picks)``."""
+    n, d = x.shape
+    eps = torch.finfo(x.dtype).eps
+    gamma = (d + 2) * eps_mm
+    r = x.clone()
+    a = _no_nan(x @ dm.T)
+    x_norm = torch.linalg.vector_norm(x, dim=1)
+    err = gamma * x_norm * atom_norm  # bound on |a - r·Dm| entry by entry
+    atoms = torch.empty(n, k, dtype=torch.int64, device=x.device)
+    values = torch.empty(n, k, dtype=x.dtype, device=x.device)
+    rechecks = 0
+    c = dm.shape[0]
+    for t in range(k):
+        if c > 1:
+            top = torch.topk(a, 2, dim=1)
+            best, second, j = top.values[:, 0], top.values[:, 1], top.indices[:, 0]
+        else:
+            best, j = a[:, 0], torch.zeros(n, dtype=torch.int64, device=x.device)
+            second = torch.full_like(best, -float("inf"))
+        guard = 2 * err
+        # Near ties (and rows with no number at all): the exact pick among the close atoms.
+        near = ~(second < best - guard)
+        rows = torch.nonzero(near).squeeze(1)
+        if rows.numel():
+            rechecks += int(rows.numel())
+            exact = r[rows] @ dm.T
+            close = a[rows] >= (best[rows] - guard[rows]).unsqueeze(1)
+            exact = exact.masked_fill_(~close | torch.isnan(exact), -float("inf"))
+            j = j.clone()
+            j[rows] = torch.argmax(exact, dim=1)
+        dj = dm[j]
+        v = (r * dj).sum(dim=1)
+        r.sub_(v.unsqueeze(1) * dj)
+        atoms[:, t] = j
+        values[:, t] = v
+        if t + 1 < k:
+            if gram is not None:
+                a.sub_(v.unsqueeze(1) * gram[j])
+                # The Gram entries' product error, and the subtraction's rounding.
+                err = err + v.abs() * gamma * atom_norm * atom_norm \
+                    + 2 * eps * (x_norm * atom_norm + v.abs() * atom_norm * atom_norm)
+            else:
+                a = _no_nan(r @ dm.T)
+                err = gamma * torch.linalg.vector_norm(r, dim=1) * atom_norm
+    return atoms, values, r, rechecks
+
+
+class PursuitStats:
+    """What the last pursuit did (a diagnostic): strategy, tile rows, re-checked picks."""
+
+    def __init__(self) -> None:
+        self.strategy = "none"
+        self.tile_rows = 0
+        self.rechecks = 0
+
+
+#: Statistics of the last call of :func:`pursue` in this process.
+last = PursuitStats()
+
+
+def pursue(x: torch.Tensor, dm: torch.Tensor, k: int, strategy: str = "auto",
+           gram: Optional[torch.Tensor] = None, budget: Optional[int] = None
+           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``k`` pursuit steps of the rows ``x`` (``n x d``) over the encode dictionary ``dm``
+    (``c x d``), without autograd: ``(atoms int64 n x k, values n x k, residual n x d)``.
+
+    Parameters
+    ----------
+    x, dm : tensors of the same device and floating dtype
+    k : int
+    strategy : "auto", "gram" or "plain"
+    gram : tensor or None
+        ``dm @ dm.T`` when the caller keeps it (an eval-mode dictionary); computed here otherwise.
+    budget : int or None
+        Bytes for the correlations and the Gram matrix (default :func:`memory_budget`).
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"invalid strategy '{strategy}': use one of {', '.join(STRATEGIES)}")
+    n, d = x.shape
+    c = dm.shape[0]
+    item = x.element_size()
+    budget = memory_budget(x.device) if budget is None else int(budget)
+    with torch.no_grad():
+        if strategy == "auto":
+            strategy = choose_strategy(n, c, d, k, budget, item)
+        if strategy == "gram" and gram is None and k > 1:
+            gram = dm @ dm.T
+        if strategy != "gram":
+            gram = None
+        elif gram is not None and not torch.isfinite(gram).all():
+            # An atom with NaN: its correlations are -inf from the start and, with its Gram
+            # entries 0, stay -inf (never picked, as in the engine); the others are unaffected.
+            gram = torch.nan_to_num(gram, nan=0.0, posinf=0.0, neginf=0.0)
+        held = 0 if gram is None else c * c * item
+        # Per tile row: the correlations, a gathered Gram row or the next product, the exact
+        # products of re-checked rows (at most one more row of c), and top-k scratch.
+        per_row = 4 * c * item
+        tile = max(1, min(n, (max(budget - held, per_row)) // per_row))
+        norms = torch.linalg.vector_norm(dm, dim=1)
+        norms = norms[torch.isfinite(norms)]  # an atom with NaN never gets picked: no bound from it
+        atom_norm = norms.max() if norms.numel() else torch.zeros((), dtype=x.dtype, device=x.device)
+        eps_mm = _matmul_eps(x.device, x.dtype)
+        atoms = torch.empty(n, k, dtype=torch.int64, device=x.device)
+        values = torch.empty(n, k, dtype=x.dtype, device=x.device)
+        residual = torch.empty_like(x)
+        rechecks = 0
+        for s in range(0, n, tile):
+            e = min(n, s + tile)
+            a, v, r, rc = _tile_pursuit(x[s:e], dm, gram, k, eps_mm, atom_norm)
+            atoms[s:e], values[s:e], residual[s:e] = a, v, r
+            rechecks += rc
+    last.strategy, last.tile_rows, last.rechecks = strategy, tile, rechecks
+    return atoms, values, residual
+
+
+def decode(dictionary: torch.Tensor, atoms: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``x_hat = Σ_t v_t·D_{j_t}`` (``n x d``), one gathered ``n x d`` block per step."""
+    n, k = atoms.shape
+    x_hat = torch.zeros(n, dictionary.shape[1], dtype=dictionary.dtype, device=dictionary.device)
+    for t in range(k):
+        x_hat.add_(values[:, t:t + 1] * dictionary[atoms[:, t]])
+    return x_hat
+
+
+def dense_codes(atoms: torch.Tensor, values: torch.Tensor, c: int) -> torch.Tensor:
+    """The ``n x c`` codes (repeated picks summed) from sparse ones."""
+    n, k = atoms.shape
+    codes = torch.zeros(n, c, dtype=values.dtype, device=values.device)
+    rows = torch.arange(n, device=atoms.device).repeat_interleave(k)
+    codes.index_put_((rows, atoms.reshape(-1)), values.reshape(-1), accumulate=True)
+    return codes
+
+
+def backward(residual, dictionary, mask, atoms, values, g_x_hat, g_residual, g_values, input_gradient=True):
+    """The exact sparse backward (see the module docs): ``(dL/dD, dL/dx or None)``."""
+    dm = dictionary if mask is None else dictionary * mask.unsqueeze(1)
+    n, k = atoms.shape
+    d_dec = torch.zeros_like(dictionary)
+    d_enc = torch.zeros_like(dictionary)
+    gr = torch.zeros_like(residual) if g_residual is None else g_residual.to(residual.dtype).clone()
+    g_x_hat = torch.zeros_like(residual) if g_x_hat is None else g_x_hat.to(residual.dtype)
+    r = residual.clone()
+    for t in range(k - 1, -1, -1):
+        j = atoms[:, t]
+        v = values[:, t]
+        dj, dmj = dictionary[j], dm[j]
+        r.add_(v.unsqueeze(1) * dmj)  # r_{t-1}
+        gv = (g_x_hat * dj).sum(dim=1) - (gr * dmj).sum(dim=1)
+        if g_values is not None:
+            gv = gv + g_values[:, t].to(gv.dtype)
+        d_dec.index_add_(0, j, v.unsqueeze(1) * g_x_hat)
+        d_enc.index_add_(0, j, gv.unsqueeze(1) * r - v.unsqueeze(1) * gr)
+        gr.add_(gv.unsqueeze(1) * dmj)
+    g_dict = d_dec + (d_enc if mask is None else d_enc * mask.unsqueeze(1))
+    return g_dict, (gr if input_gradient else None)
+
+
+class SparsePursuit(torch.autograd.Function):
+    """The pursuit and decode in torch operations; the backward is the exact sparse one.
+
+    ``apply(x, dictionary, mask, k, dense, strategy, gram)`` -> ``(residual, codes, x_hat,
+    atoms)``: codes dense ``n x c`` when ``dense``, else the ``n x k`` values; ``mask`` is the
+    dropout mask over atoms (or None); ``gram`` a kept Gram matrix of the encode dictionary (or
+    None).
+    """
+
+    @staticmethod
+    def forward(ctx, x, dictionary, mask, k, dense, strategy, gram):
+        with torch.autocast(device_type=x.device.type, enabled=False) if x.device.type in ("cuda", "cpu") \
+                else _null():
+            xs = x.detach()
+            dec = dictionary.detach()
+            enc = dec if mask is None else dec * mask.unsqueeze(1)
+            atoms, values, residual = pursue(xs, enc, k, strategy, gram)
+            x_hat = decode(dec, atoms, values)
+            codes = dense_codes(atoms, values, dec.shape[0]) if dense else values
+        ctx.save_for_backward(residual, dec, mask if mask is not None else torch.empty(0, device=x.device),
+                              atoms, values)
+        ctx.has_mask = mask is not None
+        ctx.dense = dense
+        ctx.mark_non_differentiable(atoms)
+        return residual, codes, x_hat, atoms
+
+    @staticmethod
+    def backward(ctx, g_residual, g_codes, g_x_hat, _g_atoms):
+        residual, dec, mask, atoms, values = ctx.saved_tensors
+        g_values = None
+        if g_codes is not None:
+            if ctx.dense:
+                g_values = torch.gather(g_codes, 1, atoms)
+            else:
+                g_values = g_codes
+        with torch.autocast(device_type=residual.device.type, enabled=False) \
+                if residual.device.type in ("cuda", "cpu") else _null():
+            g_dict, g_x = backward(residual, dec, mask if ctx.has_mask else None, atoms, values, g_x_hat,
+                                   g_residual, g_values, ctx.needs_input_grad[0])
+        return g_x, g_dict, None, None, None, None, None
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,182 @@
+"""The device path of the PyTorch module (torch operations, any device), checked on CPU against
+the engine: the same picks and values (property test on random and real rows, dropout on and
+off, both strategies, small memory budgets), the engine's gradients, nothing n x c saved for the
+backward, inputs of any leading shape, bf16 inputs and autocast, the path switch."""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch is not installed")
+import mpsae  # noqa: E402
+import mpsae.torch as mt  # noqa: E402
+from mpsae import _mpsae, torch_pursuit  # noqa: E402
+
+from conftest import DATA  # noqa: E402
+
+
+def problem(seed, n, d, c, real=False):
+    g = torch.Generator().manual_seed(seed)
+    if real:
+        rows = np.load(DATA / "smollm2_l15_public.npy")
+        start = int(torch.randint(0, len(rows) - n, (1,), generator=g))
+        x = torch.from_numpy(rows[start:start + n, :d].astype(np.float32))
+    else:
+        x = torch.randn(n, d, generator=g)
+    w = torch.randn(c, d, generator=g)
+    w = w / w.norm(dim=1, keepdim=True)
+    return x, w
+
+
+def engine_encode(x, dm, k):
+    atoms, values, residual = _mpsae.mp_encode(x.numpy(), dm.contiguous().numpy(), k)
+    return torch.from_numpy(atoms), torch.from_numpy(values), torch.from_numpy(residual)
+
+
+@pytest.mark.parametrize("strategy", ["gram", "plain"])
+@pytest.mark.parametrize("seed", range(6))
+def test_picks_and_values_are_the_engines(seed, strategy):
+    real = seed % 2 == 1
+    n, d, c, k = (200, 64, 300, 12) if not real else (160, 576, 512, 16)
+    x, w = problem(seed, n, d, c, real)
+    mask = None
+    if seed % 3 == 2:  # dropout on
+        mask = (torch.rand(c, generator=torch.Generator().manual_seed(seed)) > 0.3).float()
+    dm = w if mask is None else w * mask[:, None]
+    atoms, values, residual = torch_pursuit.pursue(x, dm, k, strategy)
+    ea, ev, er = engine_encode(x, dm, k)
+    assert torch.equal(atoms, ea), f"{(atoms != ea).sum()} picks differ"
+    torch.testing.assert_close(values, ev, rtol=1e-5, atol=1e-5 * float(ev.abs().max()))
+    torch.testing.assert_close(residual, er, rtol=1e-4, atol=1e-4 * float(x.abs().max()))
+
+
+def test_small_memory_budgets_cut_rows_into_tiles_with_the_same_picks():
+    x, w = problem(7, 300, 32, 256)
+    full = torch_pursuit.pursue(x, w, 8, "gram")
+    tiled = torch_pursuit.pursue(x, w, 8, "gram", budget=256 * 256 * 4 + 40 * 4 * 256 * 4)
+    assert torch_pursuit.last.tile_rows == 40
+    assert torch.equal(full[0], tiled[0]) and torch.equal(full[1], tiled[1])
+
+
+def test_ties_nan_and_repeats_follow_the_engine():
+    # Two identical atoms: the first index wins; a NaN correlation is never picked.
+    w = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    x = torch.tensor([[2.0, 1.0], [0.5, 3.0]])
+    atoms, values, _ = torch_pursuit.pursue(x, w, 3, "gram")
+    ea, ev, _ = engine_encode(x, w, 3)
+    assert torch.equal(atoms, ea)
+    torch.testing.assert_close(values, ev)
+    wn = w.clone()
+    wn[0, 0] = float("nan")
+    for strategy in ("plain", "gram"):
+        atoms, _, _ = torch_pursuit.pursue(x, wn, 2, strategy)
+        assert not (atoms == 0).any()
+        assert torch.equal(atoms, engine_encode(x, wn, 2)[0])
+    # Repeats accumulate in the dense codes.
+    m = mt.MpSAE(2, 3, k=4, path="torch")
+    with torch.no_grad():
+        m.dictionary._weights.copy_(w)
+    _, codes, x_hat = m(x)
+    torch.testing.assert_close(codes @ m.get_dictionary(), x_hat)
+
+
+@pytest.mark.parametrize("dropout", [None, 0.3])
+def test_gradients_are_the_engines(dropout):
+    x, w = problem(11, 96, 48, 160)
+    grads = {}
+    for route in ("engine", "torch"):
+        torch.manual_seed(5)  # the same dropout mask on both routes
+        m = mt.MpSAE(48, 160, k=6, dropout=dropout, dictionary_params={"use_multiplier": True}, path=route)
+        with torch.no_grad():
+            m.dictionary._weights.copy_(w * 1.3)
+            m.dictionary.multiplier.fill_(0.2)
+        xi = x.clone().requires_grad_(True)
+        residual, codes, x_hat = m(xi)
+        loss = (xi - x_hat).square().mean() + 0.1 * codes.abs().mean() + 0.05 * residual.square().mean()
+        loss.backward()
+        assert m.path == route
+        grads[route] = (m.dictionary._weights.grad, m.dictionary.multiplier.grad, xi.grad, codes.detach())
+    for a, b in zip(grads["engine"], grads["torch"]):
+        scale = float(a.abs().max())
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * max(scale, 1e-12))
+
+
+def test_nothing_n_by_c_is_saved_for_the_backward():
+    n, d, c, k = 256, 32, 1024, 8
+    x, w = problem(3, n, d, c)
+    m = mt.MpSAE(d, c, k=k, path="torch")
+    sizes = []
+
+    def pack(t):
+        sizes.append(t.numel())
+        return t
+
+    xi = x.clone().requires_grad_(True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        _, codes, x_hat = m(xi)
+        (x_hat.square().mean() + 0.1 * codes.sum()).backward()  # sum saves nothing itself
+    assert max(sizes) < n * c, f"a saved tensor holds {max(sizes)} values (n x c = {n * c})"
+    assert sum(s for s in sizes if s != c * d) <= 4 * n * max(d, k) + 2 * c * d
+
+
+@pytest.mark.parametrize("route", ["engine", "torch"])
+def test_any_leading_shape(route):
+    x, w = problem(2, 30, 16, 40)
+    m = mt.MpSAE(16, 40, k=3, path=route).eval()
+    hooked = x.reshape(2, 15, 16)  # [batch, tokens, d], as a Hugging Face hook gives it
+    r3, c3, xh3 = m(hooked)
+    r2, c2, xh2 = m(x)
+    assert r3.shape == (2, 15, 16) and c3.shape == (2, 15, 40) and xh3.shape == (2, 15, 16)
+    torch.testing.assert_close(c3.reshape(30, 40), c2)
+    torch.testing.assert_close(xh3.reshape(30, 16), xh2)
+    sparse = mt.MpSAE(16, 40, k=3, path=route, sparse_codes=True).eval()
+    sparse.load_state_dict(m.state_dict())
+    _, (idx, val), _ = sparse(hooked)
+    assert idx.shape == (2, 15, 3) and val.shape == (2, 15, 3)
+    with pytest.raises(ValueError, match=r"\[\.\.\., 16\]"):
+        m(torch.randn(4, 17))
+
+
+def test_bf16_inputs_and_autocast_keep_the_float32_picks():
+    x, w = problem(4, 64, 32, 96)
+    m = mt.MpSAE(32, 96, k=5, path="torch", sparse_codes=True).eval()
+    xb = x.to(torch.bfloat16)
+    residual, (idx, val), x_hat = m(xb)
+    assert residual.dtype == torch.bfloat16 and val.dtype == torch.bfloat16 and x_hat.dtype == torch.bfloat16
+    _, (idx32, _), _ = m(xb.float())
+    assert torch.equal(idx, idx32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, (idx_ac, _), _ = m(x)
+    _, (idx_plain, _), _ = m(x)
+    assert torch.equal(idx_ac, idx_plain)
+
+
+def test_path_switch(monkeypatch):
+    with pytest.raises(ValueError, match="path='engine'"):
+        mt.MpSAE(8, 16, k=2, path="engine")(torch.randn(3, 8, dtype=torch.float64))
+    with pytest.raises(ValueError, match="invalid path"):
+        mt.MpSAE(8, 16, path="gpu")
+    monkeypatch.setenv("MPSAE_TORCH_PATH", "torch")
+    m = mt.MpSAE(8, 16, k=2)
+    m(torch.randn(3, 8))
+    assert m.path == "torch" and "path=torch" in repr(m)
+    monkeypatch.setenv("MPSAE_TORCH_PATH", "auto")
+    m = mt.MpSAE(8, 16, k=2)
+    m(torch.randn(3, 8))
+    assert m.path == "engine"
+
+
+def test_eval_mode_keeps_its_gram_matrix_until_the_weights_change():
+    m = mt.MpSAE(16, 64, k=8, path="torch", strategy="gram").eval()
+    x = torch.randn(20, 16)
+    first = m(x)[1]
+    gram = m._gram_cache[2]
+    m(x)
+    assert m._gram_cache[2] is gram
+    with torch.no_grad():
+        m.dictionary._weights.mul_(-1.0)
+    m.load_state_dict(m.state_dict())  # a weight change refreshes the eval-mode dictionary
+    second = m(x)[1]
+    assert m._gram_cache[2] is not gram
+    fresh = mt.MpSAE(16, 64, k=8, path="torch", strategy="plain")
+    fresh.load_state_dict(m.state_dict())
+    torch.testing.assert_close(second, fresh.eval()(x)[1])
+    assert not torch.equal(first, second)
