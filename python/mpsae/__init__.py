@@ -344,7 +344,8 @@ def train(data: Union[ArrayLike, PathLike, Sequence[Union[ArrayLike, PathLike]]]
           allow_changes: bool = False, allow_data_change: bool = False, progress: bool = True,
           callback: Optional[Callable[[Dict[str, Any]], Any]] = None, threads: Optional[int] = None,
           tensor: Optional[str] = None, skip_nonfinite: bool = False,
-          provenance: Optional[Dict[str, Any]] = None, **options: Any) -> Tuple[MpSAE, List[Dict[str, Any]]]:
+          provenance: Optional[Dict[str, Any]] = None, _stepper: Any = None,
+          **options: Any) -> Tuple[MpSAE, List[Dict[str, Any]]]:
     """Train an MP-SAE, with the options of ``mpsae train``.
 
     Parameters
@@ -390,6 +391,9 @@ def train(data: Union[ArrayLike, PathLike, Sequence[Union[ArrayLike, PathLike]]]
     metrics : list of dict
         One dict per epoch finished by this call (the lines of ``metrics.jsonl``).
 
+    To train on a GPU with the PyTorch device path, call :func:`mpsae.torch_train.train` (same
+    arguments, same run folders).
+
     Raises
     ------
     KeyboardInterrupt
@@ -406,7 +410,7 @@ def train(data: Union[ArrayLike, PathLike, Sequence[Union[ArrayLike, PathLike]]]
     native, metrics = _mpsae.train(sources, model, _options(options), None if out is None else os.fspath(out),
                                    resume, force, progress, callback, threads, tensor, skip_nonfinite, given,
                                    allow_changes, allow_data_change,
-                                   None if provenance is None else json.dumps(dict(provenance)))
+                                   None if provenance is None else json.dumps(dict(provenance)), _stepper)
     del keep
     return MpSAE._wrap(native), metrics
 
@@ -447,7 +451,7 @@ class Trainer:
         rows = _mpsae.defaults()["estimate_rows"] if estimate_rows is None else int(estimate_rows)
         self._t = _mpsae.StreamTrainer(int(input_dim), model, _options(options), threads, m,
                                        None if scale_factor is None else float(scale_factor), rows,
-                                       None if provenance is None else json.dumps(dict(provenance)))
+                                       None if provenance is None else json.dumps(dict(provenance)), _stepper)
 
     @classmethod
     def from_checkpoint(cls, path: PathLike, threads: Optional[int] = None) -> "Trainer":

@@ -180,3 +180,82 @@ def test_eval_mode_keeps_its_gram_matrix_until_the_weights_change():
     fresh.load_state_dict(m.state_dict())
     torch.testing.assert_close(second, fresh.eval()(x)[1])
     assert not torch.equal(first, second)
+
+
+def test_device_path_training_is_the_engines_run_in_the_cli_format(tmp_path, cli):
+    import json
+    import subprocess
+
+    import mpsae.torch_train as tt
+
+    x = np.load(DATA / "smollm2_l15_public.npy")[:2048]
+    kw = dict(epochs=2, batch_size=512, lr=5e-3, center=True, scale=True, progress=False)
+    dev, dev_metrics = tt.train(x, 256, 8, device="cpu", out=tmp_path / "dev", **kw)
+    eng, eng_metrics = mpsae.train(x, 256, 8, out=tmp_path / "eng", **kw)
+    for a, b in zip(dev_metrics, eng_metrics):
+        assert a["avg_loss"] == pytest.approx(b["avg_loss"], rel=1e-4)
+        assert a["r2"] == pytest.approx(b["r2"], abs=1e-4)
+        assert a["explained_variance"] == pytest.approx(b["explained_variance"], abs=1e-4)
+        assert a["dead_ratio"] == b["dead_ratio"] and a["l0"] == b["l0"]
+    np.testing.assert_allclose(dev.state_dict()["dictionary._weights"], eng.state_dict()["dictionary._weights"],
+                               atol=2e-4)
+    assert dev.preprocess[1] == eng.preprocess[1]
+    # The run opens in the CLI.
+    data = tmp_path / "x.npy"
+    np.save(data, x)
+    ev = json.loads(subprocess.run([cli, "eval", "--model", str(tmp_path / "dev"), "--data", str(data), "--json"],
+                                   check=True, capture_output=True, text=True).stdout)
+    assert ev["r2"] == pytest.approx(dev.evaluate(x)["r2"], abs=1e-9)
+
+
+def test_device_path_runs_resume_on_either_side(tmp_path, cli, real_rows):
+    import subprocess
+
+    import mpsae.torch_train as tt
+
+    x = np.ascontiguousarray(real_rows[:1024], dtype=np.float32)
+    data = tmp_path / "x.npy"
+    np.save(data, x)
+    kw = dict(steps=12, batch_size=128, lr=2e-3, checkpoint_every=4, progress=False)
+    straight, _ = mpsae.train(str(data), 128, 4, **kw)
+
+    def stop_at_6(report):
+        if report["step"] == 6:
+            raise RuntimeError("stop")
+
+    run = tmp_path / "gpu_then_cli"
+    with pytest.raises(RuntimeError, match="stop"):
+        tt.train(str(data), 128, 4, device="cpu", out=run, callback=stop_at_6, **kw)
+    # The device run's checkpoint continues in the CLI...
+    subprocess.run([cli, "train", "--resume", "--out", str(run), "--progress", "quiet"], check=True,
+                   capture_output=True)
+    cli_model = mpsae.load(run)
+    # ...and a CLI checkpoint continues on the device path.
+    run2 = tmp_path / "cli_then_gpu"
+    with pytest.raises(RuntimeError, match="stop"):
+        mpsae.train(str(data), 128, 4, out=run2, callback=stop_at_6, **kw)
+    gpu_model, _ = tt.train(str(data), device="cpu", out=run2, resume=True, **{k: v for k, v in kw.items() if k != "steps"})
+    want = straight.state_dict()["dictionary._weights"]
+    for m in (cli_model, gpu_model):
+        np.testing.assert_allclose(m.state_dict()["dictionary._weights"], want, atol=5e-4)
+
+
+def test_ddp_on_the_device_path_matches_one_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    script = REPO / "examples" / "ddp_train.py"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MPSAE_TORCH_PATH="torch")
+    out, one = tmp_path / "ddp.pt", tmp_path / "one.pt"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(script), "--steps", "6", "--out", str(out)], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-4000:]
+    r = subprocess.run([sys.executable, str(script), "--steps", "6", "--out", str(one)], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a, b = torch.load(out), torch.load(one)
+    assert torch.allclose(a["dictionary._weights"], b["dictionary._weights"], atol=1e-6)

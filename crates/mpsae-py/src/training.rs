@@ -10,7 +10,7 @@ use mpsae::train::{
     StreamTrainer as LibStreamTrainer, TrainOptions, Trainer,
 };
 use mpsae::{MpSae, Normalization, Preprocess, Provenance};
-use numpy::{PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{IntoPyArray, PyReadonlyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -266,7 +266,7 @@ impl Observer for PyObserver {
 /// Trains on `sources` (paths or arrays); in the run folder `out` when given (resumable).
 /// Returns the model and the per-epoch metrics of this call.
 #[pyfunction]
-#[pyo3(signature = (sources, model, options, out=None, resume=false, force=false, progress=true, callback=None, threads=None, tensor=None, skip_nonfinite=false, given=Vec::new(), allow_changes=false, allow_data_change=false, provenance=None))]
+#[pyo3(signature = (sources, model, options, out=None, resume=false, force=false, progress=true, callback=None, threads=None, tensor=None, skip_nonfinite=false, given=Vec::new(), allow_changes=false, allow_data_change=false, provenance=None, stepper=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn train<'py>(
     py: Python<'py>,
@@ -285,6 +285,7 @@ pub fn train<'py>(
     allow_changes: bool,
     allow_data_change: bool,
     provenance: Option<String>,
+    stepper: Option<PyObject>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let pool = pool(threads)?;
     let (data, names) = open_data(sources, tensor.clone(), skip_nonfinite)?;
@@ -328,10 +329,17 @@ pub fn train<'py>(
         error: None,
         metrics_error: None,
     };
+    let mut external = stepper.map(|obj| PyStepper { obj, error: None });
     let result = py.allow_threads(|| {
         let _heap = HeapForTraining::new();
-        run_in(&pool, || trainer.run(&data, &mut observer))
+        run_in(&pool, || match &mut external {
+            Some(ext) => trainer.run_external(&data, &mut observer, ext),
+            None => trainer.run(&data, &mut observer),
+        })
     });
+    if let Some(e) = external.as_mut().and_then(|x| x.error.take()) {
+        return Err(e);
+    }
     if let Some(e) = observer.error.take() {
         return Err(e);
     }
@@ -345,6 +353,87 @@ pub fn train<'py>(
     let metrics = reports.iter().map(|r| report_dict(py, r)).collect::<PyResult<Vec<_>>>()?;
     let model = Model { inner: trainer.model, pool };
     PyTuple::new(py, [Py::new(py, model)?.into_any().into_bound(py), metrics.into_pyobject(py)?.into_any()])
+}
+
+/// The maths of each step done by a Python object (the PyTorch device path,
+/// `mpsae.torch_train`): `start(state)`, `step(batch, lr) -> (stats, finite, grad_norm)`,
+/// `state() -> state` (see `mpsae.torch_train.Stepper`).
+struct PyStepper {
+    obj: PyObject,
+    /// The first Python error: the run stops and it is raised.
+    error: Option<PyErr>,
+}
+
+impl PyStepper {
+    fn fail(&mut self, e: PyErr) -> mpsae::Error {
+        let msg = e.to_string();
+        self.error.get_or_insert(e);
+        mpsae::Error::Training(format!("the device step failed: {msg}"))
+    }
+}
+
+fn to_array<'py>(py: Python<'py>, v: &[f32], shape: Vec<usize>) -> Bound<'py, PyAny> {
+    numpy::ndarray::ArrayD::from_shape_vec(shape, v.to_vec()).unwrap().into_pyarray(py).into_any()
+}
+
+impl mpsae::train::ExternalStep for PyStepper {
+    fn start(&mut self, trainer: &Trainer) -> mpsae::Result<()> {
+        let r = Python::with_gil(|py| -> PyResult<()> {
+            let m = &trainer.model;
+            let (c, d) = (m.nb_concepts(), m.input_dim());
+            let state = pyo3::types::PyDict::new(py);
+            state.set_item("weights", to_array(py, m.weights(), vec![c, d]))?;
+            state.set_item("multiplier", m.multiplier())?;
+            state.set_item("exp_avg", to_array(py, &trainer.adam.exp_avg, vec![c, d]))?;
+            state.set_item("exp_avg_sq", to_array(py, &trainer.adam.exp_avg_sq, vec![c, d]))?;
+            state.set_item("adam_step", trainer.adam.step)?;
+            state.set_item(
+                "multiplier_moments",
+                (trainer.adam.multiplier_exp_avg, trainer.adam.multiplier_exp_avg_sq),
+            )?;
+            state.set_item("config", serde_json::to_string(m.config()).expect("config serialises"))?;
+            state.set_item("options", serde_json::to_string(&trainer.options).expect("options serialise"))?;
+            self.obj.call_method1(py, "start", (state,))?;
+            Ok(())
+        });
+        r.map_err(|e| self.fail(e))
+    }
+
+    fn step(&mut self, x: &[f32], lr: f64) -> mpsae::Result<(Vec<f64>, bool, f64)> {
+        let r = Python::with_gil(|py| -> PyResult<(Vec<f64>, bool, f64)> {
+            py.check_signals()?;
+            let out = self.obj.call_method1(py, "step", (x.to_vec().into_pyarray(py), lr))?;
+            out.extract(py)
+        });
+        r.map_err(|e| self.fail(e))
+    }
+
+    fn sync_to(&mut self, trainer: &mut Trainer) -> mpsae::Result<()> {
+        let r = Python::with_gil(|py| -> PyResult<()> {
+            let state = self.obj.call_method0(py, "state")?;
+            let state = state.bind(py);
+            let array = |key: &str| -> PyResult<Vec<f32>> {
+                let a: PyReadonlyArrayDyn<f32> = state.get_item(key)?.extract()?;
+                Ok(a.as_array().iter().copied().collect())
+            };
+            let (w, ea, eas) = (array("weights")?, array("exp_avg")?, array("exp_avg_sq")?);
+            let m: f32 = state.get_item("multiplier")?.extract()?;
+            let step: u64 = state.get_item("adam_step")?.extract()?;
+            let (ma, mas): (f32, f32) = state.get_item("multiplier_moments")?.extract()?;
+            let cd = trainer.model.weights().len();
+            if w.len() != cd || ea.len() != cd || eas.len() != cd {
+                return Err(PyValueError::new_err("the device state does not match the dictionary's shape"));
+            }
+            trainer.model.set_parameters(w, m).py()?;
+            trainer.adam.exp_avg = ea;
+            trainer.adam.exp_avg_sq = eas;
+            trainer.adam.step = step;
+            trainer.adam.multiplier_exp_avg = ma;
+            trainer.adam.multiplier_exp_avg_sq = mas;
+            Ok(())
+        });
+        r.map_err(|e| self.fail(e))
+    }
 }
 
 /// While it lives, glibc keeps the large buffers a training step frees (tens of MB: the CLI

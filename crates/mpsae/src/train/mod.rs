@@ -164,19 +164,14 @@ impl Trainer {
 
     /// Phase 3: the update from a batch's complete gradients and summed statistics.
     fn apply(&mut self, pass: &mut crate::model::TrainingPass, stats: &BatchStats, lr: f64) -> StepReport {
-        let k = pass.forward.codes.k;
         let c = self.model.nb_concepts();
         let loss = stats.loss();
         let finite = loss.is_finite()
             && pass.grads.weights.iter().all(|g| g.is_finite())
             && pass.grads.multiplier.is_none_or(|g| g.is_finite());
-        let (r2, l0) = (stats.r2(), stats.l0());
         let mut grad_norm = f64::NAN;
         let acc = &mut self.progress.acc;
         if finite {
-            let mut tracker = DeadCodeTracker::from_alive(std::mem::take(&mut acc.alive));
-            tracker.mark_alive(stats.alive(c));
-            acc.alive = tracker.into_alive();
             if self.options.detailed_stats {
                 let d = self.model.input_dim();
                 let dict = self.model.clone_dictionary();
@@ -194,6 +189,24 @@ impl Trainer {
             }
             grad_norm = clip_gradients(self.model.backend(), &mut pass.grads, self.options.clip_grad);
             self.adam.step(&mut self.model, &pass.grads, lr);
+        }
+        self.account(stats, finite, lr, grad_norm, pass.strategy.name())
+    }
+
+    /// The bookkeeping of a step whose update is done (or skipped, when not `finite`): the
+    /// epoch's sums, the dead-code tracking, the non-finite counters, the step's report.
+    fn account(&mut self, stats: &BatchStats, finite: bool, lr: f64, grad_norm: f64, strategy: &'static str) -> StepReport {
+        let k = stats.k();
+        let c = self.model.nb_concepts();
+        let (loss, r2, l0) = (stats.loss(), stats.r2(), stats.l0());
+        let acc = &mut self.progress.acc;
+        if finite {
+            if acc.alive.len() != c {
+                acc.alive = vec![false; c];
+            }
+            let mut tracker = DeadCodeTracker::from_alive(std::mem::take(&mut acc.alive));
+            tracker.mark_alive(stats.alive(c));
+            acc.alive = tracker.into_alive();
             acc.batches += 1;
             acc.loss += loss;
             acc.r2 += r2;
@@ -221,7 +234,7 @@ impl Trainer {
             rows: stats.rows(),
             skipped: !finite,
             grad_norm,
-            strategy: pass.strategy.name(),
+            strategy,
         }
     }
 
@@ -270,6 +283,46 @@ impl Trainer {
         observer: &mut dyn Observer,
         reducer: &mut dyn Reducer,
     ) -> Result<Vec<EpochReport>> {
+        self.run_loop(data, observer, reducer, None)
+    }
+
+    /// [`Trainer::run`] with the maths of each step done by `external` (the PyTorch module on a
+    /// GPU): the loop, the data order, the schedule, the metrics, the checkpoints, the non-finite
+    /// and stop policies are this trainer's. `external` starts from this trainer's model and
+    /// optimiser state and hands its own back before every checkpoint and at the end.
+    pub fn run_external(
+        &mut self,
+        data: &Dataset,
+        observer: &mut dyn Observer,
+        external: &mut dyn ExternalStep,
+    ) -> Result<Vec<EpochReport>> {
+        external.start(self)?;
+        self.run_loop(data, observer, &mut SingleProcess, Some(external))
+    }
+
+    /// Records a step whose maths was done elsewhere ([`ExternalStep`]): its batch statistics
+    /// (`[loss, rows, entries, Σx, Σx², Σ(x-x̂)², codes with |z| >= 1e-6, Σz², Σ‖r_t‖² for t =
+    /// 1..k, then 1 for each atom with a positive code, for the c atoms]`), whether its loss and
+    /// gradients were finite (the update was skipped otherwise) and its gradient norm.
+    pub fn record_external(&mut self, stats: Vec<f64>, finite: bool, lr: f64, grad_norm: f64) -> Result<StepReport> {
+        let c = self.model.nb_concepts();
+        if stats.len() < FIXED + c {
+            return Err(Error::Shape(format!(
+                "step statistics have {} values, expected 8 + k + {c}",
+                stats.len()
+            )));
+        }
+        let finite = finite && stats[0].is_finite();
+        Ok(self.account(&BatchStats { values: stats, c }, finite, lr, grad_norm, "external"))
+    }
+
+    fn run_loop(
+        &mut self,
+        data: &Dataset,
+        observer: &mut dyn Observer,
+        reducer: &mut dyn Reducer,
+        mut external: Option<&mut dyn ExternalStep>,
+    ) -> Result<Vec<EpochReport>> {
         let (rank, world) = reducer.rank_and_world();
         if world == 0 || rank >= world || self.options.gradient_shards % world != 0 {
             return Err(Error::invalid(
@@ -308,14 +361,20 @@ impl Trainer {
                 if let Err(e) = data.read(&ids[share.rows.clone()], &mut batch) {
                     // The data changed under the run: keep what was learnt from it so far.
                     if rank == 0 && self.progress.step > 0 {
+                        self.sync_external(&mut external)?;
                         self.write_checkpoint(observer)?;
                     }
                     return Err(e);
                 }
                 self.model.preprocess().apply(&mut batch, d);
                 let lr = self.lr_at(self.progress.step, total);
-                let mut report =
-                    self.step_shared(&batch, &share, ids.len(), criterion.as_ref(), lr, reducer)?;
+                let mut report = match external.as_deref_mut() {
+                    Some(ext) => {
+                        let (stats, finite, grad_norm) = ext.step(&batch, lr)?;
+                        self.record_external(stats, finite, lr, grad_norm)?
+                    }
+                    None => self.step_shared(&batch, &share, ids.len(), criterion.as_ref(), lr, reducer)?,
+                };
                 report.total_steps = total;
                 self.progress.step += 1;
                 self.progress.batch_in_epoch += 1;
@@ -331,6 +390,7 @@ impl Trainer {
                 }
                 if reducer.any(observer.stop_requested())? {
                     let checkpointed = rank == 0 && self.checkpoint_dir.is_some();
+                    self.sync_external(&mut external)?;
                     if checkpointed {
                         self.write_checkpoint(observer)?;
                     }
@@ -338,6 +398,9 @@ impl Trainer {
                 }
                 let every = self.options.checkpoint_every;
                 if every > 0 && self.progress.step % every == 0 && self.progress.step < total && rank == 0 {
+                    if self.checkpoint_dir.is_some() {
+                        self.sync_external(&mut external)?;
+                    }
                     self.write_checkpoint(observer)?;
                 }
             }
@@ -356,10 +419,18 @@ impl Trainer {
             observer.on_epoch(&r);
             reports.push(r);
         }
+        self.sync_external(&mut external)?;
         if rank == 0 {
             self.write_checkpoint(observer)?;
         }
         Ok(reports)
+    }
+
+    fn sync_external(&mut self, external: &mut Option<&mut dyn ExternalStep>) -> Result<()> {
+        match external.as_deref_mut() {
+            Some(ext) => ext.sync_to(self),
+            None => Ok(()),
+        }
     }
 
     /// Writes `checkpoint.safetensors` in the checkpoint folder (atomically), if there is one.
@@ -371,6 +442,22 @@ impl Trainer {
         }
         Ok(())
     }
+}
+
+/// The maths of a training step done outside the engine (the PyTorch module on a GPU), for
+/// [`Trainer::run_external`]: the trainer keeps everything else.
+pub trait ExternalStep {
+    /// Takes the trainer's model parameters and optimiser state (a new run's initial weights, or
+    /// a resumed run's checkpoint).
+    fn start(&mut self, trainer: &Trainer) -> Result<()>;
+    /// One optimiser step on the rows `x` (preprocessed, `n x d`) at learning rate `lr`
+    /// (forward, the run's criterion, backward, clipping, Adam): returns the batch statistics
+    /// (see [`Trainer::record_external`]), whether the loss and gradients were finite (the update
+    /// must be skipped when not) and the gradient norm before clipping.
+    fn step(&mut self, x: &[f32], lr: f64) -> Result<(Vec<f64>, bool, f64)>;
+    /// Writes the current parameters and optimiser state into `trainer` (before a checkpoint and
+    /// at the end).
+    fn sync_to(&mut self, trainer: &mut Trainer) -> Result<()>;
 }
 
 /// The observer of one of several processes: every process is asked whether to stop (they stop
@@ -406,6 +493,7 @@ impl Observer for RankObserver<'_> {
 struct BatchStats {
     /// `[loss, rows, entries, Σx, Σx², Σ(x-x̂)², nonzero codes, Σcodes², energy_1..k, alive_1..c]`.
     values: Vec<f64>,
+    c: usize,
 }
 
 const FIXED: usize = 8;
@@ -437,10 +525,13 @@ impl BatchStats {
         for t in 0..k {
             v[FIXED + t] = fw.energy.iter().skip(t).step_by(k.max(1)).map(|&e| e as f64).sum();
         }
-        BatchStats { values: v }
+        BatchStats { values: v, c }
     }
     fn loss(&self) -> f64 {
         self.values[0]
+    }
+    fn k(&self) -> usize {
+        self.values.len() - FIXED - self.c
     }
     fn rows(&self) -> usize {
         self.values[1] as usize
