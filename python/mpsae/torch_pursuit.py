@@ -37,8 +37,8 @@ STRATEGIES = ("auto", "gram", "plain")
 
 
 def memory_budget(device: torch.device) -> int:
-    """Bytes the pursuit may use for correlations and the Gram matrix: half the free memory of a
-    CUDA device, else ``MPSAE_TORCH_MEMORY`` (bytes) or 2 GiB."""
+    """Bytes the pursuit may use for correlations and the Gram matrix: ``MPSAE_TORCH_MEMORY``
+    (bytes) when set, else half the free memory of a CUDA device, else 2 GiB."""
     env = os.environ.get("MPSAE_TORCH_MEMORY")
     if env:
         return int(env)
@@ -46,6 +46,13 @@ def memory_budget(device: torch.device) -> int:
         free, _total = torch.cuda.mem_get_info(device)
         return int(free) // 2
     return 2 << 30
+
+
+def max_tile_rows(device: torch.device) -> int:
+    """Most rows in one tile: on a CPU 1024 (the correlations of a tile then stay near the
+    caches' reach and the working set small; larger tiles measured no faster), unbounded on
+    accelerators (one tile fills the device)."""
+    return 1024 if device.type == "cpu" else 1 << 62
 
 
 def choose_strategy(n: int, c: int, d: int, k: int, budget: int, itemsize: int = 4) -> str:
@@ -92,6 +99,7 @@ def _tile_pursuit(x: torch.Tensor, dm: torch.Tensor, gram: Optional[torch.Tensor
     values = torch.empty(n, k, dtype=x.dtype, device=x.device)
     rechecks = 0
     c = dm.shape[0]
+    rows_of_g = torch.empty(n, c, dtype=x.dtype, device=x.device) if gram is not None and k > 1 else None
     for t in range(k):
         if c > 1:
             top = torch.topk(a, 2, dim=1)
@@ -117,7 +125,8 @@ def _tile_pursuit(x: torch.Tensor, dm: torch.Tensor, gram: Optional[torch.Tensor
         values[:, t] = v
         if t + 1 < k:
             if gram is not None:
-                a.sub_(v.unsqueeze(1) * gram[j])
+                torch.index_select(gram, 0, j, out=rows_of_g)
+                a.addcmul_(rows_of_g, v.unsqueeze(1), value=-1.0)
                 # The Gram entries' product error, and the subtraction's rounding.
                 err = err + v.abs() * gamma * atom_norm * atom_norm \
                     + 2 * eps * (x_norm * atom_norm + v.abs() * atom_norm * atom_norm)
@@ -169,7 +178,7 @@ def pursue(x: torch.Tensor, dm: torch.Tensor, k: int, strategy: str = "auto",
             gram = dm @ dm.T
         if strategy != "gram":
             gram = None
-        elif gram is not None and not torch.isfinite(gram).all():
+        elif gram is not None and not torch.isfinite(gram.sum()):  # a NaN or inf entry makes the sum one
             # An atom with NaN: its correlations are -inf from the start and, with its Gram
             # entries 0, stay -inf (never picked, as in the engine); the others are unaffected.
             gram = torch.nan_to_num(gram, nan=0.0, posinf=0.0, neginf=0.0)
@@ -177,7 +186,7 @@ def pursue(x: torch.Tensor, dm: torch.Tensor, k: int, strategy: str = "auto",
         # Per tile row: the correlations, a gathered Gram row or the next product, the exact
         # products of re-checked rows (at most one more row of c), and top-k scratch.
         per_row = 4 * c * item
-        tile = max(1, min(n, (max(budget - held, per_row)) // per_row))
+        tile = max(1, min(n, max_tile_rows(x.device), (max(budget - held, per_row)) // per_row))
         norms = torch.linalg.vector_norm(dm, dim=1)
         norms = norms[torch.isfinite(norms)]  # an atom with NaN never gets picked: no bound from it
         atom_norm = norms.max() if norms.numel() else torch.zeros((), dtype=x.dtype, device=x.device)
@@ -261,6 +270,8 @@ class SparsePursuit(torch.autograd.Function):
         ctx.has_mask = mask is not None
         ctx.dense = dense
         ctx.mark_non_differentiable(atoms)
+        # Outputs the loss does not use get no gradient tensor (a zero n x c one otherwise).
+        ctx.set_materialize_grads(False)
         return residual, codes, x_hat, atoms
 
     @staticmethod
