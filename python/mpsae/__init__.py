@@ -22,8 +22,11 @@ import numpy as np
 import json
 
 from . import _mpsae
+from .harvest import harvest
+from .splice import evaluate_in_model
 
-__all__ = ["MpSAE", "Trainer", "train", "load", "evaluate", "defaults", "__version__"]
+__all__ = ["MpSAE", "Trainer", "train", "load", "evaluate", "defaults", "harvest", "evaluate_in_model",
+           "__version__"]
 __version__: str = _mpsae.__version__
 
 ArrayLike = Any

@@ -171,7 +171,9 @@ fn open_data(
         match s {
             DataSource::Path(p) => {
                 names.push(p.display().to_string());
-                all.push(Source::open(&p, tensor.as_deref()).py()?);
+                for file in mpsae::data::harvest::expand(std::slice::from_ref(&p)).py()? {
+                    all.push(Source::open(&file, tensor.as_deref()).py()?);
+                }
             }
             DataSource::Array(name, address, dtype, rows, d) => {
                 let elem = match dtype.as_str() {
@@ -289,7 +291,10 @@ pub fn train<'py>(
 ) -> PyResult<Bound<'py, PyTuple>> {
     let pool = pool(threads)?;
     let (data, names) = open_data(sources, tensor.clone(), skip_nonfinite)?;
-    let provenance = provenance_from(provenance.as_deref())?;
+    let provenance = match provenance {
+        Some(_) => provenance_from(provenance.as_deref())?,
+        None => mpsae::data::harvest::provenance_of(&names.iter().map(PathBuf::from).collect::<Vec<_>>()),
+    };
     let (run, mut trainer) = match (&out, resume) {
         (Some(dir), true) => {
             let (run, mut trainer) = Run::resume(dir).py()?;

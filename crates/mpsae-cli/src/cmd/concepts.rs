@@ -21,7 +21,8 @@ pub struct ConceptsArgs {
     /// Tensor to read from .safetensors data files.
     #[arg(long)]
     tensor: Option<String>,
-    /// What each row is (.tokens.tsv: doc, window, pos, token; or image, patch_row, patch_col).
+    /// What each row is (.tokens.tsv: doc, window, pos, token; or image, patch_row, patch_col);
+    /// default: the tokens.tsv of a harvest folder given as --data.
     /// Default: the demo data's, when no --data is given.
     #[arg(long)]
     tokens: Option<PathBuf>,
@@ -48,6 +49,10 @@ pub fn run(a: ConceptsArgs) -> CliResult<()> {
     let data = open_data(&a.data, a.tensor.as_deref(), false, true)?;
     let tokens = match (&a.tokens, a.data.is_empty()) {
         (Some(p), _) => Some(TokenTable::read(p).map_err(msg)?),
+        (None, false) if mpsae::data::harvest::tokens_of(&a.data).is_some() => {
+            let p = mpsae::data::harvest::tokens_of(&a.data).unwrap();
+            Some(TokenTable::read(&p).map_err(msg)?)
+        }
         (None, true) => {
             Some(TokenTable::parse("minilm_l3_demo.tokens.tsv".as_ref(), DEMO_TOKENS).map_err(msg)?)
         }

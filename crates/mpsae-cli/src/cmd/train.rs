@@ -190,7 +190,7 @@ fn recipe(a: &TrainArgs) -> CliResult<RunRecipe> {
         data_names: data_names(&a.data),
         tensor: a.tensor.clone(),
         skip_nonfinite: a.skip_nonfinite,
-        provenance: Default::default(),
+        provenance: mpsae::data::harvest::provenance_of(&a.data),
     })
 }
 

@@ -61,13 +61,15 @@ struct Partial {
 }
 
 impl Dataset {
-    /// Opens, checks and summarises the files. Every row is read once (in parallel).
+    /// Opens, checks and summarises the files (a harvest folder stands for its shards, in order,
+    /// see [`super::harvest`]). Every row is read once (in parallel).
     pub fn open(paths: &[PathBuf], opts: &DataOptions) -> Result<Dataset> {
         if paths.is_empty() {
             return Err(Error::invalid("data", "no data file given"));
         }
+        let files = super::harvest::expand(paths)?;
         let sources =
-            paths.iter().map(|p| Source::open(p, opts.tensor.as_deref())).collect::<Result<Vec<_>>>()?;
+            files.iter().map(|p| Source::open(p, opts.tensor.as_deref())).collect::<Result<Vec<_>>>()?;
         Dataset::from_sources(sources, opts)
     }
 

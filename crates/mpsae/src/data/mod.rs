@@ -4,6 +4,7 @@
 
 pub mod convert;
 mod dataset;
+pub mod harvest;
 mod npy;
 mod source;
 

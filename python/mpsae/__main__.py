@@ -1,0 +1,76 @@
+"""``python -m mpsae harvest ...`` and ``python -m mpsae evaluate-in-model ...``: the model-side
+commands (they need torch and transformers), as shells over :func:`mpsae.harvest` and
+:func:`mpsae.evaluate_in_model`."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _load(model: str, gguf_file, dtype: str, device: str):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kw = {"gguf_file": gguf_file} if gguf_file else {}
+    tok = AutoTokenizer.from_pretrained(model, **kw)
+    m = AutoModelForCausalLM.from_pretrained(model, dtype=getattr(torch, dtype), **kw).to(device)
+    return m, tok
+
+
+def _inputs(path: str):
+    """A .json file of token-id lists, or a text file (one document)."""
+    if path.endswith(".json"):
+        with open(path) as f:
+            return json.load(f)
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m mpsae", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--model", required=True, help="Hugging Face model name or folder")
+        p.add_argument("--gguf-file", help="a GGUF file in that folder")
+        p.add_argument("--inputs", required=True, help="a text file (one document) or a .json list of token-id lists")
+        p.add_argument("--hook", required=True, help="module path, e.g. model.layers.14")
+        p.add_argument("--context", type=int, default=256)
+        p.add_argument("--batch-size", type=int, default=8)
+        p.add_argument("--no-bos", action="store_true", help="do not put a BOS token before each window")
+        p.add_argument("--keep-first", action="store_true", help="keep each window's first position")
+        p.add_argument("--model-dtype", default="float32")
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--quiet", action="store_true")
+
+    h = sub.add_parser("harvest", help="write a model's activations at a hook to a harvest folder")
+    common(h)
+    h.add_argument("--out", required=True)
+    h.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+    h.add_argument("--max-rows", type=int)
+    h.add_argument("--resume", action="store_true")
+    e = sub.add_parser("evaluate-in-model", help="CE loss recovered with the SAE spliced in at the hook")
+    common(e)
+    e.add_argument("--sae", required=True, help="run folder, model file or SAELens folder")
+    a = ap.parse_args(argv)
+    try:
+        import mpsae
+
+        model, tok = _load(a.model, a.gguf_file, a.model_dtype, a.device)
+        kw = dict(tokenizer=tok, context=a.context, batch_size=a.batch_size, prepend_bos=not a.no_bos,
+                  exclude_first=not a.keep_first, progress=not a.quiet)
+        if a.command == "harvest":
+            info = mpsae.harvest(model, _inputs(a.inputs), a.hook, a.out, dtype=a.dtype, max_rows=a.max_rows,
+                                 resume=a.resume, **kw)
+        else:
+            info = mpsae.evaluate_in_model(model, a.sae, _inputs(a.inputs), a.hook, **kw)
+    except (ValueError, TypeError, OSError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(info))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,377 @@
+"""Activations out of a model: windows of tokens through any ``nn.Module`` (Hugging Face
+``transformers`` models first), the output of chosen modules written to disk as the model runs.
+
+A harvest folder (one per hook) holds ``shard_00000.npy``, ... (rows in order, each shard whole
+windows), ``tokens.tsv`` (``row, source, doc, window, pos, token_id, token``: which token each row
+is; tabs, newlines and backslashes in tokens escaped as ``\\t``, ``\\n``, ``\\\\``) and
+``harvest.json`` (model, hook, layer, tokenizer, context, dtype, rows, d, the shards in order).
+``mpsae train/encode/eval/concepts --data DIR`` read it, and a run trained on it records where
+its activations came from.
+
+Memory is bounded whatever the corpus: rows go to disk shard by shard. A harvest killed midway
+keeps every shard it completed (each written atomically, then recorded in ``harvest.json``), and
+``resume=True`` continues after the last recorded window without duplicating rows.
+"""
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import re
+import sys
+import time
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+__all__ = ["harvest", "windows", "find_module", "HARVEST_FILE", "TOKENS_FILE"]
+
+HARVEST_FILE = "harvest.json"
+TOKENS_FILE = "tokens.tsv"
+TOKENS_HEADER = "row\tsource\tdoc\twindow\tpos\ttoken_id\ttoken\n"
+
+
+class _Stop(Exception):
+    """Raised by the last hook: the layers after it are not needed."""
+
+
+def find_module(model, path: str):
+    """The module at ``path`` (``"model.layers.14"``); a path that names none is a ValueError
+    listing the nearest module paths."""
+    modules = dict(model.named_modules())
+    if path in modules:
+        return modules[path]
+    near = difflib.get_close_matches(path, list(modules), n=5, cutoff=0.4)
+    layers = [n for n in modules if re.fullmatch(r"(.*\.)?(layers|h|layer|blocks)\.\d+", n)]
+    hint = near or layers[:5]
+    raise ValueError(f"hook '{path}' names no module of the model; nearest module paths: {', '.join(hint) or '(none)'}")
+
+
+def _hook_output(out):
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _layer_of(hook: str) -> Optional[int]:
+    m = re.search(r"\.(\d+)$", hook)
+    return int(m.group(1)) + 1 if m else None
+
+
+def _model_name(model) -> Optional[str]:
+    cfg = getattr(model, "config", None)
+    return getattr(cfg, "_name_or_path", None) or getattr(getattr(model, "name_or_path", None), "__str__", lambda: None)()
+
+
+def _documents(inputs) -> Tuple[List[Any], bool]:
+    """``(documents, as_ids)``: strings, a text file (one document), or lists of token ids."""
+    if isinstance(inputs, (str, os.PathLike)) and os.path.isfile(os.fspath(inputs)):
+        with open(os.fspath(inputs), encoding="utf-8") as f:
+            return [f.read()], False
+    if isinstance(inputs, str):
+        return [inputs], False
+    docs = list(inputs)
+    if not docs:
+        raise ValueError("no inputs: give strings, a text file or lists of token ids")
+    if all(isinstance(d, str) for d in docs):
+        return docs, False
+    if all(isinstance(d, (list, tuple, np.ndarray)) or hasattr(d, "tolist") for d in docs):
+        return [[int(t) for t in (d.tolist() if hasattr(d, "tolist") else d)] for d in docs], True
+    raise TypeError("inputs must be strings, a text file path, or lists of token ids")
+
+
+def windows(inputs, tokenizer=None, context: int = 256, prepend_bos: bool = True,
+            vocab_size: Optional[int] = None) -> Iterator[Tuple[int, int, List[int]]]:
+    """The windows ``(document, window, token ids)`` a harvest runs: each document tokenized
+    (without special tokens) and cut into windows of ``context`` tokens, a BOS token first when
+    ``prepend_bos`` (the last, shorter window kept); lists of token ids are cut the same way but
+    used exactly as given (no BOS added)."""
+    if context < 2:
+        raise ValueError(f"context {context} must be at least 2")
+    docs, as_ids = _documents(inputs)
+    bos = None
+    if not as_ids:
+        if tokenizer is None:
+            raise ValueError("text inputs need a tokenizer (tokenizer=)")
+        if prepend_bos:
+            bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+            if bos is None:
+                raise ValueError("prepend_bos=True but the tokenizer has no BOS (or EOS) token")
+    for doc_i, doc in enumerate(docs):
+        ids = doc if as_ids else tokenizer(doc, add_special_tokens=False)["input_ids"]
+        if vocab_size is not None:
+            bad = [t for t in ids if not 0 <= t < vocab_size]
+            if bad:
+                raise ValueError(f"document {doc_i}: token id {bad[0]} is outside the vocabulary of {vocab_size}")
+        step = context - (1 if bos is not None else 0)
+        for w, start in enumerate(range(0, len(ids), step)):
+            chunk = list(ids[start:start + step])
+            yield doc_i, w, ([bos] + chunk) if bos is not None else chunk
+
+
+def _escape(token: str) -> str:
+    return token.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _atomic_write(path: str, write) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    write(tmp)
+    os.replace(tmp, path)
+
+
+class _Folder:
+    """One hook's harvest folder: shards, tokens.tsv, harvest.json."""
+
+    def __init__(self, out: str, info: Dict[str, Any], resume: bool):
+        self.out = out
+        os.makedirs(out, exist_ok=True)
+        path = os.path.join(out, HARVEST_FILE)
+        if resume and os.path.exists(path):
+            with open(path) as f:
+                old = json.load(f)
+            for key in ("model", "hook", "tokenizer", "context", "prepend_bos", "exclude_first", "dtype"):
+                if old.get(key) != info.get(key):
+                    raise ValueError(f"{path}: resume with {key}={info.get(key)!r}, the harvest has {old.get(key)!r}")
+            self.info = old
+        else:
+            if os.path.exists(path) and not resume:
+                raise FileExistsError(f"{out} already holds a harvest: resume=True continues it")
+            self.info = dict(info, rows=0, d=None, shards=[], windows=0, complete=False)
+        # Leftovers of a harvest killed midway: shards it did not record, token lines past its rows.
+        known = set(self.info["shards"])
+        for name in os.listdir(out):
+            if (name.startswith("shard_") and name not in known) or ".tmp" in name:
+                os.remove(os.path.join(out, name))
+        tokens = os.path.join(out, TOKENS_FILE)
+        lines = self.info["rows"] + 1
+        if os.path.exists(tokens):
+            with open(tokens, encoding="utf-8") as f:
+                kept = [next(f, "") for _ in range(lines)]
+            with open(tokens, "w", encoding="utf-8") as f:
+                f.writelines(l for l in kept if l)
+        else:
+            with open(tokens, "w", encoding="utf-8") as f:
+                f.write(TOKENS_HEADER)
+        self.rows: List[np.ndarray] = []
+        self.lines: List[str] = []
+        self.windows_pending = 0
+
+    def add(self, rows: np.ndarray, lines: List[str]) -> None:
+        self.rows.append(rows)
+        self.lines.extend(lines)
+        self.windows_pending += 1
+
+    def pending_rows(self) -> int:
+        return sum(len(r) for r in self.rows)
+
+    def flush(self, complete: bool = False) -> None:
+        """Writes the pending windows as one shard (atomically), their token lines, then records
+        them in harvest.json (atomically): a kill between two steps loses no recorded row."""
+        if self.rows:
+            block = np.concatenate(self.rows)
+            name = f"shard_{len(self.info['shards']):05d}.npy"
+            _atomic_write(os.path.join(self.out, name), lambda p: np.save(open(p, "wb"), block))
+            with open(os.path.join(self.out, TOKENS_FILE), "a", encoding="utf-8") as f:
+                f.writelines(self.lines)
+            self.info["shards"].append(name)
+            self.info["rows"] += len(block)
+            self.info["d"] = int(block.shape[1])
+            self.info["windows"] += self.windows_pending
+            self.rows, self.lines, self.windows_pending = [], [], 0
+        self.info["complete"] = complete
+        _atomic_write(os.path.join(self.out, HARVEST_FILE),
+                      lambda p: open(p, "w").write(json.dumps(self.info, indent=1)))
+
+
+def harvest(model, inputs, hook: Union[str, Sequence[str]], out, *, tokenizer=None, context: int = 256,
+            batch_size: int = 8, prepend_bos: bool = True, exclude_first: bool = True, dtype: str = "float16",
+            max_rows: Optional[int] = None, progress: bool = True, resume: bool = False,
+            shard_rows: int = 65536) -> Dict[str, Any]:
+    """Run ``inputs`` through ``model`` and write the output of ``hook`` to ``out``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A Hugging Face model (``AutoModelForCausalLM``, ...) or any module called as
+        ``model(input_ids=..., attention_mask=...)``.
+    inputs : str, path, list of str, or list of lists of token ids
+        Documents (tokenized with ``tokenizer``), a text file (one document), or token ids used
+        exactly as given.
+    hook : str or list of str
+        Module path(s) whose output (its first element, for a tuple) is read, e.g.
+        ``"model.layers.14"``; several hooks write one folder each (``out/<hook>``).
+    out : path
+        The harvest folder (or the parent of one folder per hook).
+    tokenizer : optional
+        A Hugging Face tokenizer (needed for text; gives the tokens' text in tokens.tsv).
+    context : int
+        Tokens per window (long documents are cut, short ones kept).
+    batch_size : int
+        Windows per forward pass.
+    prepend_bos : bool
+        Put the tokenizer's BOS token before each window of text.
+    exclude_first : bool
+        Leave out each window's first position (the attention sink).
+    dtype : "float16" or "float32"
+        Dtype of the stored rows.
+    max_rows : int or None
+        Stop after this many rows.
+    progress : bool
+        A progress bar on stderr.
+    resume : bool
+        Continue a harvest in ``out`` after its last recorded window.
+    shard_rows : int
+        Rows per shard (whole windows: a shard is written once it holds at least this many).
+
+    Returns
+    -------
+    dict
+        The ``harvest.json`` of the (first) hook's folder.
+    """
+    import torch
+
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"dtype '{dtype}': use float16 or float32")
+    if batch_size < 1 or shard_rows < 1:
+        raise ValueError("batch_size and shard_rows must be at least 1")
+    hooks = [hook] if isinstance(hook, str) else list(hook)
+    if not hooks:
+        raise ValueError("no hook given")
+    modules = [find_module(model, h) for h in hooks]
+    out = os.fspath(out)
+    name = _model_name(model)
+    tok_name = getattr(tokenizer, "name_or_path", None) if tokenizer is not None else None
+    folders = []
+    for h in hooks:
+        info = dict(model=name, hook=h, layer=_layer_of(h), tokenizer=tok_name or name, context=context,
+                    prepend_bos=prepend_bos, exclude_first=exclude_first, dtype=dtype)
+        folders.append(_Folder(out if len(hooks) == 1 else os.path.join(out, h), info, resume))
+    done_windows = folders[0].info["windows"]
+    if any(f.info["windows"] != done_windows for f in folders):
+        raise ValueError("the hooks' folders recorded different numbers of windows: harvest them again")
+    rows_done = folders[0].info["rows"]
+    if folders[0].info.get("complete") and resume:
+        return folders[0].info
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    source = os.path.basename(str(name).rstrip("/")) if name else type(model).__name__
+    captured: List[Optional[Any]] = [None] * len(hooks)
+
+    def make_hook(i):
+        def fn(_module, _inputs, output):
+            captured[i] = _hook_output(output).detach()
+            if all(c is not None for c in captured):
+                raise _Stop()
+        return fn
+
+    handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(modules)]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    np_dtype = np.float16 if dtype == "float16" else np.float32
+    all_windows = windows(inputs, tokenizer, context, prepend_bos, vocab)
+    bar = _Progress(progress, max_rows)
+    bar.update(rows_done)
+    start_rows = rows_done
+    try:
+        skipped = 0
+        batch: List[Tuple[int, int, List[int]]] = []
+        finished = False
+
+        def run(batch):
+            nonlocal rows_done
+            lengths = [len(w[2]) for w in batch]
+            width = max(lengths)
+            ids = torch.zeros(len(batch), width, dtype=torch.long)
+            mask = torch.zeros(len(batch), width, dtype=torch.long)
+            for b, (_, _, toks) in enumerate(batch):
+                ids[b, :len(toks)] = torch.tensor(toks)
+                mask[b, :len(toks)] = 1
+            captured[:] = [None] * len(hooks)
+            with torch.no_grad():
+                try:
+                    model(input_ids=ids.to(device), attention_mask=mask.to(device))
+                except _Stop:
+                    pass
+            if any(c is None for c in captured):
+                raise ValueError(f"hook '{hooks[captured.index(None)]}' produced no output in the forward pass")
+            for i, acts in enumerate(captured):
+                if acts.dim() != 3 or acts.shape[0] != len(batch) or acts.shape[1] != width:
+                    raise ValueError(f"hook '{hooks[i]}' gives an output of shape {tuple(acts.shape)}, "
+                                     f"not [batch, tokens, d] = [{len(batch)}, {width}, d]")
+            cut = 1 if exclude_first else 0
+            stop = False
+            for b, (doc, w, toks) in enumerate(batch):
+                positions = list(range(cut, len(toks)))
+                if max_rows is not None:
+                    positions = positions[:max(0, max_rows - rows_done)]
+                if not positions:
+                    stop = stop or (max_rows is not None and rows_done >= max_rows)
+                    continue
+                texts = (tokenizer.convert_ids_to_tokens([toks[p] for p in positions]) if tokenizer is not None
+                         else [str(toks[p]) for p in positions])
+                lines = [f"{rows_done + j}\t{source}\t{doc}\t{w}\t{p - cut}\t{toks[p]}\t{_escape(str(t))}\n"
+                         for j, (p, t) in enumerate(zip(positions, texts))]
+                for i, acts in enumerate(captured):
+                    rows = acts[b, positions].float().cpu().numpy().astype(np_dtype)
+                    folders[i].add(rows, lines)
+                rows_done += len(positions)
+                bar.update(rows_done)
+                if folders[0].pending_rows() >= shard_rows:
+                    for f in folders:
+                        f.flush()
+                if max_rows is not None and rows_done >= max_rows:
+                    stop = True
+                    break
+            return stop
+
+        for win in all_windows:
+            if skipped < done_windows:
+                skipped += 1
+                continue
+            batch.append(win)
+            if len(batch) == batch_size:
+                finished = run(batch)
+                batch = []
+                if finished:
+                    break
+        if batch and not finished:
+            run(batch)
+        if rows_done == 0:
+            raise ValueError("the inputs gave no rows (empty documents, or windows of one token with exclude_first)")
+        for f in folders:
+            f.flush(complete=True)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+        bar.close(rows_done - start_rows)
+    return folders[0].info
+
+
+class _Progress:
+    """A progress bar on stderr (tqdm when installed), rows and rows/s."""
+
+    def __init__(self, on: bool, total: Optional[int]):
+        self.on, self.t0, self.last, self.printed = on, time.time(), 0, 0
+        self.bar = None
+        if on:
+            try:
+                from tqdm import tqdm
+                self.bar = tqdm(total=total, unit="rows", desc="harvest")
+            except ImportError:
+                self.bar = None
+
+    def update(self, rows: int) -> None:
+        if not self.on:
+            return
+        if self.bar is not None:
+            self.bar.update(rows - self.last)
+        elif rows - self.printed >= 65536:
+            print(f"harvest: {rows} rows", file=sys.stderr)
+            self.printed = rows
+        self.last = rows
+
+    def close(self, new_rows: int) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.on:
+            dt = max(time.time() - self.t0, 1e-9)
+            print(f"harvest: {new_rows} rows in {dt:.1f} s ({new_rows / dt:.0f} rows/s)", file=sys.stderr)

@@ -1,0 +1,169 @@
+"""The SAE in the model: how much of the model's next-token prediction survives when the SAE's
+reconstruction replaces a module's output (SAELens's "CE loss recovered").
+
+:func:`evaluate_in_model` runs the same windows three times: clean, with the hook's output
+replaced by the SAE's reconstruction at the positions a harvest would read (every position but
+each window's first when ``exclude_first``), and with it zeroed there. The losses are the mean
+next-token cross-entropy of the predictions made from those positions (position ``p`` predicts
+token ``p + 1``), so the three runs are judged on the same predictions.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Optional
+
+from .harvest import _Progress, _hook_output, find_module, windows
+
+__all__ = ["evaluate_in_model", "load_sae"]
+
+
+def load_sae(sae_or_run, device=None):
+    """A :class:`mpsae.torch.MpSAE` (eval mode) from a module, a run folder, a model file or a
+    SAELens folder."""
+    from .torch import MpSAE, load
+
+    if isinstance(sae_or_run, MpSAE):
+        sae = sae_or_run
+    elif isinstance(sae_or_run, (str, os.PathLike)):
+        sae = load(sae_or_run)
+    else:
+        raise TypeError("sae_or_run must be an mpsae.torch.MpSAE or the path of a run, a model file or a SAELens folder")
+    sae = sae.eval()
+    return sae.to(device) if device is not None else sae
+
+
+def evaluate_in_model(model, sae_or_run, inputs, hook: str, *, tokenizer=None, context: int = 256,
+                      batch_size: int = 8, prepend_bos: bool = True, exclude_first: bool = True,
+                      progress: bool = True) -> Dict[str, Any]:
+    """Splice the SAE into ``model`` at ``hook`` and measure what the model loses.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A causal language model returning ``.logits`` (Hugging Face).
+    sae_or_run : mpsae.torch.MpSAE or path
+        The SAE, or a run folder, a model file, a SAELens folder.
+    inputs, hook, tokenizer, context, batch_size, prepend_bos, exclude_first
+        As :func:`mpsae.harvest` (the same windows and positions).
+    progress : bool
+        Progress on stderr.
+
+    Returns
+    -------
+    dict
+        ``ce_clean``, ``ce_sae``, ``ce_zero`` (mean cross-entropy, nats), ``ce_loss_score``
+        (``(ce_zero - ce_sae) / (ce_zero - ce_clean)``), ``kl_sae``, ``kl_zero`` (mean
+        ``KL(clean || spliced)``), ``kl_div_score`` (``(kl_zero - kl_sae) / kl_zero``),
+        ``explained_variance`` (``1 - Σ‖x - x̂‖² / Σ‖x - mean‖²`` over the rows replaced),
+        ``l0`` (codes per row), ``rows`` (replaced positions), ``predictions`` (losses averaged).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    module = find_module(model, hook)
+    device = next(model.parameters()).device
+    sae = load_sae(sae_or_run, device)
+    sae.sparse_codes = True
+    cut = 1 if exclude_first else 0
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    mode = {"what": "clean", "mask": None}
+    stats = {"sse": 0.0, "sum": None, "sumsq": 0.0, "rows": 0, "nnz": 0}
+
+    def splice(_module, _inputs, output):
+        if mode["what"] == "clean":
+            return None
+        acts = _hook_output(output)
+        if acts.dim() != 3:
+            raise ValueError(f"hook '{hook}' gives an output of shape {tuple(acts.shape)}, not [batch, tokens, d]")
+        mask = mode["mask"]
+        if mode["what"] == "zero":
+            new = torch.where(mask.unsqueeze(-1), torch.zeros_like(acts), acts)
+        else:
+            x = acts[mask]
+            with torch.no_grad():
+                _, (idx, val), x_hat = sae(x)
+            x64, xh64 = x.double(), x_hat.double()
+            stats["sse"] += float((x64 - xh64).square().sum())
+            stats["sumsq"] += float(x64.square().sum())
+            stats["sum"] = x64.sum(0) if stats["sum"] is None else stats["sum"] + x64.sum(0)
+            stats["rows"] += x.shape[0]
+            stats["nnz"] += int(sae_codes_nonzero(idx, val))
+            new = acts.clone()
+            new[mask] = x_hat.to(acts.dtype)
+        if isinstance(output, (tuple, list)):
+            return type(output)((new, *output[1:]))
+        return new
+
+    def sae_codes_nonzero(idx, val):
+        n, k = idx.shape
+        c = sae.nb_concepts
+        keys = torch.arange(n, device=idx.device).repeat_interleave(k) * c + idx.reshape(-1)
+        uniq, inv = torch.unique(keys, return_inverse=True)
+        z = torch.zeros(uniq.shape[0], dtype=torch.float64, device=idx.device).index_add_(0, inv, val.reshape(-1).double())
+        return (z != 0).sum()
+
+    handle = module.register_forward_hook(splice)
+    was_training = model.training
+    model.eval()
+    totals = {"ce_clean": 0.0, "ce_sae": 0.0, "ce_zero": 0.0, "kl_sae": 0.0, "kl_zero": 0.0, "n": 0}
+    bar = _Progress(progress, None)
+    try:
+        batch: List = []
+
+        def run(batch):
+            lengths = [len(w[2]) for w in batch]
+            width = max(lengths)
+            ids = torch.zeros(len(batch), width, dtype=torch.long)
+            att = torch.zeros(len(batch), width, dtype=torch.long)
+            for b, (_, _, toks) in enumerate(batch):
+                ids[b, :len(toks)] = torch.tensor(toks)
+                att[b, :len(toks)] = 1
+            ids, att = ids.to(device), att.to(device)
+            pos = torch.arange(width, device=device).unsqueeze(0)
+            length = torch.tensor(lengths, device=device).unsqueeze(1)
+            replaced = (pos >= cut) & (pos < length)
+            predicts = replaced & (pos < length - 1)  # position p predicts token p + 1
+            if not bool(predicts.any()):
+                return
+            targets = ids[:, 1:][predicts[:, :-1]]
+            logp = {}
+            with torch.no_grad():
+                for what in ("clean", "sae", "zero"):
+                    mode["what"], mode["mask"] = what, replaced
+                    logits = model(input_ids=ids, attention_mask=att).logits
+                    logp[what] = F.log_softmax(logits[:, :-1][predicts[:, :-1]].double(), dim=-1)
+            n = int(targets.shape[0])
+            for what in ("clean", "sae", "zero"):
+                totals[f"ce_{what}"] += float(-logp[what].gather(1, targets.unsqueeze(1)).sum())
+            p_clean = logp["clean"].exp()
+            for what in ("sae", "zero"):
+                totals[f"kl_{what}"] += float((p_clean * (logp["clean"] - logp[what])).sum())
+            totals["n"] += n
+            bar.update(totals["n"])
+
+        for win in windows(inputs, tokenizer, context, prepend_bos, vocab):
+            batch.append(win)
+            if len(batch) == batch_size:
+                run(batch)
+                batch = []
+        if batch:
+            run(batch)
+    finally:
+        handle.remove()
+        model.train(was_training)
+        bar.close(totals["n"])
+    n = totals["n"]
+    if n == 0:
+        raise ValueError("the inputs gave no prediction to evaluate (windows too short)")
+    out = {k: totals[k] / n for k in ("ce_clean", "ce_sae", "ce_zero", "kl_sae", "kl_zero")}
+    gap = out["ce_zero"] - out["ce_clean"]
+    out["ce_loss_score"] = (out["ce_zero"] - out["ce_sae"]) / gap if gap != 0 else float("nan")
+    out["kl_div_score"] = (out["kl_zero"] - out["kl_sae"]) / out["kl_zero"] if out["kl_zero"] != 0 else float("nan")
+    rows = stats["rows"]
+    mean = stats["sum"] / rows
+    total_var = stats["sumsq"] - rows * float(mean.square().sum())
+    out["explained_variance"] = 1.0 - stats["sse"] / total_var if total_var > 0 else float("nan")
+    out["l0"] = stats["nnz"] / rows
+    out["rows"] = rows
+    out["predictions"] = n
+    return out
