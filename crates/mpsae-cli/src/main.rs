@@ -33,6 +33,8 @@ enum Command {
     Inspect(cmd::inspect::InspectArgs),
     /// Write the concept browser of a model: a static site of what each concept fires on.
     Concepts(cmd::concepts::ConceptsArgs),
+    /// Write a model in another tool's format (SAELens).
+    Export(cmd::export::ExportArgs),
     /// Benchmark training and encoding throughput, with the time split and the machine's sgemm.
     Bench(cmd::bench::BenchArgs),
 }
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Concepts(a) => cmd::concepts::run(a),
+        Command::Export(a) => cmd::export::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

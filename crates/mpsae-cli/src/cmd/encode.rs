@@ -17,7 +17,7 @@ pub enum Format {
 /// Arguments of `mpsae encode`.
 #[derive(clap::Args)]
 pub struct EncodeArgs {
-    /// Run folder or model .safetensors file.
+    /// Run folder, model .safetensors file or SAELens matching_pursuit folder.
     #[arg(long)]
     model: PathBuf,
     #[command(flatten)]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 /// Arguments of `mpsae eval`.
 #[derive(clap::Args)]
 pub struct EvalArgs {
-    /// Run folder or model .safetensors file.
+    /// Run folder, model .safetensors file or SAELens matching_pursuit folder.
     #[arg(long)]
     model: PathBuf,
     #[command(flatten)]

@@ -4,5 +4,6 @@ pub mod bench;
 pub mod concepts;
 pub mod encode;
 pub mod eval;
+pub mod export;
 pub mod inspect;
 pub mod train;

@@ -372,9 +372,12 @@ impl RunRecipe {
     }
 }
 
-/// A model (with its preprocessing and provenance) from a run folder (its `model.safetensors`)
-/// or a model file.
+/// A model (with its preprocessing and provenance) from a run folder (its `model.safetensors`),
+/// a model file, or a SAELens `matching_pursuit` folder ([`crate::io::saelens`]).
 pub fn load_model(path: &Path) -> Result<MpSae> {
+    if crate::io::saelens::is_saelens(path) {
+        return crate::io::saelens::import(path);
+    }
     let file = if path.is_dir() { path.join(MODEL_FILE) } else { path.to_path_buf() };
     if !file.exists() {
         return Err(Error::file(&file, "no such model file (give a run folder or a .safetensors file)"));

@@ -1,0 +1,133 @@
+//! SAELens's format, both ways: a folder with `cfg.json` (`architecture: "matching_pursuit"`)
+//! and `sae_weights.safetensors` (`W_dec` `[d_sae, d_in]`, `b_dec` `[d_in]`).
+//!
+//! Export: `W_dec` is the model's fused dictionary `normalize(W)·exp(m)`, `b_dec` its mean (zeros
+//! without centring), `max_iterations = k`, `residual_threshold = 0`, `stop_on_duplicate_support =
+//! false`. A scale is folded: matching pursuit is linear in its input, so on `x - b_dec` SAELens
+//! picks the atoms mpsae picks on `(x - mean)·scale`, with every value divided by the scale, and
+//! `acts @ W_dec + b_dec` is mpsae's reconstruction.
+//!
+//! Where the two encoders differ: SAELens takes a ReLU of the correlations and of each value, so
+//! a step whose best signed correlation is negative picks an atom with value 0 (and, without
+//! `stop_on_duplicate_support`, so does every later step of that row), where mpsae picks the
+//! largest signed correlation and subtracts it. Rows whose pursuit never meets a negative best
+//! correlation get the same codes from both.
+//!
+//! Import: a SAELens `matching_pursuit` folder becomes a model with the identity normalisation,
+//! `W = W_dec`, no multiplier, `k = max_iterations` (`d_in` when unset) and, when
+//! `apply_b_dec_to_input`, the mean `b_dec`.
+
+use crate::config::SaeConfig;
+use crate::io::state_dict::read_tensors;
+use crate::model::{MpSae, Normalization, Preprocess, Provenance};
+use crate::{Error, Result};
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// SAELens's configuration file.
+pub const CONFIG_FILE: &str = "cfg.json";
+/// SAELens's weights file.
+pub const WEIGHTS_FILE: &str = "sae_weights.safetensors";
+
+/// Whether `dir` is a SAELens matching-pursuit folder.
+pub fn is_saelens(dir: &Path) -> bool {
+    dir.is_dir() && dir.join(CONFIG_FILE).is_file() && dir.join(WEIGHTS_FILE).is_file() && !dir.join("model.safetensors").exists()
+}
+
+/// Writes `model` as a SAELens folder `dir` (created if needed).
+pub fn export(model: &mut MpSae, dir: &Path) -> Result<()> {
+    let (c, d, k) = (model.nb_concepts(), model.input_dim(), model.config().k);
+    model.eval();
+    let dict = model.get_dictionary();
+    let mean = model.preprocess().mean.clone().unwrap_or_else(|| vec![0.0; d]);
+    let p = model.provenance().clone();
+    let cfg = json!({
+        "architecture": "matching_pursuit",
+        "d_in": d,
+        "d_sae": c,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": true,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "max_iterations": k,
+        "residual_threshold": 0.0,
+        "stop_on_duplicate_support": false,
+        "metadata": {
+            "model_name": p.model,
+            "hook_name": p.hook,
+            "hook_head_index": Value::Null,
+            "context_size": p.context,
+            "prepend_bos": p.prepend_bos,
+            "exclude_special_tokens": p.exclude_first,
+            "sae_lens_training_version": Value::Null,
+            "mpsae_version": env!("CARGO_PKG_VERSION"),
+            "mpsae_layer": p.layer,
+            "mpsae_dtype": p.dtype,
+            "mpsae_tokenizer": p.tokenizer,
+        },
+    });
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let (wb, bb) = (bytes(&dict), bytes(&mean));
+    let tensors = vec![("W_dec".to_string(), view(vec![c, d], &wb)), ("b_dec".to_string(), view(vec![d], &bb))];
+    let data = safetensors::serialize(tensors, &None)
+        .map_err(|e| Error::Shape(format!("cannot serialise the weights: {e}")))?;
+    crate::io::atomic::write_atomic(&dir.join(WEIGHTS_FILE), &data)?;
+    let text = serde_json::to_string_pretty(&cfg).expect("config serialises");
+    crate::io::atomic::write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())
+}
+
+/// Opens a SAELens `matching_pursuit` folder as a model (see the module docs).
+pub fn import(dir: &Path) -> Result<MpSae> {
+    let cfg_path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
+    let cfg: Value =
+        serde_json::from_str(&text).map_err(|e| Error::file(&cfg_path, format!("not a SAELens config: {e}")))?;
+    let arch = cfg["architecture"].as_str().unwrap_or("");
+    if arch != "matching_pursuit" {
+        return Err(Error::file(&cfg_path, format!("architecture '{arch}' is not matching_pursuit")));
+    }
+    let norm = cfg["normalize_activations"].as_str().unwrap_or("none");
+    if norm != "none" {
+        return Err(Error::file(&cfg_path, format!("normalize_activations '{norm}' is not supported (only none)")));
+    }
+    let wpath = dir.join(WEIGHTS_FILE);
+    let bytes = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
+    let (mut tensors, _) = read_tensors(&wpath, &bytes)?;
+    let w = tensors.remove("W_dec").ok_or_else(|| Error::file(&wpath, "no 'W_dec' tensor"))?;
+    if w.shape.len() != 2 {
+        return Err(Error::file(&wpath, format!("'W_dec' has shape {:?}, expected [d_sae, d_in]", w.shape)));
+    }
+    let (c, d) = (w.shape[0], w.shape[1]);
+    let mut config = SaeConfig::new(d, c);
+    config.k = cfg["max_iterations"].as_u64().map_or(d, |k| k as usize);
+    config.normalization = Normalization::from_name("identity").expect("identity is a normalisation");
+    let mut model = MpSae::from_weights(config, w.data, 0.0, 0).map_err(|e| Error::file(&wpath, e.to_string()))?;
+    if cfg["apply_b_dec_to_input"].as_bool().unwrap_or(true) {
+        if let Some(b) = tensors.remove("b_dec") {
+            if b.data.iter().any(|&v| v != 0.0) {
+                let pre = Preprocess::from_state(Some((b.shape, b.data)), None, d)
+                    .map_err(|e| Error::file(&wpath, e.to_string()))?;
+                model.set_preprocess(pre)?;
+            }
+        }
+    }
+    let m = &cfg["metadata"];
+    let s = |v: &Value| v.as_str().map(str::to_string);
+    model.set_provenance(Provenance {
+        model: s(&m["model_name"]),
+        hook: s(&m["hook_name"]),
+        layer: m["mpsae_layer"].as_u64().map(|v| v as usize),
+        tokenizer: s(&m["mpsae_tokenizer"]),
+        context: m["context_size"].as_u64().map(|v| v as usize),
+        prepend_bos: m["prepend_bos"].as_bool(),
+        exclude_first: m["exclude_special_tokens"].as_bool(),
+        dtype: s(&m["mpsae_dtype"]),
+    });
+    Ok(model)
+}
+
+fn view(shape: Vec<usize>, b: &[u8]) -> safetensors::tensor::TensorView<'_> {
+    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, b).expect("shape matches data")
+}
