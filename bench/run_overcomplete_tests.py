@@ -1,6 +1,6 @@
 """Run overcomplete 0.3.0's own MpSAE test cases against mpsae's PyTorch module (by hand).
 
-    python bench/run_overcomplete_tests.py --checkout PATH/TO/overcomplete [pytest args...]
+    python bench/run_overcomplete_tests.py --checkout PATH/TO/overcomplete [--path auto|engine|torch] [pytest args...]
 
 PATH is a source checkout of KempnerInstitute/overcomplete at the 0.3.0 version bump (its tests
 are not committed here, and the release on the package index ships none). The script copies
@@ -11,6 +11,7 @@ imported, and runs the cases parametrized with MpSAE. Needs the overcomplete pac
 collect under current pytest, even for overcomplete.
 """
 import argparse
+import os
 import pathlib
 import shutil
 import subprocess
@@ -32,7 +33,10 @@ overcomplete.sae.mp_sae.MpSAE = mpsae.torch.MpSAE
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkout", required=True, type=pathlib.Path)
+    ap.add_argument("--path", default=None, help="the module's pursuit path for every case (MPSAE_TORCH_PATH)")
     a, rest = ap.parse_known_args()
+    if a.path:
+        os.environ["MPSAE_TORCH_PATH"] = a.path
     src = a.checkout / "tests"
     with tempfile.TemporaryDirectory() as tmp:
         root = pathlib.Path(tmp)
