@@ -23,10 +23,11 @@ import json
 
 from . import _mpsae
 from .harvest import harvest
+from .logit_lens import logit_lens
 from .splice import evaluate_in_model
 
 __all__ = ["MpSAE", "Trainer", "train", "load", "evaluate", "defaults", "harvest", "evaluate_in_model",
-           "__version__"]
+           "logit_lens",            "__version__"]
 __version__: str = _mpsae.__version__
 
 ArrayLike = Any
@@ -454,7 +455,7 @@ class Trainer:
         rows = _mpsae.defaults()["estimate_rows"] if estimate_rows is None else int(estimate_rows)
         self._t = _mpsae.StreamTrainer(int(input_dim), model, _options(options), threads, m,
                                        None if scale_factor is None else float(scale_factor), rows,
-                                       None if provenance is None else json.dumps(dict(provenance)), _stepper)
+                                       None if provenance is None else json.dumps(dict(provenance)))
 
     @classmethod
     def from_checkpoint(cls, path: PathLike, threads: Optional[int] = None) -> "Trainer":

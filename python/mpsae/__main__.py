@@ -1,5 +1,5 @@
-"""``python -m mpsae harvest ...`` and ``python -m mpsae evaluate-in-model ...``: the model-side
-commands (they need torch and transformers), as shells over :func:`mpsae.harvest` and
+"""``python -m mpsae harvest ...``, ``python -m mpsae evaluate-in-model ...`` and ``python -m mpsae
+logit-lens ...``: the model-side commands (they need torch and transformers), as shells over :func:`mpsae.harvest` and
 :func:`mpsae.evaluate_in_model`."""
 from __future__ import annotations
 
@@ -53,11 +53,22 @@ def main(argv=None) -> int:
     e = sub.add_parser("evaluate-in-model", help="CE loss recovered with the SAE spliced in at the hook")
     common(e)
     e.add_argument("--sae", required=True, help="run folder, model file or SAELens folder")
+    lens = sub.add_parser("logit-lens", help="write RUN/logit_lens.json: the tokens each concept promotes and suppresses")
+    lens.add_argument("--model", required=True, help="Hugging Face model name or folder")
+    lens.add_argument("--gguf-file", help="a GGUF file in that folder")
+    lens.add_argument("--run", required=True, help="the run folder")
+    lens.add_argument("--top", type=int, default=10)
+    lens.add_argument("--model-dtype", default="float32")
+    lens.add_argument("--device", default="cpu")
     a = ap.parse_args(argv)
     try:
         import mpsae
 
         model, tok = _load(a.model, a.gguf_file, a.model_dtype, a.device)
+        if a.command == "logit-lens":
+            mpsae.logit_lens(a.run, model, tok, top=a.top)
+            print(json.dumps({"written": os.path.join(a.run, "logit_lens.json")}))
+            return 0
         kw = dict(tokenizer=tok, context=a.context, batch_size=a.batch_size, prepend_bos=not a.no_bos,
                   exclude_first=not a.keep_first, progress=not a.quiet)
         if a.command == "harvest":

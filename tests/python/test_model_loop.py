@@ -93,6 +93,29 @@ def test_a_harvest_folder_is_data_for_every_command(smollm2, tmp_path, cli):
                    capture_output=True)
     table = (site / "data.js").read_text()
     assert "Ġthe" in table  # the tokens came from the folder's tokens.tsv
+    # The tokens each concept promotes and suppresses through the unembedding, on its page.
+    lens = mpsae.logit_lens(run, model, tok, top=5)
+    assert len(lens["promoted"]) == 64 and len(lens["suppressed"][0]) == 5
+    w_u = model.get_output_embeddings().weight.detach().double()
+    atom = torch.from_numpy(mpsae.load(run).get_dictionary()[3]).double()
+    best = tok.convert_ids_to_tokens([int((w_u @ atom).argmax())])[0]
+    assert lens["promoted"][3][0][0] == best
+    subprocess.run([cli, "concepts", "--model", str(run), "--data", str(folder), "--out", str(site)], check=True,
+                   capture_output=True)
+    from test_concepts import SHOTS, Browser
+
+    b = Browser(tmp_path)
+    try:
+        b.open((site / "concepts" / "3.html").as_uri())
+        shown = b.js("Array.from(document.querySelectorAll('#promoted td.tok')).map(e => e.textContent)")
+        assert shown == [t for t, _ in lens["promoted"][3]]
+        assert b.js("document.querySelectorAll('#suppressed tr').length") == 5
+        assert "Through the unembedding" in b.js("document.body.innerText")
+        b.js("document.getElementById('logits').scrollIntoView()")
+        b.screenshot(SHOTS / "concept_logit_lens.png")
+        assert not b.errors, b.errors
+    finally:
+        b.close()
     # Python reads the folder too, and records its provenance.
     sae, _ = mpsae.train(str(folder), 32, 2, steps=2, batch_size=256, progress=False)
     assert sae.provenance["hook"] == HOOK

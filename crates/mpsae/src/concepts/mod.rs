@@ -5,6 +5,7 @@
 //! ([`stats`]); [`site::write`] turns that, the rows' tokens or image patches ([`tokens`]) and the
 //! run's metrics into pages that open from the file system, with charts drawn here ([`svg`]).
 
+pub mod logit_lens;
 pub mod site;
 pub mod stats;
 pub mod svg;
@@ -53,6 +54,9 @@ pub struct Analysis {
     pub token_index: Vec<(String, Vec<(u32, u64)>)>,
     /// The model's shape: `(d, c, k)`.
     pub shape: (usize, usize, usize),
+    /// The tokens each concept promotes and suppresses through the model's unembedding, when
+    /// the run has them ([`logit_lens`]).
+    pub logit_lens: Option<logit_lens::LogitLens>,
 }
 
 /// Encodes every row of `data` in eval mode (the model's preprocessing applied), gathering every
@@ -107,7 +111,7 @@ pub fn analyze(
             t_add - t_encode
         );
     }
-    Ok(Analysis { stats, nearest, tokens, token_index, shape: (d, c, k) })
+    Ok(Analysis { stats, nearest, tokens, token_index, shape: (d, c, k), logit_lens: None })
 }
 
 /// For each token text, the concepts that fire on most of its rows (at most 8).

@@ -442,6 +442,20 @@ fn concept_body(
     b.push_str(&links("Children: picked just after it", "children", &count(&s.children)));
     let near: Vec<(u32, String)> = a.nearest[j].iter().map(|&(a, c)| (a, format!("({c:.3})"))).collect();
     b.push_str(&links("Nearest atoms (cosine)", "nearest", &near));
+    if let Some(lens) = &a.logit_lens {
+        let model = lens.model.as_deref().map(|m| format!(" of {}", esc(m))).unwrap_or_default();
+        let _ = write!(b, "<h2>Through the unembedding{model}</h2><div class=\"charts\" id=\"logits\">");
+        for (title, id, list) in
+            [("promotes", "promoted", &lens.promoted[j]), ("suppresses", "suppressed", &lens.suppressed[j])]
+        {
+            let _ = write!(b, "<div><h3>{title}</h3><table id=\"{id}\"><tbody>");
+            for (tok, v) in list {
+                let _ = write!(b, "<tr><td class=\"tok\">{}</td><td>{v:+.3}</td></tr>", esc(tok));
+            }
+            b.push_str("</tbody></table></div>");
+        }
+        b.push_str("</div>");
+    }
     b
 }
 
