@@ -107,6 +107,21 @@ def windows(inputs, tokenizer=None, context: int = 256, prepend_bos: bool = True
             yield doc_i, w, ([bos] + chunk) if bos is not None else chunk
 
 
+def padded(batch, device):
+    """``(input_ids, attention_mask, lengths)`` of windows ``(doc, window, ids)``, right-padded
+    (a causal model's earlier positions do not see the padding)."""
+    import torch
+
+    lengths = [len(w[2]) for w in batch]
+    width = max(lengths)
+    ids = torch.zeros(len(batch), width, dtype=torch.long)
+    mask = torch.zeros(len(batch), width, dtype=torch.long)
+    for b, (_, _, toks) in enumerate(batch):
+        ids[b, :len(toks)] = torch.tensor(toks)
+        mask[b, :len(toks)] = 1
+    return ids.to(device), mask.to(device), lengths
+
+
 def _escape(token: str) -> str:
     return token.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
@@ -277,17 +292,12 @@ def harvest(model, inputs, hook: Union[str, Sequence[str]], out, *, tokenizer=No
 
         def run(batch):
             nonlocal rows_done
-            lengths = [len(w[2]) for w in batch]
+            ids, mask, lengths = padded(batch, device)
             width = max(lengths)
-            ids = torch.zeros(len(batch), width, dtype=torch.long)
-            mask = torch.zeros(len(batch), width, dtype=torch.long)
-            for b, (_, _, toks) in enumerate(batch):
-                ids[b, :len(toks)] = torch.tensor(toks)
-                mask[b, :len(toks)] = 1
             captured[:] = [None] * len(hooks)
             with torch.no_grad():
                 try:
-                    model(input_ids=ids.to(device), attention_mask=mask.to(device))
+                    model(input_ids=ids, attention_mask=mask)
                 except _Stop:
                     pass
             if any(c is None for c in captured):

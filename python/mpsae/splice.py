@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional
 
-from .harvest import _Progress, _hook_output, find_module, windows
+from .harvest import _Progress, _hook_output, find_module, padded, windows
 
 __all__ = ["evaluate_in_model", "load_sae"]
 
@@ -111,14 +111,8 @@ def evaluate_in_model(model, sae_or_run, inputs, hook: str, *, tokenizer=None, c
         batch: List = []
 
         def run(batch):
-            lengths = [len(w[2]) for w in batch]
+            ids, att, lengths = padded(batch, device)
             width = max(lengths)
-            ids = torch.zeros(len(batch), width, dtype=torch.long)
-            att = torch.zeros(len(batch), width, dtype=torch.long)
-            for b, (_, _, toks) in enumerate(batch):
-                ids[b, :len(toks)] = torch.tensor(toks)
-                att[b, :len(toks)] = 1
-            ids, att = ids.to(device), att.to(device)
             pos = torch.arange(width, device=device).unsqueeze(0)
             length = torch.tensor(lengths, device=device).unsqueeze(1)
             replaced = (pos >= cut) & (pos < length)

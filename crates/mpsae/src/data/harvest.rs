@@ -12,33 +12,13 @@ pub const HARVEST_FILE: &str = "harvest.json";
 /// The token table of a harvest folder.
 pub const TOKENS_FILE: &str = "tokens.tsv";
 
-/// `harvest.json`: where the rows came from and the shard files that hold them, in order.
+/// `harvest.json`: where the rows came from (the [`Provenance`] fields at its top level) and the
+/// shard files that hold them, in order.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct HarvestInfo {
-    /// The model (name or path).
-    #[serde(default)]
-    pub model: Option<String>,
-    /// The module path whose output was read.
-    #[serde(default)]
-    pub hook: Option<String>,
-    /// The layer number, when the hook names one.
-    #[serde(default)]
-    pub layer: Option<usize>,
-    /// The tokenizer (name or path).
-    #[serde(default)]
-    pub tokenizer: Option<String>,
-    /// Tokens per window.
-    #[serde(default)]
-    pub context: Option<usize>,
-    /// A beginning-of-sequence token was put before each window.
-    #[serde(default)]
-    pub prepend_bos: Option<bool>,
-    /// Each window's first position was left out.
-    #[serde(default)]
-    pub exclude_first: Option<bool>,
-    /// The rows' dtype.
-    #[serde(default)]
-    pub dtype: Option<String>,
+    /// Model, hook, layer, tokenizer, context, BOS and first-position policy, dtype.
+    #[serde(flatten)]
+    pub provenance: Provenance,
     /// Rows written.
     #[serde(default)]
     pub rows: usize,
@@ -50,22 +30,6 @@ pub struct HarvestInfo {
     /// Whether the harvest ran to its end.
     #[serde(default)]
     pub complete: bool,
-}
-
-impl HarvestInfo {
-    /// Where these activations came from, as a model records it.
-    pub fn provenance(&self) -> Provenance {
-        Provenance {
-            model: self.model.clone(),
-            hook: self.hook.clone(),
-            layer: self.layer,
-            tokenizer: self.tokenizer.clone(),
-            context: self.context,
-            prepend_bos: self.prepend_bos,
-            exclude_first: self.exclude_first,
-            dtype: self.dtype.clone(),
-        }
-    }
 }
 
 /// Whether `path` is a harvest folder.
@@ -104,7 +68,7 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 /// The provenance of `paths` when they are one harvest folder (empty otherwise).
 pub fn provenance_of(paths: &[PathBuf]) -> Provenance {
     match paths {
-        [p] if is_harvest(p) => read(p).map(|i| i.provenance()).unwrap_or_default(),
+        [p] if is_harvest(p) => read(p).map(|i| i.provenance).unwrap_or_default(),
         _ => Provenance::default(),
     }
 }
