@@ -29,6 +29,7 @@ __all__ = ["harvest", "windows", "find_module", "HARVEST_FILE", "TOKENS_FILE"]
 HARVEST_FILE = "harvest.json"
 TOKENS_FILE = "tokens.tsv"
 TOKENS_HEADER = "row\tsource\tdoc\twindow\tpos\ttoken_id\ttoken\n"
+IMAGES_HEADER = "row\tsource\timage\tpatch\tpatch_row\tpatch_col\n"
 
 
 class _Stop(Exception):
@@ -122,6 +123,22 @@ def padded(batch, device):
     return ids.to(device), mask.to(device), lengths
 
 
+def _is_images(inputs) -> bool:
+    """Whether ``inputs`` are images: a 4-D array or tensor ``[N, C, H, W]`` of pixel values."""
+    return hasattr(inputs, "shape") and hasattr(inputs, "ndim") and inputs.ndim == 4
+
+
+def _image_units(images, names):
+    """``(index, name, image)`` of each image of a ``[N, C, H, W]`` batch."""
+    import torch
+
+    images = torch.as_tensor(np.asarray(images) if not hasattr(images, "detach") else images)
+    if names is not None and len(names) != images.shape[0]:
+        raise ValueError(f"{len(names)} image names for {images.shape[0]} images")
+    for i in range(images.shape[0]):
+        yield i, (names[i] if names is not None else f"image_{i:06d}"), images[i]
+
+
 def _escape(token: str) -> str:
     return token.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
@@ -135,7 +152,7 @@ def _atomic_write(path: str, write) -> None:
 class _Folder:
     """One hook's harvest folder: shards, tokens.tsv, harvest.json."""
 
-    def __init__(self, out: str, info: Dict[str, Any], resume: bool):
+    def __init__(self, out: str, info: Dict[str, Any], resume: bool, header: str = TOKENS_HEADER):
         self.out = out
         os.makedirs(out, exist_ok=True)
         path = os.path.join(out, HARVEST_FILE)
@@ -164,7 +181,7 @@ class _Folder:
                 f.writelines(l for l in kept if l)
         else:
             with open(tokens, "w", encoding="utf-8") as f:
-                f.write(TOKENS_HEADER)
+                f.write(header)
         self.rows: List[np.ndarray] = []
         self.lines: List[str] = []
         self.windows_pending = 0
@@ -199,7 +216,7 @@ class _Folder:
 def harvest(model, inputs, hook: Union[str, Sequence[str]], out, *, tokenizer=None, context: int = 256,
             batch_size: int = 8, prepend_bos: bool = True, exclude_first: bool = True, dtype: str = "float16",
             max_rows: Optional[int] = None, progress: bool = True, resume: bool = False,
-            shard_rows: int = 65536) -> Dict[str, Any]:
+            shard_rows: int = 65536, image_names: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     """Run ``inputs`` through ``model`` and write the output of ``hook`` to ``out``.
 
     Parameters
@@ -207,9 +224,13 @@ def harvest(model, inputs, hook: Union[str, Sequence[str]], out, *, tokenizer=No
     model : torch.nn.Module
         A Hugging Face model (``AutoModelForCausalLM``, ...) or any module called as
         ``model(input_ids=..., attention_mask=...)``.
-    inputs : str, path, list of str, or list of lists of token ids
-        Documents (tokenized with ``tokenizer``), a text file (one document), or token ids used
-        exactly as given.
+    inputs : str, path, list of str, list of lists of token ids, or images
+        Documents (tokenized with ``tokenizer``), a text file (one document), token ids used
+        exactly as given, or images for a vision model (an array or tensor ``[N, C, H, W]`` of
+        pixel values, passed as ``pixel_values``): each image's tokens (the first, its CLS token,
+        left out with ``exclude_first``) are rows, and ``tokens.tsv`` says which image and which
+        patch (``image, patch, patch_row, patch_col``: the table the concept browser shows
+        patches from).
     hook : str or list of str
         Module path(s) whose output (its first element, for a tuple) is read, e.g.
         ``"model.layers.14"``; several hooks write one folder each (``out/<hook>``).
@@ -235,6 +256,8 @@ def harvest(model, inputs, hook: Union[str, Sequence[str]], out, *, tokenizer=No
         Continue a harvest in ``out`` after its last recorded window.
     shard_rows : int
         Rows per shard (whole windows: a shard is written once it holds at least this many).
+    image_names : list of str or None
+        Names of the images (their file names, for the concept browser's ``--images``).
 
     Returns
     -------
@@ -254,11 +277,15 @@ def harvest(model, inputs, hook: Union[str, Sequence[str]], out, *, tokenizer=No
     out = os.fspath(out)
     name = _model_name(model)
     tok_name = getattr(tokenizer, "name_or_path", None) if tokenizer is not None else None
+    images = _is_images(inputs)
+    if images:
+        context, prepend_bos, tok_name = None, None, None
     folders = []
     for h in hooks:
-        info = dict(model=name, hook=h, layer=_layer_of(h), tokenizer=tok_name or name, context=context,
-                    prepend_bos=prepend_bos, exclude_first=exclude_first, dtype=dtype)
-        folders.append(_Folder(out if len(hooks) == 1 else os.path.join(out, h), info, resume))
+        info = dict(model=name, hook=h, layer=_layer_of(h), tokenizer=tok_name or (None if images else name),
+                    context=context, prepend_bos=prepend_bos, exclude_first=exclude_first, dtype=dtype)
+        folders.append(_Folder(out if len(hooks) == 1 else os.path.join(out, h), info, resume,
+                               IMAGES_HEADER if images else TOKENS_HEADER))
     done_windows = folders[0].info["windows"]
     if any(f.info["windows"] != done_windows for f in folders):
         raise ValueError("the hooks' folders recorded different numbers of windows: harvest them again")
@@ -281,7 +308,7 @@ def harvest(model, inputs, hook: Union[str, Sequence[str]], out, *, tokenizer=No
     was_training = model.training
     model.eval()
     np_dtype = np.float16 if dtype == "float16" else np.float32
-    all_windows = windows(inputs, tokenizer, context, prepend_bos, vocab)
+    all_windows = _image_units(inputs, image_names) if images else windows(inputs, tokenizer, context, prepend_bos, vocab)
     bar = _Progress(progress, max_rows)
     bar.update(rows_done)
     start_rows = rows_done
@@ -292,33 +319,51 @@ def harvest(model, inputs, hook: Union[str, Sequence[str]], out, *, tokenizer=No
 
         def run(batch):
             nonlocal rows_done
-            ids, mask, lengths = padded(batch, device)
-            width = max(lengths)
             captured[:] = [None] * len(hooks)
+            if images:
+                pixels = torch.stack([img for _, _, img in batch]).to(device)
+                width = None
+            else:
+                ids, mask, lengths = padded(batch, device)
+                width = max(lengths)
             with torch.no_grad():
                 try:
-                    model(input_ids=ids, attention_mask=mask)
+                    if images:
+                        model(pixel_values=pixels)
+                    else:
+                        model(input_ids=ids, attention_mask=mask)
                 except _Stop:
                     pass
             if any(c is None for c in captured):
                 raise ValueError(f"hook '{hooks[captured.index(None)]}' produced no output in the forward pass")
             for i, acts in enumerate(captured):
-                if acts.dim() != 3 or acts.shape[0] != len(batch) or acts.shape[1] != width:
+                if acts.dim() != 3 or acts.shape[0] != len(batch) or (width is not None and acts.shape[1] != width):
                     raise ValueError(f"hook '{hooks[i]}' gives an output of shape {tuple(acts.shape)}, "
-                                     f"not [batch, tokens, d] = [{len(batch)}, {width}, d]")
+                                     f"not [batch, tokens, d] = [{len(batch)}, {width or 'tokens'}, d]")
             cut = 1 if exclude_first else 0
             stop = False
             for b, (doc, w, toks) in enumerate(batch):
-                positions = list(range(cut, len(toks)))
+                if images:
+                    tokens_here = int(captured[0].shape[1])
+                    positions = list(range(cut, tokens_here))
+                    side = int(round((tokens_here - cut) ** 0.5))
+                    grid = side * side == tokens_here - cut
+                else:
+                    positions = list(range(cut, len(toks)))
                 if max_rows is not None:
                     positions = positions[:max(0, max_rows - rows_done)]
                 if not positions:
                     stop = stop or (max_rows is not None and rows_done >= max_rows)
                     continue
-                texts = (tokenizer.convert_ids_to_tokens([toks[p] for p in positions]) if tokenizer is not None
-                         else [str(toks[p]) for p in positions])
-                lines = [f"{rows_done + j}\t{source}\t{doc}\t{w}\t{p - cut}\t{toks[p]}\t{_escape(str(t))}\n"
-                         for j, (p, t) in enumerate(zip(positions, texts))]
+                if images:
+                    lines = [f"{rows_done + j}\t{source}\t{w}\t{p - cut}\t"
+                             f"{(p - cut) // side if grid else 0}\t{(p - cut) % side if grid else p - cut}\n"
+                             for j, p in enumerate(positions)]
+                else:
+                    texts = (tokenizer.convert_ids_to_tokens([toks[p] for p in positions]) if tokenizer is not None
+                             else [str(toks[p]) for p in positions])
+                    lines = [f"{rows_done + j}\t{source}\t{doc}\t{w}\t{p - cut}\t{toks[p]}\t{_escape(str(t))}\n"
+                             for j, (p, t) in enumerate(zip(positions, texts))]
                 for i, acts in enumerate(captured):
                     rows = acts[b, positions].float().cpu().numpy().astype(np_dtype)
                     folders[i].add(rows, lines)
