@@ -64,7 +64,10 @@ fn killed_and_resumed_runs_end_with_the_uninterrupted_model() {
         let mut reached = false;
         for line in std::io::BufRead::lines(reader) {
             let line = line.unwrap();
-            let step = line.strip_prefix("step ").and_then(|r| r.split('/').next()).and_then(|n| n.parse::<u64>().ok());
+            let step = line
+                .strip_prefix("step ")
+                .and_then(|r| r.split('/').next())
+                .and_then(|n| n.parse::<u64>().ok());
             if step.is_some_and(|s| s >= target) {
                 reached = true;
                 break;

@@ -6,7 +6,8 @@ use mpsae::model::Codes;
 use mpsae::{Device, EncodeOptions, MpSae, Normalization, Preprocess, Provenance, SaeConfig};
 use mpsae_kernels::Par;
 use numpy::{
-    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods,
+    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyReadonlyArrayDyn,
+    PyUntypedArrayMethods,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -155,7 +156,11 @@ impl Model {
 
     /// Sets the model's preprocessing (mean or None, scale or None).
     #[pyo3(signature = (mean=None, scale=None))]
-    fn set_preprocess(&mut self, mean: Option<PyReadonlyArray1<'_, f32>>, scale: Option<f32>) -> PyResult<()> {
+    fn set_preprocess(
+        &mut self,
+        mean: Option<PyReadonlyArray1<'_, f32>>,
+        scale: Option<f32>,
+    ) -> PyResult<()> {
         let mean = mean.map(|m| m.as_array().to_vec());
         self.inner.set_preprocess(Preprocess { mean, scale }).py()
     }
@@ -168,8 +173,8 @@ impl Model {
 
     /// Sets the provenance from JSON (the fields of `mpsae::Provenance`).
     fn set_provenance(&mut self, json: &str) -> PyResult<()> {
-        let p: Provenance =
-            serde_json::from_str(json).map_err(|e| PyValueError::new_err(format!("invalid provenance: {e}")))?;
+        let p: Provenance = serde_json::from_str(json)
+            .map_err(|e| PyValueError::new_err(format!("invalid provenance: {e}")))?;
         self.inner.set_provenance(p);
         Ok(())
     }

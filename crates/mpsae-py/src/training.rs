@@ -101,7 +101,14 @@ impl ModelOptions {
     }
 
     /// The recipe of a new run with these options.
-    fn recipe(&self, options: &Options, names: Vec<String>, tensor: Option<String>, skip_nonfinite: bool, provenance: Provenance) -> PyResult<RunRecipe> {
+    fn recipe(
+        &self,
+        options: &Options,
+        names: Vec<String>,
+        tensor: Option<String>,
+        skip_nonfinite: bool,
+        provenance: Provenance,
+    ) -> PyResult<RunRecipe> {
         Ok(RunRecipe {
             concepts: self.nb_concepts,
             k: self.k,
@@ -144,7 +151,9 @@ pub fn defaults<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
 fn provenance_from(json: Option<&str>) -> PyResult<Provenance> {
     match json {
         None => Ok(Provenance::default()),
-        Some(j) => serde_json::from_str(j).map_err(|e| PyValueError::new_err(format!("invalid provenance: {e}"))),
+        Some(j) => {
+            serde_json::from_str(j).map_err(|e| PyValueError::new_err(format!("invalid provenance: {e}")))
+        }
     }
 }
 
@@ -544,7 +553,11 @@ impl StreamTrainer {
     /// Takes `batch` (n x d float32, C-contiguous, the data's own space); returns the reports of
     /// the steps taken (none while the preprocessing is being estimated; every kept batch once
     /// the estimate is made).
-    fn step<'py>(&mut self, py: Python<'py>, batch: PyReadonlyArray2<'py, f32>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    fn step<'py>(
+        &mut self,
+        py: Python<'py>,
+        batch: PyReadonlyArray2<'py, f32>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         let d = self.stream.trainer.model.input_dim();
         if batch.shape()[1] != d {
             return Err(PyValueError::new_err(format!(

@@ -37,7 +37,8 @@ pub use config::{Device, EncoderKind, SaeConfig};
 pub use engine::Engine;
 pub use error::{Error, Result};
 pub use model::{
-    Codes, EncodeOptions, Encoded, Forward, Gradients, MpSae, Normalization, Preprocess, Provenance, TrainingPass,
+    Codes, EncodeOptions, Encoded, Forward, Gradients, MpSae, Normalization, Preprocess, Provenance,
+    TrainingPass,
 };
 pub use mpsae_kernels as kernels;
 

@@ -71,9 +71,7 @@ fn resume_continues_exactly_and_checks_the_data() {
     let cfg = config(&data, &options);
     // Uninterrupted.
     let straight = {
-        let mut t =
-            Trainer::new(MpSae::new(cfg.model.clone(), 0).unwrap(), options.clone())
-                .unwrap();
+        let mut t = Trainer::new(MpSae::new(cfg.model.clone(), 0).unwrap(), options.clone()).unwrap();
         t.run(&data, &mut Silent).unwrap();
         t.model.weights().to_vec()
     };
@@ -82,7 +80,8 @@ fn resume_continues_exactly_and_checks_the_data() {
         let run = Run::create(&dir, cfg.clone(), false).unwrap();
         let mut t = Trainer::new(
             MpSae::new(cfg.model.clone(), 0).unwrap(),
-            TrainOptions { steps: Some(3), ..options.clone() })
+            TrainOptions { steps: Some(3), ..options.clone() },
+        )
         .unwrap();
         run.attach(&mut t);
         t.run(&data, &mut Silent).unwrap();
@@ -126,17 +125,11 @@ fn encode_dataset_streams_the_codes_of_every_batch() {
     for format in [CodesFormat::Sparse, CodesFormat::Dense] {
         let out = dir.join(format!("{format:?}.safetensors"));
         let mut seen = Vec::new();
-        let s = encode_dataset(
-            &mut model,
-            &data,
-            &EncodeOptions::default(),
-            64,
-            format,
-            &out,
-            &[],
-            &mut |r| seen.push(r),
-        )
-        .unwrap();
+        let s =
+            encode_dataset(&mut model, &data, &EncodeOptions::default(), 64, format, &out, &[], &mut |r| {
+                seen.push(r)
+            })
+            .unwrap();
         assert_eq!((s.rows, s.k), (300, 5));
         assert_eq!(seen, vec![64, 128, 192, 256, 300]);
         let bytes = std::fs::read(&out).unwrap();

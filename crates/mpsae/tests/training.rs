@@ -112,8 +112,7 @@ fn same_seed_gives_bitwise_identical_models_and_resume_continues_exactly() {
     let dir = tmp("resume");
     let mut m = model(d, 40, 4);
     m.set_dropout(Some(0.2)).unwrap();
-    let mut t =
-        Trainer::new(m, TrainOptions { steps: Some(7), ..opts.clone() }).unwrap();
+    let mut t = Trainer::new(m, TrainOptions { steps: Some(7), ..opts.clone() }).unwrap();
     t.run(&data, &mut Silent).unwrap();
     let path = dir.join(CHECKPOINT_FILE);
     checkpoint::save(&t, &path).unwrap();

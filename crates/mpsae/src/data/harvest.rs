@@ -41,8 +41,8 @@ pub fn is_harvest(path: &Path) -> bool {
 pub fn read(dir: &Path) -> Result<HarvestInfo> {
     let path = dir.join(HARVEST_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let info: HarvestInfo =
-        serde_json::from_str(&text).map_err(|e| Error::file(&path, format!("not a harvest description: {e}")))?;
+    let info: HarvestInfo = serde_json::from_str(&text)
+        .map_err(|e| Error::file(&path, format!("not a harvest description: {e}")))?;
     if info.shards.is_empty() {
         return Err(Error::file(&path, "lists no shard: the harvest wrote no rows yet"));
     }
@@ -57,7 +57,10 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         if is_harvest(p) {
             out.extend(read(p)?.shards.iter().map(|s| p.join(s)));
         } else if p.is_dir() {
-            return Err(Error::file(p, format!("is a folder without {HARVEST_FILE}: give data files or a harvest folder")));
+            return Err(Error::file(
+                p,
+                format!("is a folder without {HARVEST_FILE}: give data files or a harvest folder"),
+            ));
         } else {
             out.push(p.clone());
         }

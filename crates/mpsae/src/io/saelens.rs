@@ -31,7 +31,10 @@ pub const WEIGHTS_FILE: &str = "sae_weights.safetensors";
 
 /// Whether `dir` is a SAELens matching-pursuit folder.
 pub fn is_saelens(dir: &Path) -> bool {
-    dir.is_dir() && dir.join(CONFIG_FILE).is_file() && dir.join(WEIGHTS_FILE).is_file() && !dir.join("model.safetensors").exists()
+    dir.is_dir()
+        && dir.join(CONFIG_FILE).is_file()
+        && dir.join(WEIGHTS_FILE).is_file()
+        && !dir.join("model.safetensors").exists()
 }
 
 /// Writes `model` as a SAELens folder `dir` (created if needed).
@@ -70,7 +73,8 @@ pub fn export(model: &mut MpSae, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let (wb, bb) = (bytes(&dict), bytes(&mean));
-    let tensors = vec![("W_dec".to_string(), view(vec![c, d], &wb)), ("b_dec".to_string(), view(vec![d], &bb))];
+    let tensors =
+        vec![("W_dec".to_string(), view(vec![c, d], &wb)), ("b_dec".to_string(), view(vec![d], &bb))];
     let data = safetensors::serialize(tensors, &None)
         .map_err(|e| Error::Shape(format!("cannot serialise the weights: {e}")))?;
     crate::io::atomic::write_atomic(&dir.join(WEIGHTS_FILE), &data)?;
@@ -82,15 +86,18 @@ pub fn export(model: &mut MpSae, dir: &Path) -> Result<()> {
 pub fn import(dir: &Path) -> Result<MpSae> {
     let cfg_path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&cfg_path).map_err(|e| Error::io(&cfg_path, e))?;
-    let cfg: Value =
-        serde_json::from_str(&text).map_err(|e| Error::file(&cfg_path, format!("not a SAELens config: {e}")))?;
+    let cfg: Value = serde_json::from_str(&text)
+        .map_err(|e| Error::file(&cfg_path, format!("not a SAELens config: {e}")))?;
     let arch = cfg["architecture"].as_str().unwrap_or("");
     if arch != "matching_pursuit" {
         return Err(Error::file(&cfg_path, format!("architecture '{arch}' is not matching_pursuit")));
     }
     let norm = cfg["normalize_activations"].as_str().unwrap_or("none");
     if norm != "none" {
-        return Err(Error::file(&cfg_path, format!("normalize_activations '{norm}' is not supported (only none)")));
+        return Err(Error::file(
+            &cfg_path,
+            format!("normalize_activations '{norm}' is not supported (only none)"),
+        ));
     }
     let wpath = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
@@ -103,7 +110,8 @@ pub fn import(dir: &Path) -> Result<MpSae> {
     let mut config = SaeConfig::new(d, c);
     config.k = cfg["max_iterations"].as_u64().map_or(d, |k| k as usize);
     config.normalization = Normalization::from_name("identity").expect("identity is a normalisation");
-    let mut model = MpSae::from_weights(config, w.data, 0.0, 0).map_err(|e| Error::file(&wpath, e.to_string()))?;
+    let mut model =
+        MpSae::from_weights(config, w.data, 0.0, 0).map_err(|e| Error::file(&wpath, e.to_string()))?;
     if cfg["apply_b_dec_to_input"].as_bool().unwrap_or(true) {
         if let Some(b) = tensors.remove("b_dec") {
             if b.data.iter().any(|&v| v != 0.0) {

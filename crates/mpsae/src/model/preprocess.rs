@@ -54,7 +54,10 @@ impl Preprocess {
     pub fn validate(&self, d: usize) -> Result<()> {
         if let Some(m) = &self.mean {
             if m.len() != d {
-                return Err(Error::Shape(format!("the preprocessing mean has {} values, the rows {d}", m.len())));
+                return Err(Error::Shape(format!(
+                    "the preprocessing mean has {} values, the rows {d}",
+                    m.len()
+                )));
             }
             if m.iter().any(|v| !v.is_finite()) {
                 return Err(Error::invalid("preprocessing", "the mean holds NaN or infinite values"));

@@ -320,7 +320,8 @@ impl RunRecipe {
             concepts: d::CONCEPTS,
             k: d::K,
             dropout: None,
-            normalization: Normalization::from_name(d::NORMALIZATION).expect("the default is a normalisation"),
+            normalization: Normalization::from_name(d::NORMALIZATION)
+                .expect("the default is a normalisation"),
             use_multiplier: false,
             seed: d::SEED,
             options: TrainOptions::default(),

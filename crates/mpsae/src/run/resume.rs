@@ -84,7 +84,11 @@ impl ResumeRequest {
         } else if data.dim() != config.model.input_dim {
             return Err(Error::invalid(
                 "data",
-                format!("rows have dimension {}, the run's model expects {}", data.dim(), config.model.input_dim),
+                format!(
+                    "rows have dimension {}, the run's model expects {}",
+                    data.dim(),
+                    config.model.input_dim
+                ),
             ));
         }
         let (r, m) = (&self.recipe, &config.model);

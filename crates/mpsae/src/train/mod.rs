@@ -18,8 +18,8 @@ pub use checkpoint::CHECKPOINT_FILE;
 pub use evaluate::{evaluate, EvalOptions, EvalReport};
 pub use options::{CriterionChoice, ScheduleOptions, TrainOptions};
 pub use reduce::{batch_share, BatchShare, Reducer, SingleProcess};
-pub use stream::{PreprocessPlan, StreamTrainer};
 pub use report::{DetailedStats, EpochAccumulator, EpochReport, Observer, Progress, Silent, StepReport};
+pub use stream::{PreprocessPlan, StreamTrainer};
 
 use crate::criterion::Criterion;
 use crate::data::Dataset;
@@ -195,7 +195,14 @@ impl Trainer {
 
     /// The bookkeeping of a step whose update is done (or skipped, when not `finite`): the
     /// epoch's sums, the dead-code tracking, the non-finite counters, the step's report.
-    fn account(&mut self, stats: &BatchStats, finite: bool, lr: f64, grad_norm: f64, strategy: &'static str) -> StepReport {
+    fn account(
+        &mut self,
+        stats: &BatchStats,
+        finite: bool,
+        lr: f64,
+        grad_norm: f64,
+        strategy: &'static str,
+    ) -> StepReport {
         let k = stats.k();
         let c = self.model.nb_concepts();
         let (loss, r2, l0) = (stats.loss(), stats.r2(), stats.l0());
@@ -304,7 +311,13 @@ impl Trainer {
     /// (`[loss, rows, entries, Σx, Σx², Σ(x-x̂)², codes with |z| >= 1e-6, Σz², Σ‖r_t‖² for t =
     /// 1..k, then 1 for each atom with a positive code, for the c atoms]`), whether its loss and
     /// gradients were finite (the update was skipped otherwise) and its gradient norm.
-    pub fn record_external(&mut self, stats: Vec<f64>, finite: bool, lr: f64, grad_norm: f64) -> Result<StepReport> {
+    pub fn record_external(
+        &mut self,
+        stats: Vec<f64>,
+        finite: bool,
+        lr: f64,
+        grad_norm: f64,
+    ) -> Result<StepReport> {
         let c = self.model.nb_concepts();
         if stats.len() < FIXED + c {
             return Err(Error::Shape(format!(

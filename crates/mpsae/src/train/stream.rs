@@ -54,9 +54,13 @@ impl StreamTrainer {
             PreprocessPlan::Estimate { rows: 0, .. } => {
                 return Err(Error::invalid("preprocessing", "the estimate needs at least 1 row"))
             }
-            PreprocessPlan::Estimate { center, scale, rows } => {
-                Some(Pending { center, scale, rows, estimate: PreprocessEstimate::new(d), batches: Vec::new() })
-            }
+            PreprocessPlan::Estimate { center, scale, rows } => Some(Pending {
+                center,
+                scale,
+                rows,
+                estimate: PreprocessEstimate::new(d),
+                batches: Vec::new(),
+            }),
         };
         Ok(StreamTrainer { trainer, pending })
     }
