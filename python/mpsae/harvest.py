@@ -144,9 +144,20 @@ def _escape(token: str) -> str:
 
 
 def _atomic_write(path: str, write) -> None:
+    """``write(tmp)`` then rename onto ``path``: a reader never sees half a file."""
     tmp = f"{path}.tmp{os.getpid()}"
     write(tmp)
     os.replace(tmp, path)
+
+
+def _save_npy(path: str, block: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would add ".npy" to a path
+        np.save(f, block)
+
+
+def _save_text(path: str, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 class _Folder:
@@ -200,7 +211,7 @@ class _Folder:
         if self.rows:
             block = np.concatenate(self.rows)
             name = f"shard_{len(self.info['shards']):05d}.npy"
-            _atomic_write(os.path.join(self.out, name), lambda p: np.save(open(p, "wb"), block))
+            _atomic_write(os.path.join(self.out, name), lambda p: _save_npy(p, block))
             with open(os.path.join(self.out, TOKENS_FILE), "a", encoding="utf-8") as f:
                 f.writelines(self.lines)
             self.info["shards"].append(name)
@@ -209,8 +220,7 @@ class _Folder:
             self.info["windows"] += self.windows_pending
             self.rows, self.lines, self.windows_pending = [], [], 0
         self.info["complete"] = complete
-        _atomic_write(os.path.join(self.out, HARVEST_FILE),
-                      lambda p: open(p, "w").write(json.dumps(self.info, indent=1)))
+        _atomic_write(os.path.join(self.out, HARVEST_FILE), lambda p: _save_text(p, json.dumps(self.info, indent=1)))
 
 
 def harvest(model, inputs, hook: Union[str, Sequence[str]], out, *, tokenizer=None, context: int = 256,

@@ -159,6 +159,36 @@ def test_an_interrupted_harvest_resumes_without_duplicating_rows(smollm2, tmp_pa
     assert not (cut / "shard_00042.npy").exists()
 
 
+def test_a_harvest_out_of_disk_keeps_its_shards_and_resumes(smollm2, tmp_path, monkeypatch):
+    h = importlib.import_module("mpsae.harvest")  # the module (mpsae.harvest is the function)
+
+    model, tok = smollm2
+    kw = dict(tokenizer=tok, context=64, batch_size=2, max_rows=500, shard_rows=100, progress=False)
+    whole = mpsae.harvest(model, text(), HOOK, tmp_path / "whole", **kw)
+    real, calls = h._save_npy, []
+
+    def full_disk(path, block):
+        calls.append(path)
+        if len(calls) == 3:  # the third shard: half written, then the disk is full
+            with open(path, "wb") as f:
+                f.write(b"\x93NUMPY")
+            raise OSError(28, "No space left on device")
+        real(path, block)
+
+    monkeypatch.setattr(h, "_save_npy", full_disk)
+    cut = tmp_path / "cut"
+    with pytest.raises(OSError, match="No space left"):
+        mpsae.harvest(model, text(), HOOK, cut, **kw)
+    info = json.loads((cut / "harvest.json").read_text())
+    assert len(info["shards"]) == 2 and all(np.load(cut / s).shape[0] >= 100 for s in info["shards"])
+    monkeypatch.setattr(h, "_save_npy", real)
+    resumed = mpsae.harvest(model, text(), HOOK, cut, resume=True, **kw)
+    a = np.concatenate([np.load(tmp_path / "whole" / s) for s in whole["shards"]])
+    b = np.concatenate([np.load(cut / s) for s in resumed["shards"]])
+    np.testing.assert_array_equal(a, b)
+    assert not [p for p in os.listdir(cut) if ".tmp" in p]
+
+
 def test_bad_hooks_and_inputs_say_what_is_wrong(smollm2, tmp_path):
     model, tok = smollm2
     with pytest.raises(ValueError, match=r"names no module.*model\.layers\.14"):
