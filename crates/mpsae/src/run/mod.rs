@@ -313,26 +313,6 @@ pub struct RunRecipe {
 }
 
 impl RunRecipe {
-    /// The defaults of a new run ([`crate::defaults`]) on the data `data_names`.
-    pub fn new(data_names: Vec<String>) -> RunRecipe {
-        use crate::defaults as d;
-        RunRecipe {
-            concepts: d::CONCEPTS,
-            k: d::K,
-            dropout: None,
-            normalization: Normalization::from_name(d::NORMALIZATION)
-                .expect("the default is a normalisation"),
-            use_multiplier: false,
-            seed: d::SEED,
-            options: TrainOptions::default(),
-            preprocess: PreprocessChoice::default(),
-            data_names,
-            tensor: None,
-            skip_nonfinite: false,
-            provenance: Provenance::default(),
-        }
-    }
-
     /// The trainer of a new run on `data`, and the configuration its folder records.
     pub fn trainer(&self, data: &Dataset) -> Result<(Trainer, RunConfig)> {
         let settings = crate::Engine::default();
