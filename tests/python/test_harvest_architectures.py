@@ -57,3 +57,20 @@ def test_gpt2_residual_stream(tmp_path):
     np.testing.assert_allclose(rows[:15], first.numpy(), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="transformer.h.1"):
         mpsae.harvest(model, docs, "transformer.h1", tmp_path / "x", progress=False)
+
+
+def test_several_hooks_in_one_pass_write_one_folder_each(tmp_path):
+    torch.manual_seed(1)
+    # 4 layers: hidden_states[3] is then block 2's own output (the last one has the final norm applied)
+    cfg = transformers.GPT2Config(vocab_size=100, n_positions=64, n_embd=32, n_layer=4, n_head=4)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    docs = [list(range(1, 30))]
+    mpsae.harvest(model, docs, ["transformer.h.0", "transformer.h.2"], tmp_path / "multi", context=16,
+                  dtype="float32", progress=False)
+    with torch.no_grad():
+        hidden = model(input_ids=torch.tensor([docs[0][:16]]), output_hidden_states=True).hidden_states
+    for hook, layer in (("transformer.h.0", 1), ("transformer.h.2", 3)):
+        info = json.loads((tmp_path / "multi" / hook / "harvest.json").read_text())
+        assert info["hook"] == hook and info["rows"] == 15 + 12
+        rows = np.load(tmp_path / "multi" / hook / info["shards"][0])
+        np.testing.assert_allclose(rows[:15], hidden[layer][0, 1:].numpy(), rtol=1e-5, atol=1e-5)
