@@ -58,8 +58,7 @@ def _layer_of(hook: str) -> Optional[int]:
 
 
 def _model_name(model) -> Optional[str]:
-    cfg = getattr(model, "config", None)
-    return getattr(cfg, "_name_or_path", None) or getattr(getattr(model, "name_or_path", None), "__str__", lambda: None)()
+    return getattr(getattr(model, "config", None), "_name_or_path", None) or getattr(model, "name_or_path", None)
 
 
 def _documents(inputs) -> Tuple[List[Any], bool]:

@@ -60,6 +60,8 @@ def evaluate_in_model(model, sae_or_run, inputs, hook: str, *, tokenizer=None, c
     import torch
     import torch.nn.functional as F
 
+    from .torch_pursuit import summed_codes
+
     module = find_module(model, hook)
     device = next(model.parameters()).device
     sae = load_sae(sae_or_run, device)
@@ -87,20 +89,12 @@ def evaluate_in_model(model, sae_or_run, inputs, hook: str, *, tokenizer=None, c
             stats["sumsq"] += float(x64.square().sum())
             stats["sum"] = x64.sum(0) if stats["sum"] is None else stats["sum"] + x64.sum(0)
             stats["rows"] += x.shape[0]
-            stats["nnz"] += int(sae_codes_nonzero(idx, val))
+            stats["nnz"] += int((summed_codes(idx, val, sae.nb_concepts)[1] != 0).sum())
             new = acts.clone()
             new[mask] = x_hat.to(acts.dtype)
         if isinstance(output, (tuple, list)):
             return type(output)((new, *output[1:]))
         return new
-
-    def sae_codes_nonzero(idx, val):
-        n, k = idx.shape
-        c = sae.nb_concepts
-        keys = torch.arange(n, device=idx.device).repeat_interleave(k) * c + idx.reshape(-1)
-        uniq, inv = torch.unique(keys, return_inverse=True)
-        z = torch.zeros(uniq.shape[0], dtype=torch.float64, device=idx.device).index_add_(0, inv, val.reshape(-1).double())
-        return (z != 0).sum()
 
     handle = module.register_forward_hook(splice)
     was_training = model.training

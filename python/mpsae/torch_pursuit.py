@@ -30,7 +30,8 @@ from typing import Optional, Tuple
 
 import torch
 
-__all__ = ["SparsePursuit", "pursue", "decode", "choose_strategy", "memory_budget", "STRATEGIES"]
+__all__ = ["SparsePursuit", "pursue", "decode", "dense_codes", "summed_codes", "choose_strategy", "memory_budget",
+           "STRATEGIES"]
 
 #: Ways to get each step's correlations: "auto" (cost rule), "gram", "plain".
 STRATEGIES = ("auto", "gram", "plain")
@@ -49,17 +50,18 @@ def memory_budget(device: torch.device) -> int:
 
 
 def max_tile_rows(device: torch.device) -> int:
-    """Most rows in one tile: on a CPU 1024 (the correlations of a tile then stay near the
-    caches' reach and the working set small; larger tiles measured no faster), unbounded on
-    accelerators (one tile fills the device)."""
+    """Most rows in one tile: on a CPU 1024 (a tile's correlations and gathered Gram rows then
+    take 2·1024·c floats, 128 MiB at c = 16384, instead of growing with the batch), unbounded on
+    accelerators (one tile fills the device within its budget)."""
     return 1024 if device.type == "cpu" else 1 << 62
 
 
 def choose_strategy(n: int, c: int, d: int, k: int, budget: int, itemsize: int = 4) -> str:
     """"gram" when the Gram matrix (``c·c·d`` multiply-adds once, ``c²`` entries held) costs less
     than the per-step products it replaces (``(k-1)·n·c·d``) and fits half the budget; else
-    "plain". The Gram updates themselves read ``(k-1)·n·c`` entries, counted as 8 multiply-adds
-    each (they are memory-bound)."""
+    "plain". The Gram updates themselves read ``(k-1)·n·c`` entries, weighed as 8 multiply-adds
+    each (a guess for memory-bound work, not measured: the rule only has to tell the cases apart
+    where one side costs several times the other)."""
     if k <= 1:
         return "plain"
     gram_cost = c * c * d + (k - 1) * n * c * 8
@@ -211,6 +213,16 @@ def decode(dictionary: torch.Tensor, atoms: torch.Tensor, values: torch.Tensor) 
     for t in range(k):
         x_hat.add_(values[:, t:t + 1] * dictionary[atoms[:, t]])
     return x_hat
+
+
+def summed_codes(atoms: torch.Tensor, values: torch.Tensor, c: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The non-empty entries of the dense codes, without an ``n x c`` tensor: ``(keys, sums)``
+    with ``key = row·c + atom`` (sorted) and the float64 sum of that row's picks of that atom."""
+    n, k = atoms.shape
+    keys = torch.arange(n, device=atoms.device).repeat_interleave(k) * c + atoms.reshape(-1)
+    uniq, inv = torch.unique(keys, return_inverse=True)
+    sums = torch.zeros(uniq.shape[0], dtype=torch.float64, device=atoms.device)
+    return uniq, sums.index_add_(0, inv, values.reshape(-1).double())
 
 
 def dense_codes(atoms: torch.Tensor, values: torch.Tensor, c: int) -> torch.Tensor:

@@ -26,6 +26,7 @@ import torch
 import mpsae
 
 from .torch import MpSAE
+from .torch_pursuit import summed_codes
 
 __all__ = ["train", "Stepper"]
 
@@ -129,15 +130,10 @@ class Stepper:
         variance per step and the dead ratio (see ``Trainer::record_external``)."""
         with torch.no_grad():
             x64, n = x.double(), x.shape[0]
-            c, k = self.c, self.k
-            # Dense codes without an n x c tensor: sum repeated picks per (row, atom).
-            rows = torch.arange(n, device=x.device).repeat_interleave(k)
-            keys = rows * c + atoms.reshape(-1)
-            uniq, inv = torch.unique(keys, return_inverse=True)
-            z = torch.zeros(uniq.shape[0], dtype=torch.float64, device=x.device).index_add_(
-                0, inv, values.reshape(-1).double())
+            c = self.c
+            keys, z = summed_codes(atoms, values, c)
             alive = torch.zeros(c, dtype=torch.float64, device=x.device)
-            alive[uniq[z > 0] % c] = 1.0
+            alive[keys[z > 0] % c] = 1.0
             # Residual energy after each step: ‖r_t‖² = ‖r_{t-1}‖² - 2v² + v²‖Dm_j‖² (v = r_{t-1}·Dm_j).
             # The dictionary of this step (W was normalised by the forward; no second in-place
             # normalisation here).

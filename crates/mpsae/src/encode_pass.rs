@@ -28,6 +28,12 @@ pub struct PassOptions {
     pub tol: Option<f32>,
 }
 
+impl Default for PassOptions {
+    fn default() -> Self {
+        PassOptions { batch_size: crate::defaults::ENCODE_BATCH_SIZE, k: None, tol: None }
+    }
+}
+
 /// Checks `data` and the options against `model`, returns the number of pursuit steps.
 pub fn check(model: &MpSae, data: &Dataset, opts: &PassOptions) -> Result<usize> {
     if data.dim() != model.input_dim() {

@@ -49,14 +49,13 @@ pub fn run(a: ConceptsArgs) -> CliResult<()> {
     let data = open_data(&a.data, a.tensor.as_deref(), false, true)?;
     let tokens = match (&a.tokens, a.data.is_empty()) {
         (Some(p), _) => Some(TokenTable::read(p).map_err(msg)?),
-        (None, false) if mpsae::data::harvest::tokens_of(&a.data).is_some() => {
-            let p = mpsae::data::harvest::tokens_of(&a.data).unwrap();
-            Some(TokenTable::read(&p).map_err(msg)?)
-        }
         (None, true) => {
             Some(TokenTable::parse("minilm_l3_demo.tokens.tsv".as_ref(), DEMO_TOKENS).map_err(msg)?)
         }
-        (None, false) => None,
+        // A harvest folder brings its token table.
+        (None, false) => {
+            mpsae::data::harvest::tokens_of(&a.data).map(|p| TokenTable::read(&p)).transpose().map_err(msg)?
+        }
     };
     if let Some(dir) = &a.images {
         if !dir.is_dir() {

@@ -38,7 +38,14 @@ pub struct ConceptOptions {
 
 impl Default for ConceptOptions {
     fn default() -> Self {
-        ConceptOptions { top: 20, sample: 256, related: 8, context: 8, batch_size: 4096, seed: 0 }
+        ConceptOptions {
+            top: 20,
+            sample: 256,
+            related: 8,
+            context: 8,
+            batch_size: crate::defaults::ENCODE_BATCH_SIZE,
+            seed: 0,
+        }
     }
 }
 

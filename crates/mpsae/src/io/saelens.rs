@@ -18,7 +18,7 @@
 //! `apply_b_dec_to_input`, the mean `b_dec`.
 
 use crate::config::SaeConfig;
-use crate::io::state_dict::read_tensors;
+use crate::io::state_dict::{read_tensors, serialize_f32};
 use crate::model::{MpSae, Normalization, Preprocess, Provenance};
 use crate::{Error, Result};
 use serde_json::{json, Value};
@@ -34,7 +34,7 @@ pub fn is_saelens(dir: &Path) -> bool {
     dir.is_dir()
         && dir.join(CONFIG_FILE).is_file()
         && dir.join(WEIGHTS_FILE).is_file()
-        && !dir.join("model.safetensors").exists()
+        && !dir.join(crate::run::MODEL_FILE).exists()
 }
 
 /// Writes `model` as a SAELens folder `dir` (created if needed).
@@ -71,12 +71,7 @@ pub fn export(model: &mut MpSae, dir: &Path) -> Result<()> {
         },
     });
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let (wb, bb) = (bytes(&dict), bytes(&mean));
-    let tensors =
-        vec![("W_dec".to_string(), view(vec![c, d], &wb)), ("b_dec".to_string(), view(vec![d], &bb))];
-    let data = safetensors::serialize(tensors, &None)
-        .map_err(|e| Error::Shape(format!("cannot serialise the weights: {e}")))?;
+    let data = serialize_f32(&[("W_dec", vec![c, d], &dict), ("b_dec", vec![d], &mean)], None)?;
     crate::io::atomic::write_atomic(&dir.join(WEIGHTS_FILE), &data)?;
     let text = serde_json::to_string_pretty(&cfg).expect("config serialises");
     crate::io::atomic::write_atomic(&dir.join(CONFIG_FILE), text.as_bytes())
@@ -134,8 +129,4 @@ pub fn import(dir: &Path) -> Result<MpSae> {
         dtype: s(&m["mpsae_dtype"]),
     });
     Ok(model)
-}
-
-fn view(shape: Vec<usize>, b: &[u8]) -> safetensors::tensor::TensorView<'_> {
-    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape, b).expect("shape matches data")
 }

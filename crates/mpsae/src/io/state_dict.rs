@@ -53,18 +53,11 @@ pub fn model_to_bytes_with(
     extra: &[(String, String)],
     tensors: &[(&str, Vec<usize>, &[f32])],
 ) -> Result<Vec<u8>> {
-    let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let entries = state_dict(model);
-    let entry_bytes: Vec<Vec<u8>> = entries.iter().map(|(_, _, v)| bytes(v)).collect();
-    let mut views: Vec<(String, TensorView)> = Vec::new();
-    for ((name, shape, _), b) in entries.iter().zip(&entry_bytes) {
-        views.push((name.clone(), view(shape.clone(), b)));
-    }
-    let extra_bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| bytes(v)).collect();
-    for ((name, shape, _), b) in tensors.iter().zip(&extra_bytes) {
-        debug_assert!(name.starts_with("mpsae."));
-        views.push((name.to_string(), view(shape.clone(), b)));
-    }
+    let mut all: Vec<(&str, Vec<usize>, &[f32])> =
+        entries.iter().map(|(name, shape, v)| (name.as_str(), shape.clone(), v.as_slice())).collect();
+    debug_assert!(tensors.iter().all(|(name, _, _)| name.starts_with("mpsae.")));
+    all.extend(tensors.iter().cloned());
     let config = serde_json::to_string(model.config()).expect("config serialises");
     let mut meta: HashMap<String, String> = extra.iter().cloned().collect();
     meta.insert(CONFIG_KEY.into(), config);
@@ -72,12 +65,25 @@ pub fn model_to_bytes_with(
         meta.insert(PROVENANCE_KEY.into(), serde_json::to_string(model.provenance()).expect("serialises"));
     }
     meta.insert("format".into(), "pt".into());
-    safetensors::serialize(views, &Some(meta))
-        .map_err(|e| Error::Shape(format!("cannot serialise the model: {e}")))
+    serialize_f32(&all, Some(meta))
 }
 
-fn view(shape: Vec<usize>, data: &[u8]) -> TensorView<'_> {
-    TensorView::new(Dtype::F32, shape, data).expect("shape matches data")
+/// The safetensors bytes of f32 tensors `(name, shape, values)`, in order, with `meta`.
+pub fn serialize_f32(
+    tensors: &[(&str, Vec<usize>, &[f32])],
+    meta: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
+    let bytes: Vec<Vec<u8>> =
+        tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            (name.to_string(), TensorView::new(Dtype::F32, shape.clone(), b).expect("shape matches data"))
+        })
+        .collect();
+    safetensors::serialize(views, &meta)
+        .map_err(|e| Error::Shape(format!("cannot serialise the tensors: {e}")))
 }
 
 /// The model's state dict, `(key, shape, values)` in overcomplete's keys and order, then the

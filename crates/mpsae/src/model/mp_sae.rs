@@ -512,8 +512,8 @@ impl MpSae {
         Ok(enc)
     }
 
-    /// The pursuit of rows already in the preprocessed space (what training passes see).
-    pub(crate) fn pursue(&mut self, x: &[f32], opts: &EncodeOptions) -> Result<Encoded> {
+    /// The pursuit of rows already in the preprocessed space.
+    fn pursue(&mut self, x: &[f32], opts: &EncodeOptions) -> Result<Encoded> {
         let n = self.rows_of(x)?;
         let k = opts.k.unwrap_or(self.config.k);
         check_encode_options(k, opts.tol)?;
@@ -555,13 +555,6 @@ impl MpSae {
     /// Decodes sparse codes: `x_hat = Σ v_t·D_{j_t}` per row (`n x d`), with the unmasked
     /// dictionary, mapped back to the data's own space (the preprocessing undone).
     pub fn decode(&mut self, codes: &Codes) -> Result<Vec<f32>> {
-        let mut x_hat = self.decode_preprocessed(codes)?;
-        self.preprocess.undo(&mut x_hat, self.config.input_dim);
-        Ok(x_hat)
-    }
-
-    /// [`MpSae::decode`] in the preprocessed space (what training passes see).
-    pub(crate) fn decode_preprocessed(&mut self, codes: &Codes) -> Result<Vec<f32>> {
         if codes.c != self.config.nb_concepts {
             return Err(Error::Shape(format!(
                 "codes are over {} atoms, the dictionary has {}",
@@ -573,16 +566,18 @@ impl MpSae {
         }
         let d = self.config.input_dim;
         let (n, k) = (codes.n, codes.k);
-        if self.training {
+        let mut x_hat = if self.training {
             let scale = self.normalize_weights();
             let dict = self.scaled_dictionary(scale, None);
             let dict = dict.as_deref().unwrap_or(&self.weights);
-            Ok(self.backend.decode(dict, d, &codes.atoms, &codes.values, n, k))
+            self.backend.decode(dict, d, &codes.atoms, &codes.values, n, k)
         } else {
             self.ensure_fused();
             let dict = self.fused.as_deref().unwrap();
-            Ok(self.backend.decode(dict, d, &codes.atoms, &codes.values, n, k))
-        }
+            self.backend.decode(dict, d, &codes.atoms, &codes.values, n, k)
+        };
+        self.preprocess.undo(&mut x_hat, d);
+        Ok(x_hat)
     }
 
     /// `(residual, codes, x_hat)` of `x`, as the reference's `forward` (residual and `x_hat` in

@@ -7,22 +7,8 @@ use crate::model::MpSae;
 use crate::Result;
 use serde::Serialize;
 
-/// Options of [`evaluate`].
-#[derive(Clone, Copy, Debug)]
-pub struct EvalOptions {
-    /// Rows per batch.
-    pub batch_size: usize,
-    /// Pursuit steps (default: the model's k).
-    pub k: Option<usize>,
-    /// Per-row stopping tolerance.
-    pub tol: Option<f32>,
-}
-
-impl Default for EvalOptions {
-    fn default() -> Self {
-        EvalOptions { batch_size: 4096, k: None, tol: None }
-    }
-}
+/// Options of [`evaluate`]: those of the encode pass it runs.
+pub type EvalOptions = PassOptions;
 
 /// Metrics over a whole dataset, in the data's own space (preprocessing undone).
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -46,13 +32,12 @@ pub struct EvalReport {
 /// Encodes every row of `data` in eval mode (the model's preprocessing applied) and measures
 /// the reconstruction in the data's own space.
 pub fn evaluate(model: &mut MpSae, data: &Dataset, opts: &EvalOptions) -> Result<EvalReport> {
-    let pass = PassOptions { batch_size: opts.batch_size, k: opts.k, tol: opts.tol };
-    let k = check(model, data, &pass)?;
+    let k = check(model, data, opts)?;
     let (rows, d, c) = (data.rows(), data.dim(), model.nb_concepts());
     let (mut sx, mut sxx, mut sse, mut nnz) = (0f64, 0f64, 0f64, 0usize);
     let mut energy = vec![0f64; k];
     let mut tracker = DeadCodeTracker::new(c);
-    encode_batches(model, data, &pass, |model, batch| {
+    encode_batches(model, data, opts, |model, batch| {
         let enc = &batch.encoded;
         let x_hat = model.decode(&enc.codes)?;
         for (a, b) in batch.rows.iter().zip(&x_hat) {

@@ -208,9 +208,6 @@ impl Trainer {
         let (loss, r2, l0) = (stats.loss(), stats.r2(), stats.l0());
         let acc = &mut self.progress.acc;
         if finite {
-            if acc.alive.len() != c {
-                acc.alive = vec![false; c];
-            }
             let mut tracker = DeadCodeTracker::from_alive(std::mem::take(&mut acc.alive));
             tracker.mark_alive(stats.alive(c));
             acc.alive = tracker.into_alive();
