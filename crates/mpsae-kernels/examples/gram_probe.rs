@@ -1,5 +1,6 @@
-//! Times the Gram matrix (f32 and f16 storage) against a full `A·Bᵀ` product, best of 5:
-//! `cargo run --release --example gram_probe -- C D`.
+//! Times the Gram matrix (f32 and f16 storage, from f32 and bf16 products) against a full `A·Bᵀ`
+//! product, best of 5: `cargo run --release --example gram_probe -- C D`.
+use mpsae_kernels::bf16::{self, Products};
 use mpsae_kernels::gram::{Gram, Precision};
 use mpsae_kernels::matmul::{gram, matmul_abt};
 use mpsae_kernels::Par;
@@ -15,15 +16,29 @@ fn main() {
     let t32 = best(|| gram(&dict, &mut g, c, d, par));
     let tfull = best(|| matmul_abt(&dict, &dict, &mut g, c, c, d, par));
     drop(g);
-    let mut g16 = Gram::new();
-    let t16 = best(|| g16.compute(&dict, c, d, Precision::F16, par));
     let f = 2.0 * (c * c * d) as f64;
     println!(
-        "c={c} d={d} ({}): gram f32 {:.1} ms, gram f16 {:.1} ms, full product {:.1} ms ({:.0} GF/s)",
+        "c={c} d={d} ({}): gram f32 {:.1} ms, full product {:.1} ms ({:.0} GF/s)",
         mpsae_kernels::blas::backend_name(),
         t32 * 1e3,
-        t16 * 1e3,
         tfull * 1e3,
         f / tfull / 1e9
     );
+    let mut products = vec![Products::F32];
+    if bf16::hardware() {
+        products.push(Products::Bf16);
+    }
+    for products in products {
+        for precision in [Precision::F32, Precision::F16] {
+            let mut gm = Gram::new();
+            let t = best(|| gm.compute(&dict, c, d, precision, products, par));
+            println!(
+                "  Gram::compute {} storage, {} products: {:.1} ms ({:.0} GF/s of the triangle)",
+                precision.name(),
+                products.name(),
+                t * 1e3,
+                f / 2.0 / t / 1e9
+            );
+        }
+    }
 }

@@ -11,7 +11,12 @@
 //!
 //! A dictionary whose atoms are too long for f16's range (squared norm 2¹⁴ or more) gets an f32
 //! matrix whatever was asked.
+//!
+//! With [`Products::Bf16`] the entries are products of the bf16-rounded atoms ([`crate::bf16`],
+//! twice the f32 rate): each row's bound then also holds the product's bound against the f32
+//! atoms, `max_i bound(j, i)`, whatever the storage.
 
+use crate::bf16::{self, Bf16Panels, Bf16Rows, Products};
 use crate::matmul::{gram as gram_f32, matmul_abt, mirror_lower, SendPtr};
 use crate::memory::grow_huge;
 use crate::{dot, Par};
@@ -49,9 +54,15 @@ impl Precision {
 /// A borrowed Gram matrix, `c x c` row-major.
 #[derive(Clone, Copy, Debug)]
 pub enum GramRef<'a> {
-    /// f32 entries.
-    F32(&'a [f32]),
-    /// f16 entries and, per row, the largest absolute conversion error of that row.
+    /// f32 entries and, per row, a bound on their error (zero for f32 products).
+    F32 {
+        /// The entries.
+        values: &'a [f32],
+        /// `δ_j` of each row.
+        row_error: &'a [f32],
+    },
+    /// f16 entries and, per row, a bound on their error: the largest conversion error of that
+    /// row, plus the product's bound with bf16 products.
     F16 {
         /// The entries.
         values: &'a [f16],
@@ -64,7 +75,7 @@ impl GramRef<'_> {
     /// Number of entries (`c²`).
     pub fn len(&self) -> usize {
         match self {
-            GramRef::F32(g) => g.len(),
+            GramRef::F32 { values, .. } => values.len(),
             GramRef::F16 { values, .. } => values.len(),
         }
     }
@@ -72,6 +83,13 @@ impl GramRef<'_> {
     /// True when the matrix has no entry.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The per-row error bounds `δ_j`.
+    pub fn row_error(&self) -> &[f32] {
+        match self {
+            GramRef::F32 { row_error, .. } | GramRef::F16 { row_error, .. } => row_error,
+        }
     }
 }
 
@@ -83,6 +101,7 @@ pub struct Gram {
     f16s: Vec<f16>,
     row_error: Vec<f32>,
     precision: Precision,
+    products: Option<Products>,
 }
 
 /// Rows of one task of the f16 build (a block row of the lower triangle).
@@ -115,40 +134,109 @@ impl Gram {
     /// The matrix, borrowed for the pursuit.
     pub fn view(&self) -> GramRef<'_> {
         match self.precision {
-            Precision::F32 => GramRef::F32(&self.f32s),
+            Precision::F32 => GramRef::F32 { values: &self.f32s, row_error: &self.row_error },
             Precision::F16 => GramRef::F16 { values: &self.f16s, row_error: &self.row_error },
         }
     }
 
-    /// Computes `D·Dᵀ` of `dict` (`c x dim`, one atom per row) in the asked precision, reusing
-    /// this matrix's buffers. Only the lower triangle is multiplied (half the flops).
-    pub fn compute(&mut self, dict: &[f32], c: usize, dim: usize, precision: Precision, par: Par) {
+    /// The operand precision of the products of the last [`Gram::compute`].
+    pub fn products(&self) -> Option<Products> {
+        self.products
+    }
+
+    /// Computes `D·Dᵀ` of `dict` (`c x dim`, one atom per row) in the asked storage precision
+    /// from products of the asked operand precision, reusing this matrix's buffers. Only the lower
+    /// triangle is multiplied (half the flops).
+    pub fn compute(&mut self, dict: &[f32], c: usize, dim: usize, precision: Precision, products: Products, par: Par) {
         assert_eq!(dict.len(), c * dim, "Gram::compute: dictionary shape");
         self.c = c;
+        self.products = Some(products);
         let longest = dict.chunks(dim.max(1)).map(|a| dot(a, a)).fold(0f32, f32::max);
         let precision =
             if precision == Precision::F16 && longest < 16384.0 { Precision::F16 } else { Precision::F32 };
         self.precision = precision;
+        self.row_error.clear();
+        self.row_error.resize(c, 0.0);
+        // bf16 operands (and each atom's norms for the bound), when asked.
+        let operands = (products == Products::Bf16 && c > 0 && dim > 0).then(|| {
+            let rows = Bf16Rows::new(dict, c, dim, par);
+            let panels = Bf16Panels::new(&rows, par);
+            (rows, panels)
+        });
+        let product = |r0: usize, rows: usize, c0: usize, w: usize, out: &mut [f32], ldc: usize| match &operands {
+            Some((a, b)) => bf16::abt(a, r0, rows, b, c0, w, out, ldc),
+            None => matmul_abt_strided(&dict[r0 * dim..(r0 + rows) * dim], &dict[c0 * dim..(c0 + w) * dim], out, rows, w, dim, ldc),
+        };
         match precision {
             Precision::F32 => {
                 self.f16s = Vec::new();
-                self.row_error = Vec::new();
                 grow_huge(&mut self.f32s, c * c, 0.0);
-                gram_f32(dict, &mut self.f32s, c, dim, par);
+                if operands.is_some() {
+                    lower_blocks_f32(&mut self.f32s, c, par, &product);
+                } else {
+                    gram_f32(dict, &mut self.f32s, c, dim, par);
+                }
             }
             Precision::F16 => {
                 self.f32s = Vec::new();
                 grow_huge(&mut self.f16s, c * c, f16::ZERO);
-                self.row_error.resize(c, 0.0);
-                compute_f16(dict, c, dim, par, &mut self.f16s, &mut self.row_error);
+                compute_f16(c, par, &product, &mut self.f16s, &mut self.row_error);
+            }
+        }
+        if let Some((a, _)) = &operands {
+            let (norm, err) = a.maxima();
+            for ((e, &n), &x) in self.row_error.iter_mut().zip(a.norms()).zip(a.errors()) {
+                *e += bf16::entry_bound(dim, n, x, norm, err);
             }
         }
     }
 }
 
-/// Lower block rows in f32, rounded to f16 as they come, with the row/column error maxima;
+/// `out[m x n]` (row stride `ldc`) `= a·bᵀ` in f32, single-threaded.
+fn matmul_abt_strided(a: &[f32], b: &[f32], out: &mut [f32], m: usize, n: usize, k: usize, ldc: usize) {
+    if ldc == n {
+        matmul_abt(a, b, &mut out[..m * n], m, n, k, Par::Seq);
+    } else {
+        let mut buf = vec![0f32; m * n];
+        matmul_abt(a, b, &mut buf, m, n, k, Par::Seq);
+        for (dst, src) in out.chunks_mut(ldc).zip(buf.chunks(n)) {
+            dst[..n].copy_from_slice(src);
+        }
+    }
+}
+
+/// The lower block rows of an f32 matrix by `product(r0, rows, c0, w, out, ldc)` written in place,
 /// then the mirror onto the upper triangle.
-fn compute_f16(dict: &[f32], c: usize, dim: usize, par: Par, out: &mut [f16], row_error: &mut [f32]) {
+fn lower_blocks_f32<F>(out: &mut [f32], c: usize, par: Par, product: &F)
+where
+    F: Fn(usize, usize, usize, usize, &mut [f32], usize) + Sync,
+{
+    let nb = c.div_ceil(BLOCK);
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    let task = |i: usize| {
+        let r0 = i * BLOCK;
+        let rows = BLOCK.min(c - r0);
+        let cols = r0 + rows;
+        let p = out_ptr;
+        // SAFETY: block row i covers rows r0..r0+rows of `out`, disjoint between tasks; the slice
+        // ends at the last of its columns.
+        let dst = unsafe { std::slice::from_raw_parts_mut(p.0.add(r0 * c), (rows - 1) * c + cols) };
+        product(r0, rows, 0, cols, dst, c);
+    };
+    match par {
+        Par::Seq => (0..nb).for_each(task),
+        Par::Rayon(_) => (0..nb).rev().collect::<Vec<_>>().into_par_iter().for_each(task),
+    }
+    mirror_lower(out, c, par);
+}
+
+/// Lower block rows by `product(r0, rows, c0, w, out, ldc)` in f32, rounded to f16 as they come,
+/// with the row/column error maxima (set into `row_error`); then the mirror onto the upper
+/// triangle.
+fn compute_f16<F>(c: usize, par: Par, product: &F, out: &mut [f16], row_error: &mut [f32])
+where
+    F: Fn(usize, usize, usize, usize, &mut [f32], usize) + Sync,
+{
     let nb = c.div_ceil(BLOCK);
     let out_ptr = SendPtr(out.as_mut_ptr());
     // Block row i: rows r0..r0+rows, columns 0..r0+rows (the diagonal block whole). Returns the
@@ -160,13 +248,12 @@ fn compute_f16(dict: &[f32], c: usize, dim: usize, par: Par, out: &mut [f16], ro
         let mut rmax = vec![0f32; rows];
         let mut cmax = vec![0f32; cols];
         let mut buf = vec![0f32; rows * COLS.min(cols)];
-        let a = &dict[r0 * dim..(r0 + rows) * dim];
         let p = out_ptr;
         let mut c0 = 0;
         while c0 < cols {
             let w = COLS.min(cols - c0);
             let buf = &mut buf[..rows * w];
-            matmul_abt(a, &dict[c0 * dim..(c0 + w) * dim], buf, rows, w, dim, Par::Seq);
+            product(r0, rows, c0, w, buf, w);
             for (ii, src) in buf.chunks(w).enumerate() {
                 // SAFETY: row r0 + ii, columns c0..c0+w: inside the matrix, written only by this
                 // task (block rows are disjoint).
@@ -285,7 +372,7 @@ mod tests {
             gram_f32(&dict, &mut exact, c, dim, Par::Seq);
             for par in [Par::Seq, Par::rayon()] {
                 let mut g = Gram::new();
-                g.compute(&dict, c, dim, Precision::F16, par);
+                g.compute(&dict, c, dim, Precision::F16, Products::F32, par);
                 assert_eq!(g.precision(), Precision::F16);
                 let GramRef::F16 { values, row_error } = g.view() else { panic!("f16 expected") };
                 let mut worst = 0f32;
@@ -307,8 +394,8 @@ mod tests {
         // Atoms too long for f16: an f32 matrix.
         let dict = vec![200f32; 2 * 3];
         let mut g = Gram::new();
-        g.compute(&dict, 2, 3, Precision::F16, Par::Seq);
+        g.compute(&dict, 2, 3, Precision::F16, Products::F32, Par::Seq);
         assert_eq!(g.precision(), Precision::F32);
-        assert!(matches!(g.view(), GramRef::F32(v) if v[0] == 120000.0));
+        assert!(matches!(g.view(), GramRef::F32 { values, .. } if values[0] == 120000.0));
     }
 }

@@ -11,6 +11,8 @@
 //! - [`normalize`]: the row normalisations of the dictionary.
 //! - [`matmul`]: `A · Bᵀ` products and the symmetric Gram matrix `D · Dᵀ` (on [`blas`] when a
 //!   system OpenBLAS is present, else on the `gemm` crate).
+//! - [`bf16`]: products of bf16-rounded operands (AVX-512 BF16, twice the f32 rate) with a bound on
+//!   each entry's error, so that they only ever propose picks.
 //! - [`gram`]: the Gram matrix as the pursuit reads it, in f32 or in f16 with per-row error
 //!   bounds.
 //! - [`pursuit`]: k-step matching pursuit with the signed argmax, in three strategies (plain
@@ -69,6 +71,7 @@ pub(crate) use simd_kernel;
 pub mod adam;
 pub mod backend;
 pub mod backward;
+pub mod bf16;
 pub mod blas;
 pub mod gram;
 pub mod matmul;

@@ -50,7 +50,7 @@ pub fn nearest_atoms(dict: &[f32], c: usize, d: usize, related: usize, par: Par)
 /// (an f16 Gram gives cosines to about 1e-3, enough to rank neighbours for display).
 pub fn nearest_from_gram(g: GramRef, c: usize, related: usize) -> Vec<Vec<(u32, f32)>> {
     let entry = |i: usize, j: usize| match g {
-        GramRef::F32(v) => v[i * c + j],
+        GramRef::F32 { values, .. } => values[i * c + j],
         GramRef::F16 { values, .. } => values[i * c + j].to_f32(),
     };
     let norms: Vec<f32> = (0..c).map(|i| entry(i, i).max(0.0).sqrt().max(f32::MIN_POSITIVE)).collect();

@@ -24,7 +24,13 @@
 //! [`crate::gram`], plus a margin for f32 rounding); whenever the runner-up is within twice that
 //! bound of the best, every atom that close is re-checked with an exact dot product, so an
 //! approximate correlation never decides a pick.
+//!
+//! With [`Products::Bf16`] every dense product (the correlations `X·Dmᵀ` or `R·Dmᵀ`, the Gram
+//! rows) takes bf16-rounded operands ([`crate::bf16`]); each row's error bound then starts at the
+//! bound of its first product and grows by `|v|·δ_j` with each Gram row, in every strategy, so
+//! the picks and values stay those of f32 products, bit for bit.
 
+use crate::bf16::{self, Bf16Panels, Bf16Rows, Products};
 use crate::gram::GramRef;
 use crate::matmul::matmul_abt;
 use crate::select::{for_each_at_least, top2, update_top2, update_top2_f16, Top2};
@@ -180,14 +186,14 @@ fn stop_sq(x: &[f32], tol: Option<f32>) -> f32 {
 /// `‖x‖·max‖atom‖`: runners-up this close to the best are re-checked exactly.
 const ROUNDING: f32 = 1.0 / (1 << 20) as f32;
 
-/// One row of the Gram pursuit, its correlations `a` (`X·Dmᵀ` of the row) live in cache.
-/// Returns the number of re-checked steps.
-fn gram_row(s: &mut RowState, a: &mut [f32], g: GramRef, p: &Problem, atom_norm: f32) -> u64 {
+/// One row of the Gram pursuit, its correlations `a` (`X·Dmᵀ` of the row, within `err0` of the
+/// f32 product) live in cache. Returns the number of re-checked steps.
+fn gram_row(s: &mut RowState, a: &mut [f32], g: GramRef, p: &Problem, atom_norm: f32, err0: f32) -> u64 {
     let (c, d, k) = (p.c, p.d, p.k);
     let scale = dot(s.r, s.r).sqrt() * atom_norm;
     let mut top = top2(a);
-    // Bound on |a - a_f32| accumulated from the f16 entries.
-    let mut err = 0f32;
+    // Bound on |a - a_f32|: the first product's, then the Gram rows' at each update.
+    let mut err = err0;
     let mut rechecks = 0;
     for t in 0..k {
         if s.check_stop(t) {
@@ -198,7 +204,10 @@ fn gram_row(s: &mut RowState, a: &mut [f32], g: GramRef, p: &Problem, atom_norm:
         s.apply(t, j, v, p.dict, d);
         if t + 1 < k {
             top = match g {
-                GramRef::F32(g) => update_top2(-v, &g[j * c..(j + 1) * c], a),
+                GramRef::F32 { values, row_error } => {
+                    err += v.abs() * row_error[j];
+                    update_top2(-v, &values[j * c..(j + 1) * c], a)
+                }
                 GramRef::F16 { values, row_error } => {
                     err += v.abs() * row_error[j];
                     update_top2_f16(-v, &values[j * c..(j + 1) * c], a)
@@ -260,8 +269,9 @@ fn recheck(a: &[f32], top: Top2, guard: f32, r: &[f32], dict: &[f32], d: usize) 
 }
 
 /// Runs the pursuit. `gram` must be the `c x c` Gram matrix of `p.dict` when `strategy` is
-/// [`Strategy::Gram`] (ignored otherwise). `out` is resized as needed.
-pub fn pursuit(p: &Problem, strategy: Strategy, gram: Option<GramRef>, par: Par, out: &mut Output) {
+/// [`Strategy::Gram`] (ignored otherwise). `products`: operand precision of the dense products.
+/// `out` is resized as needed.
+pub fn pursuit(p: &Problem, strategy: Strategy, gram: Option<GramRef>, par: Par, products: Products, out: &mut Output) {
     let (n, d, c, k) = (p.n, p.d, p.c, p.k);
     assert_eq!(p.x.len(), n * d, "pursuit: x shape");
     assert_eq!(p.dict.len(), c * d, "pursuit: dictionary shape");
@@ -286,16 +296,50 @@ pub fn pursuit(p: &Problem, strategy: Strategy, gram: Option<GramRef>, par: Par,
             let g = if strategy == Strategy::Gram {
                 let g = gram.expect("pursuit: Strategy::Gram needs the Gram matrix");
                 assert_eq!(g.len(), c * c, "pursuit: Gram shape");
-                if let GramRef::F16 { row_error, .. } = g {
-                    assert_eq!(row_error.len(), c, "pursuit: Gram row bounds");
-                }
+                assert_eq!(g.row_error().len(), c, "pursuit: Gram row bounds");
                 Some(g)
             } else {
                 None
             };
-            pursue_tiles(p, g, par, out);
+            let ops = (products == Products::Bf16).then(|| DictOperand::new(p, par));
+            pursue_tiles(p, g, par, ops.as_ref(), out);
         }
-        Strategy::GramPicked => pursue_picked(p, par, out),
+        Strategy::GramPicked => {
+            let ops = (products == Products::Bf16).then(|| DictOperand::new(p, par));
+            pursue_picked(p, par, ops.as_ref(), out)
+        }
+    }
+}
+
+/// The encode dictionary as the right operand of bf16 products, with the largest atom norm and
+/// rounding error (every correlation's bound is taken against them) and each atom's own bound as
+/// a left operand (its Gram row's `δ_j`).
+struct DictOperand {
+    rows: Bf16Rows,
+    panels: Bf16Panels,
+    max_norm: f32,
+    max_error: f32,
+}
+
+impl DictOperand {
+    fn new(p: &Problem, par: Par) -> Self {
+        let rows = Bf16Rows::new(p.dict, p.c, p.d, par);
+        let panels = Bf16Panels::new(&rows, par);
+        let (max_norm, max_error) = rows.maxima();
+        DictOperand { rows, panels, max_norm, max_error }
+    }
+
+    /// Bounds of the correlations of `x` (its rows in bf16) with every atom, per row.
+    fn bounds(&self, x: &Bf16Rows) -> Vec<f32> {
+        let d = x.dim();
+        x.norms().iter().zip(x.errors()).map(|(&n, &e)| bf16::entry_bound(d, n, e, self.max_norm, self.max_error)).collect()
+    }
+
+    /// `out = x·Dmᵀ` in bf16 (`x` converted first), single-threaded; returns each row's bound.
+    fn correlate(&self, x: &[f32], rows: usize, d: usize, out: &mut [f32], buf: &mut Bf16Rows) -> Vec<f32> {
+        buf.fill(x, rows, d, Par::Seq);
+        bf16::abt(buf, 0, rows, &self.panels, 0, self.panels.rows(), out, self.panels.rows());
+        self.bounds(buf)
     }
 }
 
@@ -312,7 +356,7 @@ struct Tile<'a> {
 /// computes its correlations `X·Dmᵀ` (single-threaded product) into its own buffer and pursues
 /// those rows while they are warm. Memory: one tile of correlations per worker, never `n x c`;
 /// no barrier between the product and the pursuit.
-fn pursue_tiles(p: &Problem, g: Option<GramRef>, par: Par, out: &mut Output) {
+fn pursue_tiles(p: &Problem, g: Option<GramRef>, par: Par, ops: Option<&DictOperand>, out: &mut Output) {
     let (n, d, c, k) = (p.n, p.d, p.c, p.k);
     let atom_norm = p.dict.chunks(d.max(1)).map(|a| dot(a, a)).fold(0f32, f32::max).sqrt();
     let tile = tile_rows(n, c, par.degree());
@@ -336,7 +380,7 @@ fn pursue_tiles(p: &Problem, g: Option<GramRef>, par: Par, out: &mut Output) {
             // A poisoned lock means another worker panicked; its panic is the one reported.
             let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
             let Some(t) = next else { break };
-            let (r, ns) = pursue_tile(p, t, g, atom_norm, buf, &mut resid);
+            let (r, ns) = pursue_tile(p, t, g, ops, atom_norm, buf, &mut resid);
             rechecks.fetch_add(r, Ordering::Relaxed);
             matmul_ns.fetch_add(ns, Ordering::Relaxed);
         }
@@ -353,10 +397,12 @@ fn pursue_tiles(p: &Problem, g: Option<GramRef>, par: Par, out: &mut Output) {
 
 /// One tile: its correlations into `buf`, then every row's k steps. Returns the re-checked steps
 /// and the nanoseconds spent in products.
+#[allow(clippy::too_many_arguments)]
 fn pursue_tile(
     p: &Problem,
     t: Tile,
     g: Option<GramRef>,
+    ops: Option<&DictOperand>,
     atom_norm: f32,
     buf: &mut [f32],
     resid: &mut Vec<f32>,
@@ -364,8 +410,20 @@ fn pursue_tile(
     let (d, c, k) = (p.d, p.c, p.k);
     let rows = t.x.len() / d;
     let corr = &mut buf[..rows * c];
+    let mut operand = Bf16Rows::default();
+    // Each row's correlations `R·Dmᵀ` with this bound on their error (zero for f32 products, whose
+    // rounding the guards cover).
+    let mut correlate = |x: &[f32], corr: &mut [f32]| -> Vec<f32> {
+        match ops {
+            Some(ops) => ops.correlate(x, rows, d, corr, &mut operand),
+            None => {
+                matmul_abt(x, p.dict, corr, rows, c, d, Par::Seq);
+                vec![0.0; rows]
+            }
+        }
+    };
     let t0 = Instant::now();
-    matmul_abt(t.x, p.dict, corr, rows, c, d, Par::Seq);
+    let mut bounds = correlate(t.x, corr);
     let mut ns = t0.elapsed().as_nanos() as u64;
     let mut states: Vec<RowState> = t
         .residual
@@ -386,8 +444,8 @@ fn pursue_tile(
     let mut rechecks = 0;
     match g {
         Some(g) => {
-            for (s, a) in states.iter_mut().zip(corr.chunks_mut(c)) {
-                rechecks += gram_row(s, a, g, p, atom_norm);
+            for ((s, a), &e) in states.iter_mut().zip(corr.chunks_mut(c)).zip(&bounds) {
+                rechecks += gram_row(s, a, g, p, atom_norm, e);
             }
         }
         None => {
@@ -398,12 +456,12 @@ fn pursue_tile(
                         dst.copy_from_slice(s.r);
                     }
                     let t0 = Instant::now();
-                    matmul_abt(resid, p.dict, corr, rows, c, d, Par::Seq);
+                    bounds = correlate(resid, corr);
                     ns += t0.elapsed().as_nanos() as u64;
                 }
-                for (s, a) in states.iter_mut().zip(corr.chunks(c)) {
+                for ((s, a), &e) in states.iter_mut().zip(corr.chunks(c)).zip(&bounds) {
                     if !s.check_stop(step) {
-                        let guard = product_bound(d, dot(s.r, s.r).sqrt(), atom_norm);
+                        let guard = product_bound(d, dot(s.r, s.r).sqrt(), atom_norm) + 2.0 * e;
                         let (j, v) = pick(a, top2(a), guard, s.r, p.dict, d, &mut rechecks);
                         s.apply(step, j, v, p.dict, d);
                     }
@@ -492,13 +550,16 @@ fn picked_gram_rows_tiles(atoms: &[u32], n: usize, k: usize, c: usize, tile: usi
 }
 
 /// Pursuit with the Gram rows of the atoms picked at each step only.
-fn pursue_picked(p: &Problem, par: Par, out: &mut Output) {
-    pursue_picked_tiles(p, par, out, picked_tile_rows(p.n, p.c));
+fn pursue_picked(p: &Problem, par: Par, ops: Option<&DictOperand>, out: &mut Output) {
+    pursue_picked_tiles(p, par, ops, out, picked_tile_rows(p.n, p.c));
 }
 
 /// [`pursue_picked`] with `tile` rows of correlations at a time.
-fn pursue_picked_tiles(p: &Problem, par: Par, out: &mut Output, tile: usize) {
+fn pursue_picked_tiles(p: &Problem, par: Par, ops: Option<&DictOperand>, out: &mut Output, tile: usize) {
     let (n, d, c, k) = (p.n, p.d, p.c, p.k);
+    // With bf16 products: the bound of each atom's Gram row (`δ_j`), and each row's first product.
+    let atom_bounds = ops.map(|o| o.bounds(&o.rows)).unwrap_or_default();
+    let mut operand = Bf16Rows::default();
     let atom_norm = p.dict.chunks(d.max(1)).map(|a| dot(a, a)).fold(0f32, f32::max).sqrt();
     let rechecks = AtomicU64::new(0);
     let mut corr = std::mem::take(&mut out.scratch);
@@ -516,7 +577,17 @@ fn pursue_picked_tiles(p: &Problem, par: Par, out: &mut Output, tile: usize) {
         let corr = &mut corr[..rows * c];
         let x = &p.x[r0 * d..(r0 + rows) * d];
         let t0 = Instant::now();
-        matmul_abt(x, p.dict, corr, rows, c, d, par);
+        let first_bounds = match ops {
+            Some(o) => {
+                operand.fill(x, rows, d, par);
+                bf16::abt_par(&operand, 0, rows, &o.panels, corr, c, par);
+                o.bounds(&operand)
+            }
+            None => {
+                matmul_abt(x, p.dict, corr, rows, c, d, par);
+                vec![0.0; rows]
+            }
+        };
         out.matmul_seconds += t0.elapsed().as_secs_f64();
         let stops: Vec<f32> = x.chunks(d).map(|x| stop_sq(x, p.tol)).collect();
         let mut done = vec![false; rows];
@@ -531,12 +602,12 @@ fn pursue_picked_tiles(p: &Problem, par: Par, out: &mut Output, tile: usize) {
             (&mut out.residual[r0 * d..(r0 + rows) * d], &mut out.energy[r0 * k..(r0 + rows) * k]);
         for t in 0..k {
             // 1. Argmax and exact value for every live row; apply the step to the residual.
-            let step = |((((((a, r), atoms), values), energy), ((done, stop), next)), x_norm): (
+            let step = |((((((a, r), atoms), values), energy), ((done, stop), next)), (x_norm, first)): (
                 (
                     ((((&mut [f32], &mut [f32]), &mut [u32]), &mut [f32]), &mut [f32]),
                     ((&mut bool, &f32), &Top2),
                 ),
-                &f32,
+                (&f32, &f32),
             )| {
                 let mut s = RowState { r, atoms, values, energy, stop_sq: *stop, done: *done };
                 if !s.check_stop(t) {
@@ -544,8 +615,18 @@ fn pursue_picked_tiles(p: &Problem, par: Par, out: &mut Output, tile: usize) {
                     // too) times the values so far: their error grows with each update.
                     let top = if t == 0 { top2(a) } else { *next };
                     let moved: f32 = s.values[..t].iter().map(|v| v.abs()).sum();
+                    // bf16 products: the first product's bound and each Gram row's, times its value.
+                    let bf16: f32 = if atom_bounds.is_empty() {
+                        0.0
+                    } else {
+                        *first
+                            + (s.atoms[..t].iter().zip(&s.values[..t]))
+                                .map(|(&j, v)| if j == NO_ATOM { 0.0 } else { v.abs() * atom_bounds[j as usize] })
+                                .sum::<f32>()
+                    };
                     let guard = product_bound(d, *x_norm, atom_norm) * (t + 1) as f32
-                        + product_bound(d, moved, atom_norm * atom_norm) * 2.0;
+                        + product_bound(d, moved, atom_norm * atom_norm) * 2.0
+                        + 2.0 * bf16;
                     let mut n = 0;
                     let (j, v) = pick(a, top, guard, s.r, p.dict, d, &mut n);
                     rechecks.fetch_add(n, Ordering::Relaxed);
@@ -560,7 +641,7 @@ fn pursue_picked_tiles(p: &Problem, par: Par, out: &mut Output, tile: usize) {
                 .zip(values.chunks_mut(k))
                 .zip(energy.chunks_mut(k))
                 .zip(done.iter_mut().zip(stops.iter()).zip(next.iter()))
-                .zip(x_norms.iter());
+                .zip(x_norms.iter().zip(first_bounds.iter()));
             match par {
                 Par::Seq => it.for_each(step),
                 Par::Rayon(_) => it.collect::<Vec<_>>().into_par_iter().with_min_len(8).for_each(step),
@@ -573,13 +654,21 @@ fn pursue_picked_tiles(p: &Problem, par: Par, out: &mut Output, tile: usize) {
             let fresh = &cache.fresh;
             let u = fresh.len();
             if u > 0 {
-                picked_rows.resize(u * d, 0.0);
-                for (dst, &j) in picked_rows.chunks_mut(d).zip(fresh) {
-                    dst.copy_from_slice(&p.dict[j as usize * d..(j as usize + 1) * d]);
-                }
                 gsub.resize((held + u) * c, 0.0);
                 let t1 = Instant::now();
-                matmul_abt(&picked_rows, p.dict, &mut gsub[held * c..], u, c, d, par);
+                match ops {
+                    Some(o) => {
+                        let a = o.rows.gather(fresh);
+                        bf16::abt_par(&a, 0, u, &o.panels, &mut gsub[held * c..], c, par);
+                    }
+                    None => {
+                        picked_rows.resize(u * d, 0.0);
+                        for (dst, &j) in picked_rows.chunks_mut(d).zip(fresh) {
+                            dst.copy_from_slice(&p.dict[j as usize * d..(j as usize + 1) * d]);
+                        }
+                        matmul_abt(&picked_rows, p.dict, &mut gsub[held * c..], u, c, d, par);
+                    }
+                }
                 out.matmul_seconds += t1.elapsed().as_secs_f64();
                 out.picked_rows += u as u64;
             }
@@ -633,20 +722,27 @@ mod tests {
             let (x, dict) = random_problem(n, d, c, seed);
             let p = Problem { x: &x, n, d, dict: &dict, c, k, tol: None };
             let mut runs = Vec::new();
-            for (s, precision) in [
-                (Strategy::Plain, Precision::F32),
-                (Strategy::Gram, Precision::F32),
-                (Strategy::Gram, Precision::F16),
-                (Strategy::GramPicked, Precision::F32),
-            ] {
-                let mut g = Gram::new();
-                g.compute(&dict, c, d, precision, Par::Seq);
-                for par in [Par::Seq, Par::Rayon(std::num::NonZeroUsize::new(3).unwrap())] {
-                    let mut o = Output::default();
-                    pursuit(&p, s, Some(g.view()), par, &mut o);
-                    runs.push((format!("{s:?}/{precision:?}/{par:?}"), o.atoms, o.values, o.residual));
+            let mut rechecks = [0u64; 2];
+            for products in [Products::F32, Products::Bf16] {
+                for (s, precision) in [
+                    (Strategy::Plain, Precision::F32),
+                    (Strategy::Gram, Precision::F32),
+                    (Strategy::Gram, Precision::F16),
+                    (Strategy::GramPicked, Precision::F32),
+                ] {
+                    let mut g = Gram::new();
+                    g.compute(&dict, c, d, precision, products, Par::Seq);
+                    for par in [Par::Seq, Par::Rayon(std::num::NonZeroUsize::new(3).unwrap())] {
+                        let mut o = Output::default();
+                        pursuit(&p, s, Some(g.view()), par, products, &mut o);
+                        rechecks[(products == Products::Bf16) as usize] += o.rechecks;
+                        let name = format!("{s:?}/{precision:?}/{}/{par:?}", products.name());
+                        runs.push((name, o.atoms, o.values, o.residual));
+                    }
                 }
             }
+            // bf16 products are looser: more near ties go to the exact check.
+            assert!(rechecks[1] > rechecks[0], "{rechecks:?}");
             for r in &runs[1..] {
                 assert_eq!(r.1, runs[0].1, "{} picks", r.0);
                 assert!(
@@ -676,11 +772,11 @@ mod tests {
             (Strategy::GramPicked, Precision::F32),
         ] {
             let mut g = Gram::new();
-            g.compute(&dict, c, d, precision, Par::Seq);
+            g.compute(&dict, c, d, precision, Products::F32, Par::Seq);
             assert_eq!(g.precision(), precision);
             for par in [Par::Seq, Par::rayon()] {
                 let mut o = Output::default();
-                pursuit(&p, s, Some(g.view()), par, &mut o);
+                pursuit(&p, s, Some(g.view()), par, Products::F32, &mut o);
                 outs.push(o);
             }
         }
@@ -707,15 +803,19 @@ mod tests {
         }
     }
 
-    /// Runs `strategy` and the plain pursuit on `p`, checks they pick the same atoms with the same
-    /// values, and returns the strategy's output.
+    /// Runs `strategy` (with f32, then bf16 products) and the plain pursuit on `p`, checks they
+    /// pick the same atoms with the same values, and returns the strategy's output (bf16 run).
     fn same_picks_as_plain(p: &Problem, strategy: Strategy, gram: Option<GramRef>) -> Output {
-        let (mut plain, mut fast) = (Output::default(), Output::default());
-        pursuit(p, Strategy::Plain, None, Par::Seq, &mut plain);
-        pursuit(p, strategy, gram, Par::rayon(), &mut fast);
-        assert_eq!(fast.atoms, plain.atoms);
-        for (a, b) in fast.values.iter().zip(&plain.values) {
-            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()));
+        let mut plain = Output::default();
+        pursuit(p, Strategy::Plain, None, Par::Seq, Products::F32, &mut plain);
+        let mut fast = Output::default();
+        for products in [Products::F32, Products::Bf16] {
+            fast = Output::default();
+            pursuit(p, strategy, gram, Par::rayon(), products, &mut fast);
+            assert_eq!(fast.atoms, plain.atoms, "{}", products.name());
+            for (a, b) in fast.values.iter().zip(&plain.values) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()));
+            }
         }
         fast
     }
@@ -748,13 +848,14 @@ mod tests {
         let (x, dict) = random_problem(n, d, c, 13);
         let p = Problem { x: &x, n, d, dict: &dict, c, k, tol: Some(0.5) };
         let mut plain = Output::default();
-        pursuit(&p, Strategy::Plain, None, Par::Seq, &mut plain);
+        pursuit(&p, Strategy::Plain, None, Par::Seq, Products::F32, &mut plain);
         assert!(plain.atoms.contains(&NO_ATOM));
-        for par in [Par::Seq, Par::rayon()] {
+        let ops = DictOperand::new(&p, Par::Seq);
+        for (par, ops) in [(Par::Seq, None), (Par::rayon(), None), (Par::rayon(), Some(&ops))] {
             // As `pursuit` prepares the output.
             let mut tiled = Output::with_shape(n, k, d);
             tiled.residual.copy_from_slice(&x);
-            pursue_picked_tiles(&p, par, &mut tiled, 64);
+            pursue_picked_tiles(&p, par, ops, &mut tiled, 64);
             assert_eq!(tiled.atoms, plain.atoms);
             for (a, b) in tiled.values.iter().zip(&plain.values) {
                 assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()));
@@ -782,10 +883,12 @@ mod tests {
         }
         let c = 2 * half;
         let p = Problem { x: &x, n, d, dict: &dict, c, k, tol: None };
-        let mut g = Gram::new();
-        g.compute(&dict, c, d, Precision::F16, Par::Seq);
-        let fast = same_picks_as_plain(&p, Strategy::Gram, Some(g.view()));
-        assert!(fast.rechecks > 0, "near ties must be re-checked");
+        for products in [Products::F32, Products::Bf16] {
+            let mut g = Gram::new();
+            g.compute(&dict, c, d, Precision::F16, products, Par::Seq);
+            let fast = same_picks_as_plain(&p, Strategy::Gram, Some(g.view()));
+            assert!(fast.rechecks > 0, "near ties must be re-checked");
+        }
     }
 
     #[test]
@@ -798,7 +901,7 @@ mod tests {
         let p = Problem { x: &x, n, d, dict: &dict, c, k, tol: Some(0.6) };
         assert!(n > 2 * tile_rows(n, c, 1));
         let mut g = Gram::new();
-        g.compute(&dict, c, d, Precision::F16, Par::Seq);
+        g.compute(&dict, c, d, Precision::F16, Products::Bf16, Par::Seq);
         let plain = same_picks_as_plain(&p, Strategy::Plain, None);
         let gram = same_picks_as_plain(&p, Strategy::Gram, Some(g.view()));
         assert!(plain.atoms.contains(&NO_ATOM), "some rows must stop early");
@@ -823,7 +926,7 @@ mod tests {
         let (x, dict) = random_problem(n, d, c, 4);
         let p = Problem { x: &x, n, d, dict: &dict, c, k, tol: Some(0.5) };
         let mut o = Output::default();
-        pursuit(&p, Strategy::Plain, None, Par::Seq, &mut o);
+        pursuit(&p, Strategy::Plain, None, Par::Seq, Products::auto(), &mut o);
         let mut stopped = 0;
         for row in 0..n {
             let xn = dot(&x[row * d..(row + 1) * d], &x[row * d..(row + 1) * d]);

@@ -80,7 +80,7 @@ impl Backend for CpuBackend {
     }
 
     fn configure(&mut self, settings: Settings) {
-        if settings.gram_precision != self.settings.gram_precision {
+        if settings.gram_precision != self.settings.gram_precision || settings.products != self.settings.products {
             self.planner.forget_stable();
             self.gram = Gram::new();
         }
@@ -122,7 +122,7 @@ impl Backend for CpuBackend {
         let gram = match (strategy, stable) {
             (Strategy::Gram, Some(v)) => self.planner.stable_gram(v).map(Gram::view),
             (Strategy::Gram, None) => {
-                self.gram.compute(p.dict, p.c, p.d, settings.gram_precision, settings.par);
+                self.gram.compute(p.dict, p.c, p.d, settings.gram_precision, settings.products, settings.par);
                 Some(self.gram.view())
             }
             _ => None,
@@ -133,7 +133,7 @@ impl Backend for CpuBackend {
             gram_rows: std::mem::take(&mut self.gram_rows),
             ..Output::default()
         };
-        pursuit(p, strategy, gram, settings.par, &mut out);
+        pursuit(p, strategy, gram, settings.par, settings.products, &mut out);
         self.scratch = std::mem::take(&mut out.scratch);
         self.gram_rows = std::mem::take(&mut out.gram_rows);
         if settings.strategy.is_none() {

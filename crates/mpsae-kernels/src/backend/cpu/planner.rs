@@ -238,7 +238,7 @@ impl Planner {
             return false;
         }
         let mut g = Gram::new();
-        g.compute(dict, c, d, settings.gram_precision, settings.par);
+        g.compute(dict, c, d, settings.gram_precision, settings.products, settings.par);
         self.stable = Some((version, g));
         true
     }
