@@ -8,6 +8,7 @@
 
 use mpsae::criterion::{Criterion, Mse, Revive};
 use mpsae::io::state_dict::{load_model, model_to_bytes, read_tensors, Tensor};
+use mpsae::kernels::bf16::Products;
 use mpsae::kernels::gram::Precision;
 use mpsae::kernels::pursuit::Strategy;
 use mpsae::kernels::Par;
@@ -101,12 +102,14 @@ fn engines() -> Vec<(String, (Device, Engine))> {
         (Strategy::Gram, Precision::F16),
         (Strategy::GramPicked, Precision::F32),
     ];
-    for (s, gram_precision) in runs {
-        for par in [Par::Seq, Par::Rayon(NonZeroUsize::new(2).unwrap())] {
-            out.push((
-                format!("cpu/{}/{}/{:?}", s.name(), gram_precision.name(), par),
-                (Device::Cpu, Engine { par, strategy: Some(s), memory_budget: 1 << 30, gram_precision }),
-            ));
+    for products in [Products::F32, Products::Bf16] {
+        for (s, gram_precision) in runs {
+            for par in [Par::Seq, Par::Rayon(NonZeroUsize::new(2).unwrap())] {
+                out.push((
+                    format!("cpu/{}/{}/{}/{:?}", s.name(), gram_precision.name(), products.name(), par),
+                    (Device::Cpu, Engine { par, strategy: Some(s), memory_budget: 1 << 30, gram_precision, products }),
+                ));
+            }
         }
     }
     out.push(("reference".into(), (Device::Reference, Engine { par: Par::Seq, ..Engine::default() })));

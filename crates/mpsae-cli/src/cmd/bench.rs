@@ -94,9 +94,10 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
     }
     let par = Par::rayon();
     println!(
-        "# mpsae bench: {} threads; {} Gram; times in ms; rates in rows/s; GF = GFLOP/s",
+        "# mpsae bench: {} threads; {} Gram; {} products; times in ms; rates in rows/s; GF = GFLOP/s",
         par.degree(),
-        base.gram_precision.name()
+        base.gram_precision.name(),
+        base.products.name()
     );
     println!(
         "{:>4} {:>6} {:>3} {:>5} {:>11} {:>9} {:>9} {:>9} | {:>7} {:>6} {:>7} {:>7} {:>6} {:>6} | {:>6} {:>6} {:>5} {:>5} | {:>7} {:>7} {:>7} | {:>6} {:>6}",
@@ -247,7 +248,8 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                     );
                     results.push(json!({
                         "d": d, "c": c, "k": k, "batch": n, "data": source, "strategy": strategy.name(),
-                        "threads": par.degree(),
+                        "threads": par.degree(), "products": base.products.name(),
+                        "gram_precision": base.gram_precision.name(),
                         "train_rows_per_s": n as f64 / step, "encode_rows_per_s": n as f64 / t_enc,
                         "step_s": step,
                         "split_s": {"gram": split[0], "correlations": split[1], "pursuit_select": split[2],
@@ -265,7 +267,7 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
     println!("# step/ = training step time over the dense work it needs (X·Dᵀ + Gram, X·Dᵀ + the picked Gram rows, or k·X·Dᵀ) at the sgemm rate");
     println!("# peakMB = peak memory of the timed steps; warmMB = of the two warm-up steps before them (the first runs the cost model's guess)");
     println!("# rows/n = Gram rows computed by gram-picked in the last step, per batch row");
-    println!("# eff = dense GFLOP/s inside the step over the standalone sgemm rate for X·Dᵀ");
+    println!("# eff = dense GFLOP/s inside the step over the standalone f32 sgemm rate for X·Dᵀ (above 1 with bf16 products)");
     if let Some(p) = a.out {
         let v = json!({"threads": par.degree(), "results": results});
         std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap())
