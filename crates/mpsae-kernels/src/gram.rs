@@ -231,8 +231,9 @@ where
 }
 
 /// Lower block rows by `product(r0, rows, c0, w, out, ldc)` in f32, rounded to f16 as they come,
-/// with the row/column error maxima (set into `row_error`); then the mirror onto the upper
-/// triangle.
+/// with the row/column error maxima (set into `row_error`), each chunk mirrored onto the upper
+/// triangle while it is in cache (`gram_probe -- 16384 576`: 486 ms with bf16 products and 910
+/// with f32 ones, against 502 and 995 with a separate pass over the matrix afterwards).
 fn compute_f16<F>(c: usize, par: Par, product: &F, out: &mut [f16], row_error: &mut [f32])
 where
     F: Fn(usize, usize, usize, usize, &mut [f32], usize) + Sync,
@@ -260,6 +261,11 @@ where
                 let dst = unsafe { std::slice::from_raw_parts_mut(p.0.add((r0 + ii) * c + c0), w) };
                 rmax[ii] = rmax[ii].max(round_to_f16(src, dst, &mut cmax[c0..c0 + w]));
             }
+            // SAFETY: the chunk's entries below the diagonal go to rows c0..c0+w, columns
+            // r0..r0+rows, above the diagonal: no other task writes there (block row i'' < i writes
+            // its own rows only up to column r0, later block rows never reach these rows), and no
+            // task reads them.
+            unsafe { mirror_chunk(p, c, r0, rows, c0, w) };
             c0 += w;
         }
         (r0, rmax, cmax)
@@ -279,7 +285,41 @@ where
             *e = e.max(m);
         }
     }
-    mirror_lower(out, c, par);
+}
+
+/// Copies the entries `(i, j)`, `j < i`, of rows `r0..r0+rows` and columns `c0..c0+w` of the
+/// `c x c` matrix at `p` onto `(j, i)`, by 64 x 64 tiles (read row by row, written transposed row
+/// by row: both sides contiguous).
+///
+/// # Safety
+/// The ranges lie inside the matrix; nothing else reads or writes the destination entries (or
+/// writes the source ones) meanwhile.
+unsafe fn mirror_chunk<T: Copy + Default>(p: SendPtr<T>, c: usize, r0: usize, rows: usize, c0: usize, w: usize) {
+    const TILE: usize = 64;
+    let mut buf = [T::default(); TILE * TILE];
+    for j0 in (c0..c0 + w).step_by(TILE) {
+        let jh = TILE.min(c0 + w - j0);
+        for i0 in (r0..r0 + rows).step_by(TILE) {
+            let ih = TILE.min(r0 + rows - i0);
+            if j0 >= i0 + ih - 1 {
+                // No entry of this tile is below the diagonal.
+                continue;
+            }
+            for ii in 0..ih {
+                let src = std::slice::from_raw_parts(p.0.add((i0 + ii) * c + j0), jh);
+                buf[ii * TILE..ii * TILE + jh].copy_from_slice(src);
+            }
+            for jj in 0..jh {
+                let j = j0 + jj;
+                // Entries (i, j) with i > j: ii from j + 1 - i0 when the tile straddles the diagonal.
+                let start = (j + 1).saturating_sub(i0).min(ih);
+                let dst = p.0.add(j * c + i0);
+                for ii in start..ih {
+                    *dst.add(ii) = buf[ii * TILE + jj];
+                }
+            }
+        }
+    }
 }
 
 /// `dst = f16(src)` (round to nearest even); returns the largest absolute rounding error and
@@ -370,9 +410,9 @@ mod tests {
             let dict: Vec<f32> = (0..c * dim).map(|_| rng.gen_range(-0.5..0.5)).collect();
             let mut exact = vec![0f32; c * c];
             gram_f32(&dict, &mut exact, c, dim, Par::Seq);
-            for par in [Par::Seq, Par::rayon()] {
+            for (par, products) in [(Par::Seq, Products::F32), (Par::rayon(), Products::F32), (Par::rayon(), Products::Bf16)] {
                 let mut g = Gram::new();
-                g.compute(&dict, c, dim, Precision::F16, Products::F32, par);
+                g.compute(&dict, c, dim, Precision::F16, products, par);
                 assert_eq!(g.precision(), Precision::F16);
                 let GramRef::F16 { values, row_error } = g.view() else { panic!("f16 expected") };
                 let mut worst = 0f32;
@@ -384,7 +424,9 @@ mod tests {
                         assert!((x - y).abs() <= row_error[i] + 1e-6, "({i},{j}) {x} {y} {}", row_error[i]);
                         worst = worst.max((x - y).abs());
                     }
-                    assert!(row_error[i] <= 1e-3);
+                    // f16 rounding of entries below 1; bf16 rounding of atoms of norm about 1.4.
+                    let loosest = if products == Products::Bf16 { 0.03 } else { 1e-3 };
+                    assert!(row_error[i] <= loosest, "{} {}", row_error[i], products.name());
                 }
                 if c > 1 {
                     assert!(worst > 0.0, "the f16 rounding must show");
