@@ -351,3 +351,42 @@ fn safetensors_and_f64_data_train_and_encode() {
     assert_eq!(read_st(&c1)["indices"], read_st(&c2)["indices"]);
     assert_eq!(read_st(&c1)["values"], read_st(&c2)["values"]);
 }
+
+#[test]
+fn bf16_products_change_no_bit_of_a_training_run() {
+    // bf16 products only propose picks (their error bound sends near ties to exact dot products),
+    // so a run trains to the same weights, bit for bit, whatever the products and the strategy.
+    let dir = tmp("products");
+    let train = |name: &str, products: &str, strategy: &str| {
+        let out = dir.join(name);
+        ok(&[
+            "train",
+            "--concepts",
+            "256",
+            "-k",
+            "8",
+            "--steps",
+            "6",
+            "--batch-size",
+            "512",
+            "--products",
+            products,
+            "--strategy",
+            strategy,
+            "--out",
+            out.to_str().unwrap(),
+            "--progress",
+            "quiet",
+        ]);
+        read_st(&out.join("model.safetensors"))["dictionary._weights"].2.clone()
+    };
+    let reference = train("f32", "f32", "plain");
+    assert!(reference.iter().any(|&v| v != 0.0));
+    for (name, products, strategy) in
+        [("bf16-plain", "bf16", "plain"), ("bf16-gram", "bf16", "gram"), ("bf16-picked", "bf16", "gram-picked")]
+    {
+        let w = train(name, products, strategy);
+        assert!(w.iter().zip(&reference).all(|(a, b)| a.to_bits() == b.to_bits()), "{name}");
+    }
+    fails_with(&["train", "--products", "fp8", "--out", dir.join("x").to_str().unwrap()], "invalid --products");
+}
