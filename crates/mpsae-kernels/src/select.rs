@@ -183,9 +183,32 @@ mod x86 {
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn for_each_at_least(a: &[f32], threshold: f32, f: &mut impl FnMut(usize)) {
         let n = a.len();
-        let chunks = n / 8;
         let t = _mm256_set1_ps(threshold);
-        for ch in 0..chunks {
+        // 32 entries at a time, one test for all four vectors: few entries pass (the re-checks of
+        // a pursuit look for a handful among thousands), so most blocks cost four compares.
+        let blocks = n / 32;
+        for bl in 0..blocks {
+            let p = a.as_ptr().add(bl * 32);
+            let m = [
+                _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_loadu_ps(p), t),
+                _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_loadu_ps(p.add(8)), t),
+                _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_loadu_ps(p.add(16)), t),
+                _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_loadu_ps(p.add(24)), t),
+            ];
+            let any = _mm256_or_ps(_mm256_or_ps(m[0], m[1]), _mm256_or_ps(m[2], m[3]));
+            if _mm256_testz_ps(any, any) != 0 {
+                continue;
+            }
+            for (q, m) in m.iter().enumerate() {
+                let mut mask = _mm256_movemask_ps(*m) as u32;
+                while mask != 0 {
+                    f(bl * 32 + q * 8 + mask.trailing_zeros() as usize);
+                    mask &= mask - 1;
+                }
+            }
+        }
+        let chunks = n / 8;
+        for ch in blocks * 4..chunks {
             let v = _mm256_loadu_ps(a.as_ptr().add(ch * 8));
             let mut mask = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(v, t)) as u32;
             while mask != 0 {
@@ -371,13 +394,16 @@ mod tests {
         }
         let mut y = vec![f32::NAN; 10];
         assert_eq!(update_top2(1.0, &[0.0; 10], &mut y).index, usize::MAX);
-        let a: Vec<f32> = (0..37).map(|i| ((i * 7) % 11) as f32).chain([f32::NAN, 9.0]).collect();
-        let (mut got, mut got_portable) = (Vec::new(), Vec::new());
-        for_each_at_least(&a, 8.0, |i| got.push(i));
-        portable::for_each_at_least(&a, 8.0, |i| got_portable.push(i));
-        let want: Vec<usize> = (0..a.len()).filter(|&i| a[i] >= 8.0).collect();
-        assert_eq!(got, want);
-        assert_eq!(got_portable, want);
+        // Dense hits, and sparse ones (whole 32-entry blocks without any), with a NaN.
+        for (len, modulus) in [(37usize, 11usize), (1000, 97), (77, 1009)] {
+            let a: Vec<f32> = (0..len).map(|i| ((i * 7) % modulus) as f32).chain([f32::NAN, 9.0]).collect();
+            let (mut got, mut got_portable) = (Vec::new(), Vec::new());
+            for_each_at_least(&a, 8.0, |i| got.push(i));
+            portable::for_each_at_least(&a, 8.0, |i| got_portable.push(i));
+            let want: Vec<usize> = (0..a.len()).filter(|&i| a[i] >= 8.0).collect();
+            assert_eq!(got, want);
+            assert_eq!(got_portable, want);
+        }
         // A tie shows as a runner-up equal to the best.
         let t = top2(&[1.0, 3.0, 0.0, 3.0]);
         assert_eq!((t.index, t.value, t.second), (1, 3.0, 3.0));
