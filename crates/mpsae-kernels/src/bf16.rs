@@ -265,12 +265,21 @@ pub fn abt(a: &Bf16Rows, r0: usize, rows: usize, b: &Bf16Panels, c0: usize, cols
         return;
     }
     assert!(ldc >= cols && out.len() >= (rows - 1) * ldc + cols, "bf16 abt: output");
+    // SAFETY: `out` holds `rows` rows of `cols` entries at stride `ldc` (checked above).
+    unsafe { abt_raw(a, r0, rows, b, c0, cols, out.as_mut_ptr(), ldc) }
+}
+
+/// [`abt`] into a raw output (for tasks writing disjoint column ranges of one matrix).
+///
+/// # Safety
+/// The ranges of `a` and `b` are valid (checked by the caller) and `out` is valid for writes of
+/// `rows` rows of `cols` entries at stride `ldc`, written by nothing else meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn abt_raw(a: &Bf16Rows, r0: usize, rows: usize, b: &Bf16Panels, c0: usize, cols: usize, out: *mut f32, ldc: usize) {
     #[cfg(target_arch = "x86_64")]
     if hardware() {
-        // SAFETY: the CPU has AVX-512F and AVX-512 BF16 (checked); the ranges and the output were
-        // checked above.
-        unsafe { x86::abt(a, r0, rows, b, c0, cols, out, ldc) };
-        return;
+        // SAFETY: the CPU has AVX-512F and AVX-512 BF16 (checked); the rest is the caller's.
+        return x86::abt(a, r0, rows, b, c0, cols, out, ldc);
     }
     abt_portable(a, r0, rows, b, c0, cols, out, ldc);
 }
@@ -293,26 +302,27 @@ pub fn abt_par(a: &Bf16Rows, r0: usize, rows: usize, b: &Bf16Panels, out: &mut [
         });
         return;
     }
+    assert_eq!(a.kp, b.kp, "bf16 abt_par: dimensions");
+    assert!(r0 + rows <= a.rows, "bf16 abt_par: rows");
     let per = cols.div_ceil(2 * threads).next_multiple_of(NR);
     let p = SendPtr(out.as_mut_ptr());
     (0..cols.div_ceil(per)).into_par_iter().for_each(|i| {
         let c0 = i * per;
         let w = per.min(cols - c0);
         let p = p;
-        let mut tile = vec![0f32; rows * w];
-        abt(a, r0, rows, b, c0, w, &mut tile, w);
-        for (r, src) in tile.chunks(w).enumerate() {
-            // SAFETY: task i writes columns c0..c0+w of each row, disjoint between tasks, inside
-            // `out` (checked above).
-            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), p.0.add(r * ldc + c0), w) };
-        }
+        // SAFETY: task i writes columns c0..c0+w (a whole number of panels) of each row, disjoint
+        // between tasks, inside `out` (checked above); the row range was checked above.
+        unsafe { abt_raw(a, r0, rows, b, c0, w, p.0.add(c0), ldc) };
     });
 }
 
 /// The same sums without the instruction: per pair, the low then the high product added to an f32
 /// accumulator (each product exact).
+///
+/// # Safety
+/// As [`abt_raw`].
 #[allow(clippy::too_many_arguments)]
-fn abt_portable(a: &Bf16Rows, r0: usize, rows: usize, b: &Bf16Panels, c0: usize, cols: usize, out: &mut [f32], ldc: usize) {
+unsafe fn abt_portable(a: &Bf16Rows, r0: usize, rows: usize, b: &Bf16Panels, c0: usize, cols: usize, out: *mut f32, ldc: usize) {
     let kp = a.kp;
     for i in 0..rows {
         let x = a.row(r0 + i);
@@ -326,7 +336,7 @@ fn abt_portable(a: &Bf16Rows, r0: usize, rows: usize, b: &Bf16Panels, c0: usize,
                 acc += from_bf16(xv as u16) * from_bf16(yv as u16);
                 acc += from_bf16((xv >> 16) as u16) * from_bf16((yv >> 16) as u16);
             }
-            out[i * ldc + j] = acc;
+            *out.add(i * ldc + j) = acc;
         }
     }
 }
@@ -368,7 +378,7 @@ mod x86 {
         b: &Bf16Panels,
         c0: usize,
         cols: usize,
-        out: &mut [f32],
+        out: *mut f32,
         ldc: usize,
     ) {
         let kp = a.kp;
@@ -379,7 +389,6 @@ mod x86 {
             pad = vec![0u32; MR * kp];
             pad[..(rows - full_rows) * kp].copy_from_slice(&a.pairs[(r0 + full_rows) * kp..(r0 + rows) * kp]);
         }
-        let out = out.as_mut_ptr();
         let p0 = c0 / NR;
         let panels = cols.div_ceil(NR);
         let mut i0 = 0;
@@ -440,7 +449,8 @@ mod tests {
                 let mut out = vec![f32::NAN; m * ldc];
                 abt_par(&xr, 0, m, &panels, &mut out, ldc, par);
                 let mut portable = vec![f32::NAN; m * ldc];
-                abt_portable(&xr, 0, m, &panels, 0, n, &mut portable, ldc);
+                // SAFETY: `portable` holds m rows of n entries at stride ldc.
+                unsafe { abt_portable(&xr, 0, m, &panels, 0, n, portable.as_mut_ptr(), ldc) };
                 let mut seen = 0f64;
                 for i in 0..m {
                     for j in 0..n {
