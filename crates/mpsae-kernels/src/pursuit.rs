@@ -33,7 +33,7 @@
 use crate::bf16::{self, Bf16Panels, Bf16Rows, Products};
 use crate::gram::GramRef;
 use crate::matmul::matmul_abt;
-use crate::select::{for_each_at_least, top2, update_top2, update_top2_f16, Top2};
+use crate::select::{blocks, for_each_at_least, for_each_at_least_in_blocks, top2, update_top2, update_top2_f16, Top2};
 use crate::{argmax, axpy_sumsq, dot, Par};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -187,8 +187,18 @@ fn stop_sq(x: &[f32], tol: Option<f32>) -> f32 {
 const ROUNDING: f32 = 1.0 / (1 << 20) as f32;
 
 /// One row of the Gram pursuit, its correlations `a` (`X·Dmᵀ` of the row, within `err0` of the
-/// f32 product) live in cache. Returns the number of re-checked steps.
-fn gram_row(s: &mut RowState, a: &mut [f32], g: GramRef, p: &Problem, atom_norm: f32, err0: f32) -> u64 {
+/// f32 product) live in cache; `bmax` holds their block maxima after each update. Returns the
+/// number of re-checked steps.
+#[allow(clippy::too_many_arguments)]
+fn gram_row(
+    s: &mut RowState,
+    a: &mut [f32],
+    bmax: &mut [f32],
+    g: GramRef,
+    p: &Problem,
+    atom_norm: f32,
+    err0: f32,
+) -> u64 {
     let (c, d, k) = (p.c, p.d, p.k);
     let scale = dot(s.r, s.r).sqrt() * atom_norm;
     let mut top = top2(a);
@@ -200,17 +210,18 @@ fn gram_row(s: &mut RowState, a: &mut [f32], g: GramRef, p: &Problem, atom_norm:
             continue;
         }
         let guard = 2.0 * err + ROUNDING * (t + 1) as f32 * scale;
-        let (j, v) = pick(a, top, guard, s.r, p.dict, d, &mut rechecks);
+        let blocks = (t > 0).then_some(&*bmax);
+        let (j, v) = pick(a, blocks, top, guard, s.r, p.dict, d, &mut rechecks);
         s.apply(t, j, v, p.dict, d);
         if t + 1 < k {
             top = match g {
                 GramRef::F32 { values, row_error } => {
                     err += v.abs() * row_error[j];
-                    update_top2(-v, &values[j * c..(j + 1) * c], a)
+                    update_top2(-v, &values[j * c..(j + 1) * c], a, bmax)
                 }
                 GramRef::F16 { values, row_error } => {
                     err += v.abs() * row_error[j];
-                    update_top2_f16(-v, &values[j * c..(j + 1) * c], a)
+                    update_top2_f16(-v, &values[j * c..(j + 1) * c], a, bmax)
                 }
             };
         }
@@ -218,12 +229,15 @@ fn gram_row(s: &mut RowState, a: &mut [f32], g: GramRef, p: &Problem, atom_norm:
     rechecks
 }
 
-/// The pick of a step from approximate correlations `a` (their best two in `top`) whose error is
-/// at most `guard`: the best atom when no other is within `guard` of it, else the exact pick among
-/// those that are ([`recheck`], counted in `rechecks`); its value is always the exact `r·Dm_j`.
-/// So every strategy picks the atom and value exact dot products give, whatever its rounding.
+/// The pick of a step from approximate correlations `a` (their best two in `top`, their block
+/// maxima in `bmax` when known) whose error is at most `guard`: the best atom when no other is
+/// within `guard` of it, else the exact pick among those that are ([`recheck`], counted in
+/// `rechecks`); its value is always the exact `r·Dm_j`. So every strategy picks the atom and value
+/// exact dot products give, whatever its rounding.
+#[allow(clippy::too_many_arguments)]
 fn pick(
     a: &[f32],
+    bmax: Option<&[f32]>,
     top: Top2,
     guard: f32,
     r: &[f32],
@@ -236,7 +250,7 @@ fn pick(
         (j, dot(r, &dict[j * d..(j + 1) * d]))
     } else {
         *rechecks += 1;
-        recheck(a, top, guard, r, dict, d)
+        recheck(a, bmax, top, guard, r, dict, d)
     }
 }
 
@@ -247,8 +261,9 @@ fn product_bound(d: usize, r_norm: f32, atom_norm: f32) -> f32 {
 }
 
 /// The exact pick among the atoms whose correlation is within `guard` of the best: largest
-/// `r·Dm_i` (first index on ties), with that value.
-fn recheck(a: &[f32], top: Top2, guard: f32, r: &[f32], dict: &[f32], d: usize) -> (usize, f32) {
+/// `r·Dm_i` (first index on ties), with that value. `bmax`: the block maxima of `a`, when known
+/// (only the blocks that reach the threshold are searched).
+fn recheck(a: &[f32], bmax: Option<&[f32]>, top: Top2, guard: f32, r: &[f32], dict: &[f32], d: usize) -> (usize, f32) {
     let atom = |i: usize| &dict[i * d..(i + 1) * d];
     if top.index == usize::MAX {
         // No number among the correlations: the plain argmax's answer.
@@ -256,16 +271,53 @@ fn recheck(a: &[f32], top: Top2, guard: f32, r: &[f32], dict: &[f32], d: usize) 
         return (j, dot(r, atom(j)));
     }
     let threshold = top.value - guard;
+    // The candidates first, their atoms prefetched, then the dot products: the atoms are scattered
+    // over a dictionary larger than the caches, and loading them one after the other waits on
+    // memory at every one.
+    const HELD: usize = 64;
+    let mut held = [0usize; HELD];
+    let mut count = 0;
     let mut best = (top.index, dot(r, atom(top.index)));
-    for_each_at_least(a, threshold, |i| {
+    let consider = |i: usize, best: &mut (usize, f32)| {
+        let v = dot(r, atom(i));
+        if v > best.1 || (v == best.1 && i < best.0) {
+            *best = (i, v);
+        }
+    };
+    let take = |i: usize| {
         if i != top.index {
-            let v = dot(r, atom(i));
-            if v > best.1 || (v == best.1 && i < best.0) {
-                best = (i, v);
+            if count < HELD {
+                held[count] = i;
+                count += 1;
+            } else {
+                consider(i, &mut best);
             }
         }
-    });
+    };
+    match bmax {
+        Some(bmax) => for_each_at_least_in_blocks(a, bmax, threshold, take),
+        None => for_each_at_least(a, threshold, take),
+    }
+    prefetch(held[..count].iter().map(|&i| atom(i)));
+    for &i in &held[..count] {
+        consider(i, &mut best);
+    }
     best
+}
+
+/// Asks the CPU to start loading these slices into the caches (no effect without SSE).
+fn prefetch<'a>(slices: impl Iterator<Item = &'a [f32]>) {
+    #[cfg(target_arch = "x86_64")]
+    for s in slices {
+        for off in (0..s.len()).step_by(16) {
+            // SAFETY: a prefetch of an address inside the slice; it never faults.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(s.as_ptr().add(off) as *const i8)
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    slices.for_each(drop);
 }
 
 /// Runs the pursuit. `gram` must be the `c x c` Gram matrix of `p.dict` when `strategy` is
@@ -444,8 +496,9 @@ fn pursue_tile(
     let mut rechecks = 0;
     match g {
         Some(g) => {
+            let mut bmax = vec![0f32; blocks(c)];
             for ((s, a), &e) in states.iter_mut().zip(corr.chunks_mut(c)).zip(&bounds) {
-                rechecks += gram_row(s, a, g, p, atom_norm, e);
+                rechecks += gram_row(s, a, &mut bmax, g, p, atom_norm, e);
             }
         }
         None => {
@@ -462,7 +515,7 @@ fn pursue_tile(
                 for ((s, a), &e) in states.iter_mut().zip(corr.chunks(c)).zip(&bounds) {
                     if !s.check_stop(step) {
                         let guard = product_bound(d, dot(s.r, s.r).sqrt(), atom_norm) + 2.0 * e;
-                        let (j, v) = pick(a, top2(a), guard, s.r, p.dict, d, &mut rechecks);
+                        let (j, v) = pick(a, None, top2(a), guard, s.r, p.dict, d, &mut rechecks);
                         s.apply(step, j, v, p.dict, d);
                     }
                 }
@@ -595,6 +648,9 @@ fn pursue_picked_tiles(p: &Problem, par: Par, ops: Option<&DictOperand>, out: &m
         // (the first step scans the product's correlations).
         let mut next =
             vec![Top2 { index: usize::MAX, value: f32::NEG_INFINITY, second: f32::NEG_INFINITY }; rows];
+        // And the block maxima of each row's correlations, from the same pass.
+        let nb = blocks(c);
+        let mut bmax = vec![0f32; rows * nb];
         let x_norms: Vec<f32> = x.chunks(d).map(|x| dot(x, x).sqrt()).collect();
         let (atoms, values) =
             (&mut out.atoms[r0 * k..(r0 + rows) * k], &mut out.values[r0 * k..(r0 + rows) * k]);
@@ -602,12 +658,12 @@ fn pursue_picked_tiles(p: &Problem, par: Par, ops: Option<&DictOperand>, out: &m
             (&mut out.residual[r0 * d..(r0 + rows) * d], &mut out.energy[r0 * k..(r0 + rows) * k]);
         for t in 0..k {
             // 1. Argmax and exact value for every live row; apply the step to the residual.
-            let step = |((((((a, r), atoms), values), energy), ((done, stop), next)), (x_norm, first)): (
+            let step = |((((((a, r), atoms), values), energy), ((done, stop), next)), ((x_norm, first), bmax)): (
                 (
                     ((((&mut [f32], &mut [f32]), &mut [u32]), &mut [f32]), &mut [f32]),
                     ((&mut bool, &f32), &Top2),
                 ),
-                (&f32, &f32),
+                ((&f32, &f32), &[f32]),
             )| {
                 let mut s = RowState { r, atoms, values, energy, stop_sq: *stop, done: *done };
                 if !s.check_stop(t) {
@@ -628,7 +684,8 @@ fn pursue_picked_tiles(p: &Problem, par: Par, ops: Option<&DictOperand>, out: &m
                         + product_bound(d, moved, atom_norm * atom_norm) * 2.0
                         + 2.0 * bf16;
                     let mut n = 0;
-                    let (j, v) = pick(a, top, guard, s.r, p.dict, d, &mut n);
+                    let blocks = (t > 0).then_some(bmax);
+                    let (j, v) = pick(a, blocks, top, guard, s.r, p.dict, d, &mut n);
                     rechecks.fetch_add(n, Ordering::Relaxed);
                     s.apply(t, j, v, p.dict, d);
                 }
@@ -641,7 +698,7 @@ fn pursue_picked_tiles(p: &Problem, par: Par, ops: Option<&DictOperand>, out: &m
                 .zip(values.chunks_mut(k))
                 .zip(energy.chunks_mut(k))
                 .zip(done.iter_mut().zip(stops.iter()).zip(next.iter()))
-                .zip(x_norms.iter().zip(first_bounds.iter()));
+                .zip(x_norms.iter().zip(first_bounds.iter()).zip(bmax.chunks(nb)));
             match par {
                 Par::Seq => it.for_each(step),
                 Par::Rayon(_) => it.collect::<Vec<_>>().into_par_iter().with_min_len(8).for_each(step),
@@ -676,16 +733,23 @@ fn pursue_picked_tiles(p: &Problem, par: Par, ops: Option<&DictOperand>, out: &m
             let (atoms, values) = (&*atoms, &*values);
             // 3. Correlation updates, fused with the selection of the next pick (one pass over
             //    the tile's correlations per step instead of two).
-            let update = |(row, (a, next)): (usize, (&mut [f32], &mut Top2))| {
+            let update = |(row, ((a, next), bmax)): (usize, ((&mut [f32], &mut Top2), &mut [f32]))| {
                 let j = atoms[row * k + t];
                 if j != NO_ATOM {
                     let s = slot[j as usize] as usize;
-                    *next = update_top2(-values[row * k + t], &gsub[s * c..(s + 1) * c], a);
+                    *next = update_top2(-values[row * k + t], &gsub[s * c..(s + 1) * c], a, bmax);
                 }
             };
             match par {
-                Par::Seq => corr.chunks_mut(c).zip(next.iter_mut()).enumerate().for_each(update),
-                Par::Rayon(_) => corr.par_chunks_mut(c).zip(next.par_iter_mut()).enumerate().for_each(update),
+                Par::Seq => {
+                    corr.chunks_mut(c).zip(next.iter_mut()).zip(bmax.chunks_mut(nb)).enumerate().for_each(update)
+                }
+                Par::Rayon(_) => corr
+                    .par_chunks_mut(c)
+                    .zip(next.par_iter_mut())
+                    .zip(bmax.par_chunks_mut(nb))
+                    .enumerate()
+                    .for_each(update),
             }
         }
         r0 += rows;

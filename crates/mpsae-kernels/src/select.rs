@@ -9,6 +9,12 @@
 //! The Gram row comes in f32 or in f16 ([`half::f16`], half the memory traffic: the update is
 //! memory-bound). Each kernel has a portable body and an AVX2 (+F16C) body chosen at run time;
 //! both compute `a[i] + alpha·g[i]` with one multiply and one add, so they agree bitwise.
+//!
+//! The fused update also records the largest entry of each block of [`BLOCK`] entries
+//! (`bmax`): the index of the best is then looked for in the first block that holds it, and the
+//! re-check's search for every entry above a threshold ([`for_each_at_least_in_blocks`]) reads the
+//! block maxima and only the blocks they point to (with bf16 products most steps are re-checked:
+//! a full pass over the correlations each time cost as much as the dot products it leads to).
 
 use half::f16;
 
@@ -38,6 +44,32 @@ fn push(t: &mut Top2, i: usize, v: f32) {
 
 const EMPTY: Top2 = Top2 { index: usize::MAX, value: f32::NEG_INFINITY, second: f32::NEG_INFINITY };
 
+/// Entries per block of the block maxima.
+pub const BLOCK: usize = 64;
+
+/// Number of block maxima of `n` entries (the last block may be partial).
+pub fn blocks(n: usize) -> usize {
+    n.div_ceil(BLOCK)
+}
+
+/// `bmax[b]` = the largest entry of block `b` of `a` (`-inf` when it holds only NaN).
+pub fn block_maxima(a: &[f32], bmax: &mut [f32]) {
+    assert_eq!(bmax.len(), blocks(a.len()), "block_maxima: lengths");
+    for (m, blk) in bmax.iter_mut().zip(a.chunks(BLOCK)) {
+        *m = blk.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    }
+}
+
+/// [`for_each_at_least`] over `a` whose block maxima are `bmax`: only the blocks whose maximum
+/// reaches the threshold are read.
+pub fn for_each_at_least_in_blocks(a: &[f32], bmax: &[f32], threshold: f32, mut f: impl FnMut(usize)) {
+    assert_eq!(bmax.len(), blocks(a.len()), "for_each_at_least_in_blocks: lengths");
+    for_each_at_least(bmax, threshold, |b| {
+        let start = b * BLOCK;
+        for_each_at_least(&a[start..(start + BLOCK).min(a.len())], threshold, |i| f(start + i));
+    });
+}
+
 /// Scan of `a` without update.
 pub fn top2(a: &[f32]) -> Top2 {
     #[cfg(target_arch = "x86_64")]
@@ -58,26 +90,30 @@ pub fn for_each_at_least(a: &[f32], threshold: f32, mut f: impl FnMut(usize)) {
     portable::for_each_at_least(a, threshold, f)
 }
 
-/// `a += alpha·g` (f32 Gram row), then the top-2 scan of the new `a`.
-pub fn update_top2(alpha: f32, g: &[f32], a: &mut [f32]) -> Top2 {
+/// `a += alpha·g` (f32 Gram row), then the top-2 scan of the new `a`, and its block maxima into
+/// `bmax` ([`blocks`]`(a.len())` of them).
+pub fn update_top2(alpha: f32, g: &[f32], a: &mut [f32], bmax: &mut [f32]) -> Top2 {
     assert_eq!(g.len(), a.len(), "update_top2: lengths");
+    assert_eq!(bmax.len(), blocks(a.len()), "update_top2: block maxima");
     #[cfg(target_arch = "x86_64")]
     if crate::has_avx2() {
         // SAFETY: AVX2 is present (checked just above); lengths are equal.
-        return unsafe { x86::update_top2_f32(alpha, g, a) };
+        return unsafe { x86::update_top2_f32(alpha, g, a, bmax) };
     }
-    portable::update_top2(alpha, g, a, |x| x)
+    portable::update_top2(alpha, g, a, bmax, |x| x)
 }
 
-/// `a += alpha·g` (f16 Gram row, widened exactly to f32), then the top-2 scan of the new `a`.
-pub fn update_top2_f16(alpha: f32, g: &[f16], a: &mut [f32]) -> Top2 {
+/// `a += alpha·g` (f16 Gram row, widened exactly to f32), then the top-2 scan of the new `a`, and
+/// its block maxima into `bmax`.
+pub fn update_top2_f16(alpha: f32, g: &[f16], a: &mut [f32], bmax: &mut [f32]) -> Top2 {
     assert_eq!(g.len(), a.len(), "update_top2_f16: lengths");
+    assert_eq!(bmax.len(), blocks(a.len()), "update_top2_f16: block maxima");
     #[cfg(target_arch = "x86_64")]
     if crate::has_avx2() && std::arch::is_x86_feature_detected!("f16c") {
         // SAFETY: AVX2 and F16C are present (checked just above); lengths are equal.
-        return unsafe { x86::update_top2_f16(alpha, g, a) };
+        return unsafe { x86::update_top2_f16(alpha, g, a, bmax) };
     }
-    portable::update_top2(alpha, g, a, f16::to_f32)
+    portable::update_top2(alpha, g, a, bmax, f16::to_f32)
 }
 
 /// The scalar kernels, used where AVX2 is missing (and by the tests everywhere).
@@ -100,12 +136,19 @@ mod portable {
         }
     }
 
-    pub(super) fn update_top2<T: Copy>(alpha: f32, g: &[T], a: &mut [f32], widen: impl Fn(T) -> f32) -> Top2 {
+    pub(super) fn update_top2<T: Copy>(
+        alpha: f32,
+        g: &[T],
+        a: &mut [f32],
+        bmax: &mut [f32],
+        widen: impl Fn(T) -> f32,
+    ) -> Top2 {
         let mut t = EMPTY;
         for (i, (y, &x)) in a.iter_mut().zip(g).enumerate() {
             *y += alpha * widen(x);
             push(&mut t, i, *y);
         }
+        super::block_maxima(a, bmax);
         t
     }
 }
@@ -246,10 +289,19 @@ mod x86 {
     /// other; the index of the best is found afterwards by a scan for its first occurrence, which
     /// stops early. NaN never enters: `max_ps`/`min_ps` return their second operand when either is
     /// NaN, and the operands are ordered for that.
+    /// Largest lane of `v` (no NaN in `v`).
+    #[inline(always)]
+    unsafe fn hmax(v: __m256) -> f32 {
+        let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        _mm_cvtss_f32(_mm_max_ss(m, _mm_shuffle_ps::<1>(m, m)))
+    }
+
     #[inline(always)]
     unsafe fn update_top2_with(
         alpha: f32,
         a: &mut [f32],
+        bmax: &mut [f32],
         load: impl Fn(usize) -> __m256,
         tail: impl Fn(usize) -> f32,
     ) -> Top2 {
@@ -259,23 +311,32 @@ mod x86 {
         let ninf = _mm256_set1_ps(f32::NEG_INFINITY);
         let (mut b1, mut b2, mut c1, mut c2) = (ninf, ninf, ninf, ninf);
         let ap = a.as_mut_ptr();
-        let step = |ch: usize, b1: &mut __m256, b2: &mut __m256| {
+        let step = |ch: usize, b1: &mut __m256, b2: &mut __m256| -> __m256 {
             let v = _mm256_add_ps(_mm256_loadu_ps(ap.add(ch * 8)), _mm256_mul_ps(al, load(ch)));
             _mm256_storeu_ps(ap.add(ch * 8), v);
             // min_ps(b1, v) is v (NaN) when v is NaN, and max_ps(NaN, b2) is b2.
             *b2 = _mm256_max_ps(_mm256_min_ps(*b1, v), *b2);
             // max_ps(v, b1) is b1 when v is NaN.
             *b1 = _mm256_max_ps(v, *b1);
+            v
         };
-        let mut ch = 0;
-        while ch + 2 <= chunks {
-            step(ch, &mut b1, &mut b2);
-            step(ch + 1, &mut c1, &mut c2);
-            ch += 2;
+        // Whole blocks of 8 chunks, each with its maximum.
+        const PER: usize = super::BLOCK / 8;
+        let full = chunks / PER;
+        for blk in 0..full {
+            let (mut m0, mut m1) = (ninf, ninf);
+            for q in (0..PER).step_by(2) {
+                let ch = blk * PER + q;
+                m0 = _mm256_max_ps(step(ch, &mut b1, &mut b2), m0);
+                m1 = _mm256_max_ps(step(ch + 1, &mut c1, &mut c2), m1);
+            }
+            *bmax.get_unchecked_mut(blk) = hmax(_mm256_max_ps(m0, m1));
         }
-        if ch < chunks {
-            step(ch, &mut b1, &mut b2);
+        let mut m = ninf;
+        for ch in full * PER..chunks {
+            m = _mm256_max_ps(step(ch, &mut b1, &mut b2), m);
         }
+        let mut last = hmax(m);
         // Merge the two lane sets: best of the bests; runner-up of both sets and the lesser best.
         let m2 = _mm256_max_ps(_mm256_max_ps(b2, c2), _mm256_min_ps(b1, c1));
         let m1 = _mm256_max_ps(b1, c1);
@@ -295,6 +356,12 @@ mod x86 {
         for (i, y) in a.iter_mut().enumerate().skip(chunks * 8) {
             *y += alpha * tail(i);
             add(*y);
+            if *y > last {
+                last = *y;
+            }
+        }
+        if full < bmax.len() {
+            bmax[full] = last;
         }
         for &v in &v2 {
             second = second.max(v);
@@ -302,32 +369,23 @@ mod x86 {
         if best == f32::NEG_INFINITY {
             return Top2 { second, ..EMPTY };
         }
-        // The first index holding the best value.
-        let target = _mm256_set1_ps(best);
-        let mut index = usize::MAX;
-        for ch in 0..chunks {
-            let eq = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(_mm256_loadu_ps(ap.add(ch * 8)), target));
-            if eq != 0 {
-                index = ch * 8 + eq.trailing_zeros() as usize;
-                break;
-            }
-        }
-        if index == usize::MAX {
-            index = (chunks * 8..n).find(|&i| a[i] == best).unwrap_or(usize::MAX);
-        }
+        // The first index holding the best value: in the first block whose maximum it is.
+        let blk = bmax.iter().position(|&m| m == best).unwrap_or(0);
+        let start = blk * super::BLOCK;
+        let index = (start..n).find(|&i| a[i] == best).unwrap_or(usize::MAX);
         Top2 { index, value: best, second }
     }
 
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn update_top2_f32(alpha: f32, g: &[f32], a: &mut [f32]) -> Top2 {
+    pub(super) unsafe fn update_top2_f32(alpha: f32, g: &[f32], a: &mut [f32], bmax: &mut [f32]) -> Top2 {
         let gp = g.as_ptr();
-        update_top2_with(alpha, a, |ch| _mm256_loadu_ps(gp.add(ch * 8)), |i| g[i])
+        update_top2_with(alpha, a, bmax, |ch| _mm256_loadu_ps(gp.add(ch * 8)), |i| g[i])
     }
 
     #[target_feature(enable = "avx2,f16c")]
-    pub(super) unsafe fn update_top2_f16(alpha: f32, g: &[f16], a: &mut [f32]) -> Top2 {
+    pub(super) unsafe fn update_top2_f16(alpha: f32, g: &[f16], a: &mut [f32], bmax: &mut [f32]) -> Top2 {
         let gp = g.as_ptr() as *const __m128i;
-        update_top2_with(alpha, a, |ch| _mm256_cvtph_ps(_mm_loadu_si128(gp.add(ch))), |i| g[i].to_f32())
+        update_top2_with(alpha, a, bmax, |ch| _mm256_cvtph_ps(_mm_loadu_si128(gp.add(ch))), |i| g[i].to_f32())
     }
 }
 
@@ -368,14 +426,20 @@ mod tests {
                 let mut want_a = y0.clone();
                 want_a.iter_mut().zip(&g).for_each(|(y, x)| *y += alpha * x);
                 let want = naive(&want_a);
+                let mut want_bmax = vec![0f32; blocks(n)];
+                block_maxima(&want_a, &mut want_bmax);
+                let mut bmax = vec![f32::NAN; blocks(n)];
                 let mut a = y0.clone();
-                assert_eq!(update_top2(alpha, &g, &mut a), want, "f32 n {n} seed {seed}");
+                assert_eq!(update_top2(alpha, &g, &mut a, &mut bmax), want, "f32 n {n} seed {seed}");
+                assert_eq!(bmax, want_bmax, "f32 block maxima n {n} seed {seed}");
                 let mut b = y0.clone();
+                let mut bmax = vec![f32::NAN; blocks(n)];
                 assert_eq!(
-                    portable::update_top2(alpha, &g, &mut b, |x| x),
+                    portable::update_top2(alpha, &g, &mut b, &mut bmax, |x| x),
                     want,
                     "portable n {n} seed {seed}"
                 );
+                assert_eq!(bmax, want_bmax);
                 assert_eq!(portable::top2(&want_a), want);
                 assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
                 assert_eq!(
@@ -385,15 +449,19 @@ mod tests {
                 // These values are exact in f16, so the f16 row gives the same answer.
                 let g16: Vec<f16> = g.iter().map(|&v| f16::from_f32(v)).collect();
                 let mut a = y0.clone();
-                assert_eq!(update_top2_f16(alpha, &g16, &mut a), want, "f16 n {n} seed {seed}");
+                let mut bmax = vec![f32::NAN; blocks(n)];
+                assert_eq!(update_top2_f16(alpha, &g16, &mut a, &mut bmax), want, "f16 n {n} seed {seed}");
+                assert_eq!(bmax, want_bmax);
                 let mut b = y0.clone();
-                assert_eq!(portable::update_top2(alpha, &g16, &mut b, f16::to_f32), want);
+                assert_eq!(portable::update_top2(alpha, &g16, &mut b, &mut bmax, f16::to_f32), want);
                 assert_eq!(top2(&want_a), want);
                 assert_eq!(top2(&y0), naive(&y0));
             }
         }
         let mut y = vec![f32::NAN; 10];
-        assert_eq!(update_top2(1.0, &[0.0; 10], &mut y).index, usize::MAX);
+        let mut bmax = [0f32; 1];
+        assert_eq!(update_top2(1.0, &[0.0; 10], &mut y, &mut bmax).index, usize::MAX);
+        assert_eq!(bmax[0], f32::NEG_INFINITY);
         // Dense hits, and sparse ones (whole 32-entry blocks without any), with a NaN.
         for (len, modulus) in [(37usize, 11usize), (1000, 97), (77, 1009)] {
             let a: Vec<f32> = (0..len).map(|i| ((i * 7) % modulus) as f32).chain([f32::NAN, 9.0]).collect();
@@ -403,6 +471,11 @@ mod tests {
             let want: Vec<usize> = (0..a.len()).filter(|&i| a[i] >= 8.0).collect();
             assert_eq!(got, want);
             assert_eq!(got_portable, want);
+            let mut bmax = vec![0f32; blocks(a.len())];
+            block_maxima(&a, &mut bmax);
+            let mut in_blocks = Vec::new();
+            for_each_at_least_in_blocks(&a, &bmax, 8.0, |i| in_blocks.push(i));
+            assert_eq!(in_blocks, want);
         }
         // A tie shows as a runner-up equal to the best.
         let t = top2(&[1.0, 3.0, 0.0, 3.0]);
