@@ -766,6 +766,14 @@ mod tests {
     use crate::gram::{Gram, Precision};
     use rand::{Rng, SeedableRng};
 
+    /// Every strategy, the Gram one with both storages.
+    const STRATEGIES: [(Strategy, Precision); 4] = [
+        (Strategy::Plain, Precision::F32),
+        (Strategy::Gram, Precision::F32),
+        (Strategy::Gram, Precision::F16),
+        (Strategy::GramPicked, Precision::F32),
+    ];
+
     fn random_problem(n: usize, d: usize, c: usize, seed: u64) -> (Vec<f32>, Vec<f32>) {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let x: Vec<f32> = (0..n * d).map(|_| rng.gen_range(-1.0..1.0)).collect();
@@ -788,12 +796,7 @@ mod tests {
             let mut runs = Vec::new();
             let mut rechecks = [0u64; 2];
             for products in [Products::F32, Products::Bf16] {
-                for (s, precision) in [
-                    (Strategy::Plain, Precision::F32),
-                    (Strategy::Gram, Precision::F32),
-                    (Strategy::Gram, Precision::F16),
-                    (Strategy::GramPicked, Precision::F32),
-                ] {
+                for (s, precision) in STRATEGIES {
                     let mut g = Gram::new();
                     g.compute(&dict, c, d, precision, products, Par::Seq);
                     for par in [Par::Seq, Par::Rayon(std::num::NonZeroUsize::new(3).unwrap())] {
@@ -829,12 +832,7 @@ mod tests {
         let (x, dict) = random_problem(n, d, c, 3);
         let p = Problem { x: &x, n, d, dict: &dict, c, k, tol: None };
         let mut outs = Vec::new();
-        for (s, precision) in [
-            (Strategy::Plain, Precision::F32),
-            (Strategy::Gram, Precision::F32),
-            (Strategy::Gram, Precision::F16),
-            (Strategy::GramPicked, Precision::F32),
-        ] {
+        for (s, precision) in STRATEGIES {
             let mut g = Gram::new();
             g.compute(&dict, c, d, precision, Products::F32, Par::Seq);
             assert_eq!(g.precision(), precision);
