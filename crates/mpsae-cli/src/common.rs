@@ -105,7 +105,12 @@ impl EngineArgs {
         };
         let products = Products::parse(&self.products)
             .ok_or_else(|| format!("invalid --products '{}': use auto, bf16 or f32", self.products))?;
-        Ok(Engine { strategy: parse_strategy(&self.strategy)?, gram_precision, products, ..Engine::default() })
+        Ok(Engine {
+            strategy: parse_strategy(&self.strategy)?,
+            gram_precision,
+            products,
+            ..Engine::default()
+        })
     }
 }
 

@@ -382,11 +382,16 @@ fn bf16_products_change_no_bit_of_a_training_run() {
     };
     let reference = train("f32", "f32", "plain");
     assert!(reference.iter().any(|&v| v != 0.0));
-    for (name, products, strategy) in
-        [("bf16-plain", "bf16", "plain"), ("bf16-gram", "bf16", "gram"), ("bf16-picked", "bf16", "gram-picked")]
-    {
+    for (name, products, strategy) in [
+        ("bf16-plain", "bf16", "plain"),
+        ("bf16-gram", "bf16", "gram"),
+        ("bf16-picked", "bf16", "gram-picked"),
+    ] {
         let w = train(name, products, strategy);
         assert!(w.iter().zip(&reference).all(|(a, b)| a.to_bits() == b.to_bits()), "{name}");
     }
-    fails_with(&["train", "--products", "fp8", "--out", dir.join("x").to_str().unwrap()], "invalid --products");
+    fails_with(
+        &["train", "--products", "fp8", "--out", dir.join("x").to_str().unwrap()],
+        "invalid --products",
+    );
 }

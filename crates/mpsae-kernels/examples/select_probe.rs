@@ -19,14 +19,21 @@ fn main() {
     let t16 = best(|| {
         for r in 0..reps {
             let j = (r * 7919) % rows;
-            sink += update_top2_f16(if r % 2 == 0 { -1e-3 } else { 1e-3 }, &g16[j * c..(j + 1) * c], &mut a, &mut bmax)
-                .index;
+            sink += update_top2_f16(
+                if r % 2 == 0 { -1e-3 } else { 1e-3 },
+                &g16[j * c..(j + 1) * c],
+                &mut a,
+                &mut bmax,
+            )
+            .index;
         }
     });
     let t32 = best(|| {
         for r in 0..reps {
             let j = (r * 7919) % rows;
-            sink += update_top2(if r % 2 == 0 { -1e-3 } else { 1e-3 }, &g[j * c..(j + 1) * c], &mut a, &mut bmax).index;
+            sink +=
+                update_top2(if r % 2 == 0 { -1e-3 } else { 1e-3 }, &g[j * c..(j + 1) * c], &mut a, &mut bmax)
+                    .index;
         }
     });
     let per = |t: f64| t / (reps * c) as f64 * 1e9;

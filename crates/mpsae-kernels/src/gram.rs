@@ -147,7 +147,15 @@ impl Gram {
     /// Computes `D·Dᵀ` of `dict` (`c x dim`, one atom per row) in the asked storage precision
     /// from products of the asked operand precision, reusing this matrix's buffers. Only the lower
     /// triangle is multiplied (half the flops).
-    pub fn compute(&mut self, dict: &[f32], c: usize, dim: usize, precision: Precision, products: Products, par: Par) {
+    pub fn compute(
+        &mut self,
+        dict: &[f32],
+        c: usize,
+        dim: usize,
+        precision: Precision,
+        products: Products,
+        par: Par,
+    ) {
         assert_eq!(dict.len(), c * dim, "Gram::compute: dictionary shape");
         self.c = c;
         self.products = Some(products);
@@ -163,10 +171,19 @@ impl Gram {
             let panels = Bf16Panels::new(&rows, par);
             (rows, panels)
         });
-        let product = |r0: usize, rows: usize, c0: usize, w: usize, out: &mut [f32], ldc: usize| match &operands {
-            Some((a, b)) => bf16::abt(a, r0, rows, b, c0, w, out, ldc),
-            None => matmul_abt_strided(&dict[r0 * dim..(r0 + rows) * dim], &dict[c0 * dim..(c0 + w) * dim], out, rows, w, dim, ldc),
-        };
+        let product =
+            |r0: usize, rows: usize, c0: usize, w: usize, out: &mut [f32], ldc: usize| match &operands {
+                Some((a, b)) => bf16::abt(a, r0, rows, b, c0, w, out, ldc),
+                None => matmul_abt_strided(
+                    &dict[r0 * dim..(r0 + rows) * dim],
+                    &dict[c0 * dim..(c0 + w) * dim],
+                    out,
+                    rows,
+                    w,
+                    dim,
+                    ldc,
+                ),
+            };
         match precision {
             Precision::F32 => {
                 self.f16s = Vec::new();
@@ -294,7 +311,14 @@ where
 /// # Safety
 /// The ranges lie inside the matrix; nothing else reads or writes the destination entries (or
 /// writes the source ones) meanwhile.
-unsafe fn mirror_chunk<T: Copy + Default>(p: SendPtr<T>, c: usize, r0: usize, rows: usize, c0: usize, w: usize) {
+unsafe fn mirror_chunk<T: Copy + Default>(
+    p: SendPtr<T>,
+    c: usize,
+    r0: usize,
+    rows: usize,
+    c0: usize,
+    w: usize,
+) {
     const TILE: usize = 64;
     let mut buf = [T::default(); TILE * TILE];
     for j0 in (c0..c0 + w).step_by(TILE) {
@@ -410,7 +434,9 @@ mod tests {
             let dict: Vec<f32> = (0..c * dim).map(|_| rng.gen_range(-0.5..0.5)).collect();
             let mut exact = vec![0f32; c * c];
             gram_f32(&dict, &mut exact, c, dim, Par::Seq);
-            for (par, products) in [(Par::Seq, Products::F32), (Par::rayon(), Products::F32), (Par::rayon(), Products::Bf16)] {
+            for (par, products) in
+                [(Par::Seq, Products::F32), (Par::rayon(), Products::F32), (Par::rayon(), Products::Bf16)]
+            {
                 let mut g = Gram::new();
                 g.compute(&dict, c, dim, Precision::F16, products, par);
                 assert_eq!(g.precision(), Precision::F16);

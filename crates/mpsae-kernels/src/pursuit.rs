@@ -33,7 +33,9 @@
 use crate::bf16::{self, Bf16Panels, Bf16Rows, Products};
 use crate::gram::GramRef;
 use crate::matmul::matmul_abt;
-use crate::select::{blocks, for_each_at_least, for_each_at_least_in_blocks, top2, update_top2, update_top2_f16, Top2};
+use crate::select::{
+    blocks, for_each_at_least, for_each_at_least_in_blocks, top2, update_top2, update_top2_f16, Top2,
+};
 use crate::{argmax, axpy_sumsq, dot, Par};
 use rayon::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -263,7 +265,15 @@ fn product_bound(d: usize, r_norm: f32, atom_norm: f32) -> f32 {
 /// The exact pick among the atoms whose correlation is within `guard` of the best: largest
 /// `r·Dm_i` (first index on ties), with that value. `bmax`: the block maxima of `a`, when known
 /// (only the blocks that reach the threshold are searched).
-fn recheck(a: &[f32], bmax: Option<&[f32]>, top: Top2, guard: f32, r: &[f32], dict: &[f32], d: usize) -> (usize, f32) {
+fn recheck(
+    a: &[f32],
+    bmax: Option<&[f32]>,
+    top: Top2,
+    guard: f32,
+    r: &[f32],
+    dict: &[f32],
+    d: usize,
+) -> (usize, f32) {
     let atom = |i: usize| &dict[i * d..(i + 1) * d];
     if top.index == usize::MAX {
         // No number among the correlations: the plain argmax's answer.
@@ -312,7 +322,9 @@ fn prefetch<'a>(slices: impl Iterator<Item = &'a [f32]>) {
         for off in (0..s.len()).step_by(16) {
             // SAFETY: a prefetch of an address inside the slice; it never faults.
             unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(s.as_ptr().add(off) as *const i8)
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    s.as_ptr().add(off) as *const i8
+                )
             };
         }
     }
@@ -323,7 +335,14 @@ fn prefetch<'a>(slices: impl Iterator<Item = &'a [f32]>) {
 /// Runs the pursuit. `gram` must be the `c x c` Gram matrix of `p.dict` when `strategy` is
 /// [`Strategy::Gram`] (ignored otherwise). `products`: operand precision of the dense products.
 /// `out` is resized as needed.
-pub fn pursuit(p: &Problem, strategy: Strategy, gram: Option<GramRef>, par: Par, products: Products, out: &mut Output) {
+pub fn pursuit(
+    p: &Problem,
+    strategy: Strategy,
+    gram: Option<GramRef>,
+    par: Par,
+    products: Products,
+    out: &mut Output,
+) {
     let (n, d, c, k) = (p.n, p.d, p.c, p.k);
     assert_eq!(p.x.len(), n * d, "pursuit: x shape");
     assert_eq!(p.dict.len(), c * d, "pursuit: dictionary shape");
@@ -384,7 +403,11 @@ impl DictOperand {
     /// Bounds of the correlations of `x` (its rows in bf16) with every atom, per row.
     fn bounds(&self, x: &Bf16Rows) -> Vec<f32> {
         let d = x.dim();
-        x.norms().iter().zip(x.errors()).map(|(&n, &e)| bf16::entry_bound(d, n, e, self.max_norm, self.max_error)).collect()
+        x.norms()
+            .iter()
+            .zip(x.errors())
+            .map(|(&n, &e)| bf16::entry_bound(d, n, e, self.max_norm, self.max_error))
+            .collect()
     }
 
     /// `out = x·Dmᵀ` in bf16 (`x` converted first), single-threaded; returns each row's bound.
@@ -658,39 +681,47 @@ fn pursue_picked_tiles(p: &Problem, par: Par, ops: Option<&DictOperand>, out: &m
             (&mut out.residual[r0 * d..(r0 + rows) * d], &mut out.energy[r0 * k..(r0 + rows) * k]);
         for t in 0..k {
             // 1. Argmax and exact value for every live row; apply the step to the residual.
-            let step = |((((((a, r), atoms), values), energy), ((done, stop), next)), ((x_norm, first), bmax)): (
-                (
-                    ((((&mut [f32], &mut [f32]), &mut [u32]), &mut [f32]), &mut [f32]),
-                    ((&mut bool, &f32), &Top2),
-                ),
-                ((&f32, &f32), &[f32]),
-            )| {
-                let mut s = RowState { r, atoms, values, energy, stop_sq: *stop, done: *done };
-                if !s.check_stop(t) {
-                    // The correlations are the product's, updated with f32 Gram rows (products
-                    // too) times the values so far: their error grows with each update.
-                    let top = if t == 0 { top2(a) } else { *next };
-                    let moved: f32 = s.values[..t].iter().map(|v| v.abs()).sum();
-                    // bf16 products: the first product's bound and each Gram row's, times its value.
-                    let bf16: f32 = if atom_bounds.is_empty() {
-                        0.0
-                    } else {
-                        *first
-                            + (s.atoms[..t].iter().zip(&s.values[..t]))
-                                .map(|(&j, v)| if j == NO_ATOM { 0.0 } else { v.abs() * atom_bounds[j as usize] })
-                                .sum::<f32>()
-                    };
-                    let guard = product_bound(d, *x_norm, atom_norm) * (t + 1) as f32
-                        + product_bound(d, moved, atom_norm * atom_norm) * 2.0
-                        + 2.0 * bf16;
-                    let mut n = 0;
-                    let blocks = (t > 0).then_some(bmax);
-                    let (j, v) = pick(a, blocks, top, guard, s.r, p.dict, d, &mut n);
-                    rechecks.fetch_add(n, Ordering::Relaxed);
-                    s.apply(t, j, v, p.dict, d);
-                }
-                *done = s.done;
-            };
+            let step =
+                |((((((a, r), atoms), values), energy), ((done, stop), next)), ((x_norm, first), bmax)): (
+                    (
+                        ((((&mut [f32], &mut [f32]), &mut [u32]), &mut [f32]), &mut [f32]),
+                        ((&mut bool, &f32), &Top2),
+                    ),
+                    ((&f32, &f32), &[f32]),
+                )| {
+                    let mut s = RowState { r, atoms, values, energy, stop_sq: *stop, done: *done };
+                    if !s.check_stop(t) {
+                        // The correlations are the product's, updated with f32 Gram rows (products
+                        // too) times the values so far: their error grows with each update.
+                        let top = if t == 0 { top2(a) } else { *next };
+                        let moved: f32 = s.values[..t].iter().map(|v| v.abs()).sum();
+                        // bf16 products: the first product's bound and each Gram row's, times its value.
+                        let bf16: f32 =
+                            if atom_bounds.is_empty() {
+                                0.0
+                            } else {
+                                *first
+                                    + (s.atoms[..t].iter().zip(&s.values[..t]))
+                                        .map(|(&j, v)| {
+                                            if j == NO_ATOM {
+                                                0.0
+                                            } else {
+                                                v.abs() * atom_bounds[j as usize]
+                                            }
+                                        })
+                                        .sum::<f32>()
+                            };
+                        let guard = product_bound(d, *x_norm, atom_norm) * (t + 1) as f32
+                            + product_bound(d, moved, atom_norm * atom_norm) * 2.0
+                            + 2.0 * bf16;
+                        let mut n = 0;
+                        let blocks = (t > 0).then_some(bmax);
+                        let (j, v) = pick(a, blocks, top, guard, s.r, p.dict, d, &mut n);
+                        rechecks.fetch_add(n, Ordering::Relaxed);
+                        s.apply(t, j, v, p.dict, d);
+                    }
+                    *done = s.done;
+                };
             let it = corr
                 .chunks_mut(c)
                 .zip(residual.chunks_mut(d))
@@ -741,9 +772,12 @@ fn pursue_picked_tiles(p: &Problem, par: Par, ops: Option<&DictOperand>, out: &m
                 }
             };
             match par {
-                Par::Seq => {
-                    corr.chunks_mut(c).zip(next.iter_mut()).zip(bmax.chunks_mut(nb)).enumerate().for_each(update)
-                }
+                Par::Seq => corr
+                    .chunks_mut(c)
+                    .zip(next.iter_mut())
+                    .zip(bmax.chunks_mut(nb))
+                    .enumerate()
+                    .for_each(update),
                 Par::Rayon(_) => corr
                     .par_chunks_mut(c)
                     .zip(next.par_iter_mut())

@@ -107,7 +107,10 @@ fn engines() -> Vec<(String, (Device, Engine))> {
             for par in [Par::Seq, Par::Rayon(NonZeroUsize::new(2).unwrap())] {
                 out.push((
                     format!("cpu/{}/{}/{}/{:?}", s.name(), gram_precision.name(), products.name(), par),
-                    (Device::Cpu, Engine { par, strategy: Some(s), memory_budget: 1 << 30, gram_precision, products }),
+                    (
+                        Device::Cpu,
+                        Engine { par, strategy: Some(s), memory_budget: 1 << 30, gram_precision, products },
+                    ),
                 ));
             }
         }

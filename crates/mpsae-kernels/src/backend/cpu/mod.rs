@@ -80,7 +80,9 @@ impl Backend for CpuBackend {
     }
 
     fn configure(&mut self, settings: Settings) {
-        if settings.gram_precision != self.settings.gram_precision || settings.products != self.settings.products {
+        if settings.gram_precision != self.settings.gram_precision
+            || settings.products != self.settings.products
+        {
             self.planner.forget_stable();
             self.gram = Gram::new();
         }
