@@ -46,16 +46,25 @@ const PICKED_UPDATE_WEIGHT: f64 = 90.0;
 const PLAIN_SCAN_WEIGHT: f64 = 60.0;
 /// Weight of one flop of the Gram matrix.
 const GRAM_FLOP_WEIGHT: f64 = 1.4;
-/// With bf16 products ([`Products::Bf16`]), the weight of their flops against f32 ones: at 576 /
-/// 16384 / 16 / 4096 (`mpsae bench`, 2-core Zen 4, OpenBLAS for the f32 ones) the Gram matrix took
-/// 497 ms instead of 969, a step's correlations 206 instead of 462, `gram-picked`'s correlations
-/// and rows 544 instead of 1080, the plain strategy's products 3190 instead of 7197.
-const BF16_DENSE_WEIGHT: f64 = 0.5;
-/// With bf16 products, the weight of a correlation update or scan against its cost with f32
-/// products: the looser bounds send more near ties to the exact check (in the same runs the Gram
-/// pursuit took 287 ms instead of 191, `gram-picked`'s 502 instead of 304, the plain one's 237
-/// instead of 160).
-const BF16_UPDATE_WEIGHT: f64 = 1.5;
+// With bf16 products ([`Products::Bf16`]) the weights are those measured on a CPU that has them
+// (2-core Zen 4, `mpsae bench` at 576 / 16384 / 16 with batches 1024 and 4096, against its f32
+// sgemm rate of 186-200 GFLOP/s): `X·Dmᵀ` 195-206 ms for 77 GFLOP (0.5), the Gram matrix 455-490 ms
+// for 155 GFLOP (0.6), `gram-picked`'s rows 366 ms for 129 GFLOP with about 230 rows per thread and
+// step (0.45 + 16 / rows per thread), and, with the looser bounds re-checking 93 % of the steps,
+// a Gram update 0.23-0.26 ns (47), a `gram-picked` update 0.48-0.50 ns (94), a plain scan 0.22 ns
+// (42).
+/// bf16: weight of a flop of `X·Dmᵀ` (and of the plain strategy's products).
+const BF16_FIRST_WEIGHT: f64 = 0.5;
+/// bf16: weight of a flop of the Gram matrix.
+const BF16_GRAM_FLOP_WEIGHT: f64 = 0.6;
+/// bf16: weight of a flop of `gram-picked`'s rows, without the small-product term.
+const BF16_PICKED_FLOP_WEIGHT: f64 = 0.45;
+/// bf16: weight of one Gram-strategy correlation update (f16 row).
+const BF16_GRAM_UPDATE_WEIGHT: f64 = 47.0;
+/// bf16: weight of one `gram-picked` correlation update.
+const BF16_PICKED_UPDATE_WEIGHT: f64 = 94.0;
+/// bf16: weight of one plain-strategy correlation scan.
+const BF16_PLAIN_SCAN_WEIGHT: f64 = 42.0;
 
 /// What the cost model needs to know of a pursuit.
 #[derive(Clone, Copy, Debug)]
@@ -98,23 +107,41 @@ pub fn strategy_costs(w: &Workload) -> [StrategyCost; 3] {
     let threads = w.threads.max(1);
     let tile_bytes = 4.0 * w.c as f64 * (tile_rows(w.n, w.c, threads) * threads) as f64;
     let (n, c, d, k) = (w.n as f64, w.c as f64, w.d as f64, w.k as f64);
-    let (dense, update) = match w.products {
-        Products::F32 => (1.0, 1.0),
-        Products::Bf16 => (BF16_DENSE_WEIGHT, BF16_UPDATE_WEIGHT),
+    // Weights of: a flop of X·Dmᵀ, of the Gram matrix, of picked rows (and of their small-product
+    // term); a Gram update, a picked update, a plain scan.
+    let (first_w, gram_w, picked_w, small_w, gram_update, picked_update, plain_scan) = match w.products {
+        Products::F32 => (
+            1.0,
+            GRAM_FLOP_WEIGHT,
+            GRAM_FLOP_WEIGHT,
+            32.0,
+            GRAM_UPDATE_WEIGHT,
+            PICKED_UPDATE_WEIGHT,
+            PLAIN_SCAN_WEIGHT,
+        ),
+        Products::Bf16 => (
+            BF16_FIRST_WEIGHT,
+            BF16_GRAM_FLOP_WEIGHT,
+            BF16_PICKED_FLOP_WEIGHT,
+            16.0,
+            BF16_GRAM_UPDATE_WEIGHT,
+            BF16_PICKED_UPDATE_WEIGHT,
+            BF16_PLAIN_SCAN_WEIGHT,
+        ),
     };
-    let first = dense * 2.0 * n * c * d;
-    let updates = update * n * (k - 1.0).max(0.0) * c;
-    let gram_update = GRAM_UPDATE_WEIGHT * if w.gram_entry_bytes > 2 { 4.0 / 3.0 } else { 1.0 };
+    let first = first_w * 2.0 * n * c * d;
+    let updates = n * (k - 1.0).max(0.0) * c;
+    let gram_update = gram_update * if w.gram_entry_bytes > 2 { 4.0 / 3.0 } else { 1.0 };
     // Expected number of distinct atoms among n picks spread over c atoms.
     let distinct = c * (1.0 - (-n / c).exp());
     let picked_rows = w.picked_rows.unwrap_or((k - 1.0).max(0.0) * distinct);
     let rows_per_thread = picked_rows / (k - 1.0).max(1.0) / threads as f64;
-    let picked_flop_weight = dense * (GRAM_FLOP_WEIGHT + 32.0 / rows_per_thread.max(1.0));
-    let gram_flops = if w.gram_cached { 0.0 } else { dense * GRAM_FLOP_WEIGHT * c * c * d };
+    let picked_flop_weight = picked_w + small_w / rows_per_thread.max(1.0);
+    let gram_flops = if w.gram_cached { 0.0 } else { gram_w * c * c * d };
     [
         StrategyCost {
             strategy: Strategy::Plain,
-            flops: (first + update * PLAIN_SCAN_WEIGHT * n * c) * k,
+            flops: (first + plain_scan * n * c) * k,
             bytes: tile_bytes,
         },
         StrategyCost {
@@ -124,7 +151,7 @@ pub fn strategy_costs(w: &Workload) -> [StrategyCost; 3] {
         },
         StrategyCost {
             strategy: Strategy::GramPicked,
-            flops: first + picked_flop_weight * 2.0 * picked_rows * c * d + PICKED_UPDATE_WEIGHT * updates,
+            flops: first + picked_flop_weight * 2.0 * picked_rows * c * d + picked_update * updates,
             // One tile of correlations, and the Gram rows of the atoms picked before the last
             // step, up to 2n of them.
             bytes: 4.0
@@ -339,27 +366,31 @@ mod tests {
     }
 
     #[test]
-    fn bf16_products_make_the_gram_strategy_pay_at_smaller_batches() {
-        // The Gram matrix costs half as much with bf16 products and the correlation updates a
-        // little more (each strategy's alike): against gram-picked, which needs fewer dense flops
-        // (its rows, 1.3 per batch row on SmolLM2 rows) and more updates, the Gram strategy wins
-        // from a smaller batch.
-        let w = |n: usize, products| Workload {
+    fn bf16_weights_choose_what_was_measured_fastest() {
+        // `mpsae bench --d 576 --c 16384 --k 16 --products bf16` on a Zen 4 (SmolLM2 rows): batch
+        // 1024 needed 6.66 Gram rows per batch row, gram-picked ran in 542 ms against the Gram
+        // strategy's 609; batch 4096 needed 1.31, the Gram strategy ran in 992 against 1135.
+        let w = |n: usize, rows_per_row: f64| Workload {
             n,
             c: 16384,
             d: 576,
             k: 16,
             gram_cached: false,
             gram_entry_bytes: 2,
-            products,
-            picked_rows: Some(1.3 * n as f64),
+            products: Products::Bf16,
+            picked_rows: Some(rows_per_row * n as f64),
             current: None,
             threads: 2,
         };
-        let smallest = |products| {
-            (1..=256).map(|i| i * 32).find(|&n| choose_strategy(&w(n, products), 8 << 30) == Strategy::Gram)
-        };
-        let (f32s, bf16s) = (smallest(Products::F32).unwrap(), smallest(Products::Bf16).unwrap());
-        assert!(bf16s < f32s, "bf16 {bf16s} f32 {f32s}");
+        assert_eq!(choose_strategy(&w(1024, 6.66), 8 << 30), Strategy::GramPicked);
+        assert_eq!(choose_strategy(&w(4096, 1.31), 8 << 30), Strategy::Gram);
+        // bf16 halves the dense work, not the updates: every strategy is cheaper than with f32.
+        for (n, r) in [(1024, 6.66), (4096, 1.31)] {
+            let (b, f) =
+                (strategy_costs(&w(n, r)), strategy_costs(&Workload { products: Products::F32, ..w(n, r) }));
+            for (b, f) in b.iter().zip(&f) {
+                assert!(b.flops < f.flops, "{:?}", b.strategy);
+            }
+        }
     }
 }
