@@ -223,9 +223,21 @@ pub struct Bf16Panels {
 impl Bf16Panels {
     /// The panels of `rows`.
     pub fn new(rows: &Bf16Rows, par: Par) -> Self {
+        let mut p = Bf16Panels::default();
+        p.fill(rows, par);
+        p
+    }
+
+    /// The panels of `rows`, into this buffer (reusing its memory).
+    pub fn fill(&mut self, rows: &Bf16Rows, par: Par) {
         let (n, kp) = (rows.rows, rows.kp);
         let np = n.div_ceil(NR);
-        let mut data = vec![0u32; np * kp * NR];
+        let data = &mut self.data;
+        data.resize(np * kp * NR, 0);
+        if n % NR != 0 {
+            // The padding lanes of the last panel are zero.
+            data[(np - 1) * kp * NR..].fill(0);
+        }
         if kp > 0 {
             let panel = |(p, dst): (usize, &mut [u32])| {
                 for lane in 0..NR.min(n - p * NR) {
@@ -240,12 +252,91 @@ impl Bf16Panels {
                 Par::Rayon(_) => data.par_chunks_mut(kp * NR).enumerate().for_each(panel),
             }
         }
-        Bf16Panels { data, n, kp }
+        (self.n, self.kp) = (n, kp);
     }
 
     /// Number of rows (columns of the product).
     pub fn rows(&self) -> usize {
         self.n
+    }
+}
+
+/// A dictionary (`c x d`, one atom per row) as the operand of bf16 products: its rows (the left
+/// operand of its Gram rows) and panels (the right operand of every correlation), with the
+/// largest atom norm and rounding error, against which every correlation's bound is taken.
+/// Prepared once per dictionary (a training step's Gram matrix and pursuit share it; the CPU
+/// backend keeps the one of a fixed dictionary between encodes).
+#[derive(Clone, Debug, Default)]
+pub struct Bf16Dictionary {
+    rows: Bf16Rows,
+    panels: Bf16Panels,
+    max_norm: f32,
+    max_error: f32,
+}
+
+impl Bf16Dictionary {
+    /// The operand of `dict`.
+    pub fn new(dict: &[f32], c: usize, d: usize, par: Par) -> Self {
+        let mut o = Bf16Dictionary::default();
+        o.fill(dict, c, d, par);
+        o
+    }
+
+    /// The operand of `dict`, into this one's buffers (a training loop's dictionary changes at
+    /// every step: no fresh allocation each time).
+    pub fn fill(&mut self, dict: &[f32], c: usize, d: usize, par: Par) {
+        self.rows.fill(dict, c, d, par);
+        self.panels.fill(&self.rows, par);
+        (self.max_norm, self.max_error) = self.rows.maxima();
+    }
+
+    /// Number of atoms.
+    pub fn atoms(&self) -> usize {
+        self.rows.rows
+    }
+
+    /// Atom dimension.
+    pub fn dim(&self) -> usize {
+        self.rows.d
+    }
+
+    /// The atoms as rows (with their norms and rounding errors).
+    pub fn rows(&self) -> &Bf16Rows {
+        &self.rows
+    }
+
+    /// The atoms as panels.
+    pub fn panels(&self) -> &Bf16Panels {
+        &self.panels
+    }
+
+    /// Largest `‖d̂_i‖` and largest `‖d_i - d̂_i‖`.
+    pub fn maxima(&self) -> (f32, f32) {
+        (self.max_norm, self.max_error)
+    }
+
+    /// Per row of `x` (in bf16), the bound of its bf16 products with every atom.
+    pub fn bounds(&self, x: &Bf16Rows) -> Vec<f32> {
+        x.norms()
+            .iter()
+            .zip(x.errors())
+            .map(|(&n, &e)| entry_bound(x.d, n, e, self.max_norm, self.max_error))
+            .collect()
+    }
+
+    /// `out = x·Dᵀ` (`rows x c`) in bf16, `x` converted into `buf` first, single-threaded;
+    /// returns each row's bound.
+    pub fn correlate(
+        &self,
+        x: &[f32],
+        rows: usize,
+        d: usize,
+        out: &mut [f32],
+        buf: &mut Bf16Rows,
+    ) -> Vec<f32> {
+        buf.fill(x, rows, d, Par::Seq);
+        abt(buf, 0, rows, &self.panels, 0, self.panels.n, out, self.panels.n);
+        self.bounds(buf)
     }
 }
 

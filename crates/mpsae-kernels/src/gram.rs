@@ -16,7 +16,7 @@
 //! twice the f32 rate): each row's bound then also holds the product's bound against the f32
 //! atoms, `max_i bound(j, i)`, whatever the storage.
 
-use crate::bf16::{self, Bf16Panels, Bf16Rows, Products};
+use crate::bf16::{self, Bf16Dictionary, Products};
 use crate::matmul::{gram as gram_f32, matmul_abt, mirror_lower, SendPtr};
 use crate::memory::grow_huge;
 use crate::{dot, Par};
@@ -156,9 +156,42 @@ impl Gram {
         products: Products,
         par: Par,
     ) {
+        match products {
+            Products::F32 => self.compute_with(dict, c, dim, precision, None, par),
+            Products::Bf16 => {
+                let operand = Bf16Dictionary::new(dict, c, dim, par);
+                self.compute_with(dict, c, dim, precision, Some(&operand), par)
+            }
+        }
+    }
+
+    /// [`Gram::compute`] with bf16 products from the prepared operand of `dict` (shared with the
+    /// pursuit that reads this matrix).
+    pub fn compute_bf16(
+        &mut self,
+        dict: &[f32],
+        c: usize,
+        dim: usize,
+        precision: Precision,
+        operand: &Bf16Dictionary,
+        par: Par,
+    ) {
+        assert!(operand.atoms() == c && operand.dim() == dim, "Gram::compute_bf16: operand shape");
+        self.compute_with(dict, c, dim, precision, Some(operand), par)
+    }
+
+    fn compute_with(
+        &mut self,
+        dict: &[f32],
+        c: usize,
+        dim: usize,
+        precision: Precision,
+        operand: Option<&Bf16Dictionary>,
+        par: Par,
+    ) {
         assert_eq!(dict.len(), c * dim, "Gram::compute: dictionary shape");
         self.c = c;
-        self.products = Some(products);
+        self.products = Some(if operand.is_some() { Products::Bf16 } else { Products::F32 });
         let longest = dict.chunks(dim.max(1)).map(|a| dot(a, a)).fold(0f32, f32::max);
         let precision =
             if precision == Precision::F16 && longest < 16384.0 { Precision::F16 } else { Precision::F32 };
@@ -166,14 +199,10 @@ impl Gram {
         self.row_error.clear();
         self.row_error.resize(c, 0.0);
         // bf16 operands (and each atom's norms for the bound), when asked.
-        let operands = (products == Products::Bf16 && c > 0 && dim > 0).then(|| {
-            let rows = Bf16Rows::new(dict, c, dim, par);
-            let panels = Bf16Panels::new(&rows, par);
-            (rows, panels)
-        });
+        let operands = operand.filter(|_| c > 0 && dim > 0);
         let product =
-            |r0: usize, rows: usize, c0: usize, w: usize, out: &mut [f32], ldc: usize| match &operands {
-                Some((a, b)) => bf16::abt(a, r0, rows, b, c0, w, out, ldc),
+            |r0: usize, rows: usize, c0: usize, w: usize, out: &mut [f32], ldc: usize| match operands {
+                Some(o) => bf16::abt(o.rows(), r0, rows, o.panels(), c0, w, out, ldc),
                 None => matmul_abt_strided(
                     &dict[r0 * dim..(r0 + rows) * dim],
                     &dict[c0 * dim..(c0 + w) * dim],
@@ -200,8 +229,8 @@ impl Gram {
                 compute_f16(c, par, &product, &mut self.f16s, &mut self.row_error);
             }
         }
-        if let Some((a, _)) = &operands {
-            let (norm, err) = a.maxima();
+        if let Some(o) = operands {
+            let (a, (norm, err)) = (o.rows(), o.maxima());
             for ((e, &n), &x) in self.row_error.iter_mut().zip(a.norms()).zip(a.errors()) {
                 *e += bf16::entry_bound(dim, n, x, norm, err);
             }

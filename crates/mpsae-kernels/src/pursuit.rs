@@ -30,7 +30,7 @@
 //! bound of its first product and grows by `|v|·δ_j` with each Gram row, in every strategy, so
 //! the picks and values stay those of f32 products, bit for bit.
 
-use crate::bf16::{self, Bf16Panels, Bf16Rows, Products};
+use crate::bf16::{self, Bf16Dictionary, Bf16Rows, Products};
 use crate::gram::GramRef;
 use crate::matmul::matmul_abt;
 use crate::select::{
@@ -333,14 +333,46 @@ fn prefetch<'a>(slices: impl Iterator<Item = &'a [f32]>) {
 }
 
 /// Runs the pursuit. `gram` must be the `c x c` Gram matrix of `p.dict` when `strategy` is
-/// [`Strategy::Gram`] (ignored otherwise). `products`: operand precision of the dense products.
-/// `out` is resized as needed.
+/// [`Strategy::Gram`] (ignored otherwise). `products`: operand precision of the dense products
+/// (with bf16, the dictionary's operand is prepared here; [`pursuit_bf16`] takes one prepared
+/// already). `out` is resized as needed.
 pub fn pursuit(
     p: &Problem,
     strategy: Strategy,
     gram: Option<GramRef>,
     par: Par,
     products: Products,
+    out: &mut Output,
+) {
+    match products {
+        Products::F32 => pursue(p, strategy, gram, par, None, out),
+        Products::Bf16 => {
+            let dict = Bf16Dictionary::new(p.dict, p.c, p.d, par);
+            pursue(p, strategy, gram, par, Some(&dict), out)
+        }
+    }
+}
+
+/// [`pursuit`] with bf16 products from the prepared operand `dict` of `p.dict` (kept by the
+/// caller across pursuits of the same dictionary).
+pub fn pursuit_bf16(
+    p: &Problem,
+    strategy: Strategy,
+    gram: Option<GramRef>,
+    par: Par,
+    dict: &Bf16Dictionary,
+    out: &mut Output,
+) {
+    assert!(dict.atoms() == p.c && dict.dim() == p.d, "pursuit_bf16: operand shape");
+    pursue(p, strategy, gram, par, Some(dict), out)
+}
+
+fn pursue(
+    p: &Problem,
+    strategy: Strategy,
+    gram: Option<GramRef>,
+    par: Par,
+    ops: Option<&Bf16Dictionary>,
     out: &mut Output,
 ) {
     let (n, d, c, k) = (p.n, p.d, p.c, p.k);
@@ -372,49 +404,9 @@ pub fn pursuit(
             } else {
                 None
             };
-            let ops = (products == Products::Bf16).then(|| DictOperand::new(p, par));
-            pursue_tiles(p, g, par, ops.as_ref(), out);
+            pursue_tiles(p, g, par, ops, out);
         }
-        Strategy::GramPicked => {
-            let ops = (products == Products::Bf16).then(|| DictOperand::new(p, par));
-            pursue_picked(p, par, ops.as_ref(), out)
-        }
-    }
-}
-
-/// The encode dictionary as the right operand of bf16 products, with the largest atom norm and
-/// rounding error (every correlation's bound is taken against them) and each atom's own bound as
-/// a left operand (its Gram row's `δ_j`).
-struct DictOperand {
-    rows: Bf16Rows,
-    panels: Bf16Panels,
-    max_norm: f32,
-    max_error: f32,
-}
-
-impl DictOperand {
-    fn new(p: &Problem, par: Par) -> Self {
-        let rows = Bf16Rows::new(p.dict, p.c, p.d, par);
-        let panels = Bf16Panels::new(&rows, par);
-        let (max_norm, max_error) = rows.maxima();
-        DictOperand { rows, panels, max_norm, max_error }
-    }
-
-    /// Bounds of the correlations of `x` (its rows in bf16) with every atom, per row.
-    fn bounds(&self, x: &Bf16Rows) -> Vec<f32> {
-        let d = x.dim();
-        x.norms()
-            .iter()
-            .zip(x.errors())
-            .map(|(&n, &e)| bf16::entry_bound(d, n, e, self.max_norm, self.max_error))
-            .collect()
-    }
-
-    /// `out = x·Dmᵀ` in bf16 (`x` converted first), single-threaded; returns each row's bound.
-    fn correlate(&self, x: &[f32], rows: usize, d: usize, out: &mut [f32], buf: &mut Bf16Rows) -> Vec<f32> {
-        buf.fill(x, rows, d, Par::Seq);
-        bf16::abt(buf, 0, rows, &self.panels, 0, self.panels.rows(), out, self.panels.rows());
-        self.bounds(buf)
+        Strategy::GramPicked => pursue_picked(p, par, ops, out),
     }
 }
 
@@ -431,7 +423,7 @@ struct Tile<'a> {
 /// computes its correlations `X·Dmᵀ` (single-threaded product) into its own buffer and pursues
 /// those rows while they are warm. Memory: one tile of correlations per worker, never `n x c`;
 /// no barrier between the product and the pursuit.
-fn pursue_tiles(p: &Problem, g: Option<GramRef>, par: Par, ops: Option<&DictOperand>, out: &mut Output) {
+fn pursue_tiles(p: &Problem, g: Option<GramRef>, par: Par, ops: Option<&Bf16Dictionary>, out: &mut Output) {
     let (n, d, c, k) = (p.n, p.d, p.c, p.k);
     let atom_norm = p.dict.chunks(d.max(1)).map(|a| dot(a, a)).fold(0f32, f32::max).sqrt();
     let tile = tile_rows(n, c, par.degree());
@@ -477,7 +469,7 @@ fn pursue_tile(
     p: &Problem,
     t: Tile,
     g: Option<GramRef>,
-    ops: Option<&DictOperand>,
+    ops: Option<&Bf16Dictionary>,
     atom_norm: f32,
     buf: &mut [f32],
     resid: &mut Vec<f32>,
@@ -626,15 +618,15 @@ fn picked_gram_rows_tiles(atoms: &[u32], n: usize, k: usize, c: usize, tile: usi
 }
 
 /// Pursuit with the Gram rows of the atoms picked at each step only.
-fn pursue_picked(p: &Problem, par: Par, ops: Option<&DictOperand>, out: &mut Output) {
+fn pursue_picked(p: &Problem, par: Par, ops: Option<&Bf16Dictionary>, out: &mut Output) {
     pursue_picked_tiles(p, par, ops, out, picked_tile_rows(p.n, p.c));
 }
 
 /// [`pursue_picked`] with `tile` rows of correlations at a time.
-fn pursue_picked_tiles(p: &Problem, par: Par, ops: Option<&DictOperand>, out: &mut Output, tile: usize) {
+fn pursue_picked_tiles(p: &Problem, par: Par, ops: Option<&Bf16Dictionary>, out: &mut Output, tile: usize) {
     let (n, d, c, k) = (p.n, p.d, p.c, p.k);
     // With bf16 products: the bound of each atom's Gram row (`δ_j`), and each row's first product.
-    let atom_bounds = ops.map(|o| o.bounds(&o.rows)).unwrap_or_default();
+    let atom_bounds = ops.map(|o| o.bounds(o.rows())).unwrap_or_default();
     let mut operand = Bf16Rows::default();
     let atom_norm = p.dict.chunks(d.max(1)).map(|a| dot(a, a)).fold(0f32, f32::max).sqrt();
     let rechecks = AtomicU64::new(0);
@@ -656,7 +648,7 @@ fn pursue_picked_tiles(p: &Problem, par: Par, ops: Option<&DictOperand>, out: &m
         let first_bounds = match ops {
             Some(o) => {
                 operand.fill(x, rows, d, par);
-                bf16::abt_par(&operand, 0, rows, &o.panels, corr, c, par);
+                bf16::abt_par(&operand, 0, rows, o.panels(), corr, c, par);
                 o.bounds(&operand)
             }
             None => {
@@ -746,8 +738,8 @@ fn pursue_picked_tiles(p: &Problem, par: Par, ops: Option<&DictOperand>, out: &m
                 let t1 = Instant::now();
                 match ops {
                     Some(o) => {
-                        let a = o.rows.gather(fresh);
-                        bf16::abt_par(&a, 0, u, &o.panels, &mut gsub[held * c..], c, par);
+                        let a = o.rows().gather(fresh);
+                        bf16::abt_par(&a, 0, u, o.panels(), &mut gsub[held * c..], c, par);
                     }
                     None => {
                         picked_rows.resize(u * d, 0.0);
@@ -946,7 +938,7 @@ mod tests {
         let mut plain = Output::default();
         pursuit(&p, Strategy::Plain, None, Par::Seq, Products::F32, &mut plain);
         assert!(plain.atoms.contains(&NO_ATOM));
-        let ops = DictOperand::new(&p, Par::Seq);
+        let ops = Bf16Dictionary::new(&dict, c, d, Par::Seq);
         for (par, ops) in [(Par::Seq, None), (Par::rayon(), None), (Par::rayon(), Some(&ops))] {
             // As `pursuit` prepares the output.
             let mut tiled = Output::with_shape(n, k, d);

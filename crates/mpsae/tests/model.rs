@@ -168,9 +168,12 @@ fn strategy_adapts_to_the_picks_of_the_previous_batch() {
     let mut cfg = SaeConfig::new(d, c);
     cfg.k = k;
     let mut m = MpSae::new(cfg, 3).unwrap();
-    // The cost model weighs the work by the thread count: plan for two threads on any machine.
+    // The cost model weighs the work by the thread count: plan for two threads on any machine,
+    // with f32 products on any machine (bf16 ones have weights of their own, under which this
+    // small batch is a near tie between plain and gram-picked).
     let two = mpsae::kernels::Par::Rayon(std::num::NonZeroUsize::new(2).unwrap());
-    m.set_engine(mpsae::Engine { par: two, ..mpsae::Engine::default() });
+    let products = mpsae::kernels::bf16::Products::F32;
+    m.set_engine(mpsae::Engine { par: two, products, ..mpsae::Engine::default() });
     let engine = *m.engine();
     let first = m.training_pass(&x, &Mse, None).unwrap();
     let mut planner = Planner::default();

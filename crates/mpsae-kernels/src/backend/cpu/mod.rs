@@ -6,10 +6,11 @@ pub mod planner;
 use crate::adam::{adam_step, AdamParams};
 use crate::backend::{Backend, DictionaryUse, PursuitRun, Settings};
 use crate::backward::{backward, BackwardInputs, BackwardScratch};
+use crate::bf16::{Bf16Dictionary, Products};
 use crate::gram::Gram;
 use crate::memory::huge_vec;
 use crate::normalize::{normalize_rows, RowNorm};
-use crate::pursuit::{pursuit, Output, Problem, Strategy};
+use crate::pursuit::{pursuit, pursuit_bf16, Output, Problem, Strategy};
 use crate::{axpy, Par};
 use planner::Planner;
 use rayon::prelude::*;
@@ -30,6 +31,9 @@ pub struct CpuBackend {
     gram: Gram,
     /// The backward pass's shard accumulators.
     backward: BackwardScratch,
+    /// The bf16 operand of the last dictionary, with its version when it is a stable one (then
+    /// reused as is by the next pursuits of that version; a transient one's buffers are refilled).
+    bf16: Option<(Option<u64>, Bf16Dictionary)>,
     /// The strategy the buffers above were sized for.
     strategy: Option<Strategy>,
 }
@@ -67,6 +71,7 @@ impl Backend for CpuBackend {
             gram_rows: Vec::new(),
             gram: Gram::new(),
             backward: BackwardScratch::default(),
+            bf16: None,
             strategy: None,
         })
     }
@@ -85,6 +90,7 @@ impl Backend for CpuBackend {
         {
             self.planner.forget_stable();
             self.gram = Gram::new();
+            self.bf16 = None;
         }
         self.settings = settings;
     }
@@ -120,11 +126,30 @@ impl Backend for CpuBackend {
         };
         let strategy = self.planner.strategy_for(&settings, p.n, p.c, p.d, p.k, stable.is_some());
         self.switch_to(strategy);
+        // The dictionary's bf16 operand, made once for the Gram matrix and the pursuit; a stable
+        // dictionary's is kept for the next pursuits of its version (small encodes would otherwise
+        // spend more on it than on their products).
+        let version = match dictionary {
+            DictionaryUse::Stable(v) => Some(v),
+            DictionaryUse::Transient => None,
+        };
+        let operand = (settings.products == Products::Bf16).then(|| match self.bf16.take() {
+            Some((kept, op)) if kept.is_some() && kept == version => op,
+            kept => {
+                let mut op = kept.map(|(_, op)| op).unwrap_or_default();
+                op.fill(p.dict, p.c, p.d, settings.par);
+                op
+            }
+        });
         let t0 = Instant::now();
         let gram = match (strategy, stable) {
             (Strategy::Gram, Some(v)) => self.planner.stable_gram(v).map(Gram::view),
             (Strategy::Gram, None) => {
-                self.gram.compute(p.dict, p.c, p.d, settings.gram_precision, settings.products, settings.par);
+                let (precision, par) = (settings.gram_precision, settings.par);
+                match &operand {
+                    Some(op) => self.gram.compute_bf16(p.dict, p.c, p.d, precision, op, par),
+                    None => self.gram.compute(p.dict, p.c, p.d, precision, Products::F32, par),
+                }
                 Some(self.gram.view())
             }
             _ => None,
@@ -135,7 +160,11 @@ impl Backend for CpuBackend {
             gram_rows: std::mem::take(&mut self.gram_rows),
             ..Output::default()
         };
-        pursuit(p, strategy, gram, settings.par, settings.products, &mut out);
+        match &operand {
+            Some(op) => pursuit_bf16(p, strategy, gram, settings.par, op, &mut out),
+            None => pursuit(p, strategy, gram, settings.par, Products::F32, &mut out),
+        }
+        self.bf16 = operand.map(|op| (version, op));
         self.scratch = std::mem::take(&mut out.scratch);
         self.gram_rows = std::mem::take(&mut out.gram_rows);
         if settings.strategy.is_none() {
