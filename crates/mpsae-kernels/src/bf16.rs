@@ -84,8 +84,8 @@ pub fn hardware() -> bool {
 
 /// Columns of the right operand per panel (two 16-lane accumulators per row of the micro-kernel).
 pub const NR: usize = 32;
-/// Rows of the micro-kernel (24 accumulators; 6, 12 and 14 rows all ran at 205-220 GFLOP/s on one
-/// Zen 4 core for a 512 x 1024 x 576 product, against 215-231 for the instruction alone).
+/// Rows of the micro-kernel: 24 of the 32 vector registers accumulate (6, 12 and 14 rows ran alike
+/// in a one-off comparison on a Zen 4 core). The product as a whole: `bf16_probe`.
 const MR: usize = 12;
 /// Rows of the left operand per pass over the panels (kept in L2 while the panels stream by).
 const MC: usize = 264;
@@ -254,11 +254,6 @@ impl Bf16Panels {
         }
         (self.n, self.kp) = (n, kp);
     }
-
-    /// Number of rows (columns of the product).
-    pub fn rows(&self) -> usize {
-        self.n
-    }
 }
 
 /// A dictionary (`c x d`, one atom per row) as the operand of bf16 products: its rows (the left
@@ -292,12 +287,12 @@ impl Bf16Dictionary {
 
     /// Number of atoms.
     pub fn atoms(&self) -> usize {
-        self.rows.rows
+        self.rows.rows()
     }
 
     /// Atom dimension.
     pub fn dim(&self) -> usize {
-        self.rows.d
+        self.rows.dim()
     }
 
     /// The atoms as rows (with their norms and rounding errors).

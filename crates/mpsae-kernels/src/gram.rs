@@ -101,7 +101,6 @@ pub struct Gram {
     f16s: Vec<f16>,
     row_error: Vec<f32>,
     precision: Precision,
-    products: Option<Products>,
 }
 
 /// Rows of one task of the f16 build (a block row of the lower triangle).
@@ -137,11 +136,6 @@ impl Gram {
             Precision::F32 => GramRef::F32 { values: &self.f32s, row_error: &self.row_error },
             Precision::F16 => GramRef::F16 { values: &self.f16s, row_error: &self.row_error },
         }
-    }
-
-    /// The operand precision of the products of the last [`Gram::compute`].
-    pub fn products(&self) -> Option<Products> {
-        self.products
     }
 
     /// Computes `D·Dᵀ` of `dict` (`c x dim`, one atom per row) in the asked storage precision
@@ -191,7 +185,6 @@ impl Gram {
     ) {
         assert_eq!(dict.len(), c * dim, "Gram::compute: dictionary shape");
         self.c = c;
-        self.products = Some(if operand.is_some() { Products::Bf16 } else { Products::F32 });
         let longest = dict.chunks(dim.max(1)).map(|a| dot(a, a)).fold(0f32, f32::max);
         let precision =
             if precision == Precision::F16 && longest < 16384.0 { Precision::F16 } else { Precision::F32 };
@@ -278,8 +271,9 @@ where
 
 /// Lower block rows by `product(r0, rows, c0, w, out, ldc)` in f32, rounded to f16 as they come,
 /// with the row/column error maxima (set into `row_error`), each chunk mirrored onto the upper
-/// triangle while it is in cache (`gram_probe -- 16384 576`: 486 ms with bf16 products and 910
-/// with f32 ones, against 502 and 995 with a separate pass over the matrix afterwards).
+/// triangle while it is in cache, which spares a pass over the whole matrix afterwards (one run
+/// each of `gram_probe -- 16384 576`: 486 ms with bf16 products and 910 with f32 ones, against 502
+/// and 995 with the separate pass; run-to-run noise there is about 10 %).
 fn compute_f16<F>(c: usize, par: Par, product: &F, out: &mut [f16], row_error: &mut [f32])
 where
     F: Fn(usize, usize, usize, usize, &mut [f32], usize) + Sync,

@@ -227,31 +227,8 @@ mod x86 {
     pub(super) unsafe fn for_each_at_least(a: &[f32], threshold: f32, f: &mut impl FnMut(usize)) {
         let n = a.len();
         let t = _mm256_set1_ps(threshold);
-        // 32 entries at a time, one test for all four vectors: few entries pass (the re-checks of
-        // a pursuit look for a handful among thousands), so most blocks cost four compares.
-        let blocks = n / 32;
-        for bl in 0..blocks {
-            let p = a.as_ptr().add(bl * 32);
-            let m = [
-                _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_loadu_ps(p), t),
-                _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_loadu_ps(p.add(8)), t),
-                _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_loadu_ps(p.add(16)), t),
-                _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_loadu_ps(p.add(24)), t),
-            ];
-            let any = _mm256_or_ps(_mm256_or_ps(m[0], m[1]), _mm256_or_ps(m[2], m[3]));
-            if _mm256_testz_ps(any, any) != 0 {
-                continue;
-            }
-            for (q, m) in m.iter().enumerate() {
-                let mut mask = _mm256_movemask_ps(*m) as u32;
-                while mask != 0 {
-                    f(bl * 32 + q * 8 + mask.trailing_zeros() as usize);
-                    mask &= mask - 1;
-                }
-            }
-        }
         let chunks = n / 8;
-        for ch in blocks * 4..chunks {
+        for ch in 0..chunks {
             let v = _mm256_loadu_ps(a.as_ptr().add(ch * 8));
             let mut mask = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(v, t)) as u32;
             while mask != 0 {

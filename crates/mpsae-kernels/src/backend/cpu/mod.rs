@@ -44,6 +44,27 @@ impl CpuBackend {
         &self.planner
     }
 
+    /// The bf16 operand of `dict` when the settings ask for bf16 products, taken out of `self.bf16`
+    /// (the caller puts it back): made once for a step's Gram matrix and pursuit, and kept for a
+    /// stable dictionary's next pursuits of its `version` (small encodes would otherwise spend
+    /// more on it than on their products); a transient one refills the kept buffers.
+    fn bf16_operand(
+        &mut self,
+        dict: &[f32],
+        c: usize,
+        d: usize,
+        version: Option<u64>,
+    ) -> Option<Bf16Dictionary> {
+        (self.settings.products == Products::Bf16).then(|| match self.bf16.take() {
+            Some((kept, op)) if kept.is_some() && kept == version => op,
+            kept => {
+                let mut op = kept.map(|(_, op)| op).unwrap_or_default();
+                op.fill(dict, c, d, self.settings.par);
+                op
+            }
+        })
+    }
+
     /// Drops the buffers another strategy than `strategy` would keep alive (they would only add
     /// to the peak): `gram-picked`'s larger tile and Gram rows, or the Gram matrix. Plain and
     /// Gram share their correlation tiles.
@@ -111,7 +132,11 @@ impl Backend for CpuBackend {
     }
 
     fn prepare(&mut self, dict: &[f32], c: usize, d: usize, rows: usize, k: usize, version: u64) -> bool {
-        self.planner.prepare(&self.settings, dict, c, d, rows, k, version)
+        // The stable Gram matrix and the encodes after it share the dictionary's bf16 operand.
+        let operand = self.bf16_operand(dict, c, d, Some(version));
+        let ready = self.planner.prepare(&self.settings, dict, c, d, rows, k, version, operand.as_ref());
+        self.bf16 = operand.map(|op| (Some(version), op));
+        ready
     }
 
     fn forget(&mut self) {
@@ -126,21 +151,11 @@ impl Backend for CpuBackend {
         };
         let strategy = self.planner.strategy_for(&settings, p.n, p.c, p.d, p.k, stable.is_some());
         self.switch_to(strategy);
-        // The dictionary's bf16 operand, made once for the Gram matrix and the pursuit; a stable
-        // dictionary's is kept for the next pursuits of its version (small encodes would otherwise
-        // spend more on it than on their products).
         let version = match dictionary {
             DictionaryUse::Stable(v) => Some(v),
             DictionaryUse::Transient => None,
         };
-        let operand = (settings.products == Products::Bf16).then(|| match self.bf16.take() {
-            Some((kept, op)) if kept.is_some() && kept == version => op,
-            kept => {
-                let mut op = kept.map(|(_, op)| op).unwrap_or_default();
-                op.fill(p.dict, p.c, p.d, settings.par);
-                op
-            }
-        });
+        let operand = self.bf16_operand(p.dict, p.c, p.d, version);
         let t0 = Instant::now();
         let gram = match (strategy, stable) {
             (Strategy::Gram, Some(v)) => self.planner.stable_gram(v).map(Gram::view),

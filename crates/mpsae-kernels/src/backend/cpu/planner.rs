@@ -11,7 +11,7 @@
 //!   when the planner would run the Gram strategy on it, and reused until the dictionary changes.
 
 use crate::backend::Settings;
-use crate::bf16::Products;
+use crate::bf16::{Bf16Dictionary, Products};
 use crate::gram::Gram;
 use crate::pursuit::{picked_gram_rows, picked_tile_rows, tile_rows, Strategy};
 
@@ -38,14 +38,35 @@ pub struct StrategyCost {
 // `gram-picked`'s per-step products of the new rows, modelled as 1.4 + 32 / rows per thread
 // (measured: 0.95-1.25 at c=4096 and at k=4 with batch 1024, 1.45-1.5 with thousands of
 // 64 KiB rows at c=16384, batch 4096, and up to 1.8 when a step has 100 rows).
-/// Weight of one Gram-strategy correlation update with an f16 Gram row.
-const GRAM_UPDATE_WEIGHT: f64 = 25.0;
-/// Weight of one `gram-picked` correlation update.
-const PICKED_UPDATE_WEIGHT: f64 = 90.0;
-/// Weight of one plain-strategy correlation scan.
-const PLAIN_SCAN_WEIGHT: f64 = 60.0;
-/// Weight of one flop of the Gram matrix.
-const GRAM_FLOP_WEIGHT: f64 = 1.4;
+/// The weights of each kind of work, in flops of an f32 `X·Dmᵀ`.
+#[derive(Clone, Copy, Debug)]
+struct Weights {
+    /// A flop of `X·Dmᵀ` (and of the plain strategy's products).
+    first: f64,
+    /// A flop of the Gram matrix.
+    gram_flop: f64,
+    /// A flop of `gram-picked`'s rows is `picked_flop + picked_small / rows per thread`.
+    picked_flop: f64,
+    picked_small: f64,
+    /// One Gram-strategy correlation update with an f16 Gram row (a third more with an f32 one).
+    gram_update: f64,
+    /// One `gram-picked` correlation update.
+    picked_update: f64,
+    /// One plain-strategy correlation scan.
+    plain_scan: f64,
+}
+
+/// With f32 products, measured on the AVX2 machine (above).
+const F32_WEIGHTS: Weights = Weights {
+    first: 1.0,
+    gram_flop: 1.4,
+    picked_flop: 1.4,
+    picked_small: 32.0,
+    gram_update: 25.0,
+    picked_update: 90.0,
+    plain_scan: 60.0,
+};
+
 // With bf16 products ([`Products::Bf16`]) the weights are those measured on a CPU that has them
 // (2-core Zen 4, `mpsae bench` at 576 / 16384 / 16 with batches 1024 and 4096, against its f32
 // sgemm rate of 186-200 GFLOP/s): `X·Dmᵀ` 195-206 ms for 77 GFLOP (0.5), the Gram matrix 455-490 ms
@@ -53,18 +74,16 @@ const GRAM_FLOP_WEIGHT: f64 = 1.4;
 // step (0.45 + 16 / rows per thread), and, with the looser bounds re-checking 93 % of the steps,
 // a Gram update 0.23-0.26 ns (47), a `gram-picked` update 0.48-0.50 ns (94), a plain scan 0.22 ns
 // (42).
-/// bf16: weight of a flop of `X·Dmᵀ` (and of the plain strategy's products).
-const BF16_FIRST_WEIGHT: f64 = 0.5;
-/// bf16: weight of a flop of the Gram matrix.
-const BF16_GRAM_FLOP_WEIGHT: f64 = 0.6;
-/// bf16: weight of a flop of `gram-picked`'s rows, without the small-product term.
-const BF16_PICKED_FLOP_WEIGHT: f64 = 0.45;
-/// bf16: weight of one Gram-strategy correlation update (f16 row).
-const BF16_GRAM_UPDATE_WEIGHT: f64 = 47.0;
-/// bf16: weight of one `gram-picked` correlation update.
-const BF16_PICKED_UPDATE_WEIGHT: f64 = 94.0;
-/// bf16: weight of one plain-strategy correlation scan.
-const BF16_PLAIN_SCAN_WEIGHT: f64 = 42.0;
+/// With bf16 products, measured on a CPU that has them.
+const BF16_WEIGHTS: Weights = Weights {
+    first: 0.5,
+    gram_flop: 0.6,
+    picked_flop: 0.45,
+    picked_small: 16.0,
+    gram_update: 47.0,
+    picked_update: 94.0,
+    plain_scan: 42.0,
+};
 
 /// What the cost model needs to know of a pursuit.
 #[derive(Clone, Copy, Debug)]
@@ -107,41 +126,23 @@ pub fn strategy_costs(w: &Workload) -> [StrategyCost; 3] {
     let threads = w.threads.max(1);
     let tile_bytes = 4.0 * w.c as f64 * (tile_rows(w.n, w.c, threads) * threads) as f64;
     let (n, c, d, k) = (w.n as f64, w.c as f64, w.d as f64, w.k as f64);
-    // Weights of: a flop of X·Dmᵀ, of the Gram matrix, of picked rows (and of their small-product
-    // term); a Gram update, a picked update, a plain scan.
-    let (first_w, gram_w, picked_w, small_w, gram_update, picked_update, plain_scan) = match w.products {
-        Products::F32 => (
-            1.0,
-            GRAM_FLOP_WEIGHT,
-            GRAM_FLOP_WEIGHT,
-            32.0,
-            GRAM_UPDATE_WEIGHT,
-            PICKED_UPDATE_WEIGHT,
-            PLAIN_SCAN_WEIGHT,
-        ),
-        Products::Bf16 => (
-            BF16_FIRST_WEIGHT,
-            BF16_GRAM_FLOP_WEIGHT,
-            BF16_PICKED_FLOP_WEIGHT,
-            16.0,
-            BF16_GRAM_UPDATE_WEIGHT,
-            BF16_PICKED_UPDATE_WEIGHT,
-            BF16_PLAIN_SCAN_WEIGHT,
-        ),
+    let wt = match w.products {
+        Products::F32 => F32_WEIGHTS,
+        Products::Bf16 => BF16_WEIGHTS,
     };
-    let first = first_w * 2.0 * n * c * d;
+    let first = wt.first * 2.0 * n * c * d;
     let updates = n * (k - 1.0).max(0.0) * c;
-    let gram_update = gram_update * if w.gram_entry_bytes > 2 { 4.0 / 3.0 } else { 1.0 };
+    let gram_update = wt.gram_update * if w.gram_entry_bytes > 2 { 4.0 / 3.0 } else { 1.0 };
     // Expected number of distinct atoms among n picks spread over c atoms.
     let distinct = c * (1.0 - (-n / c).exp());
     let picked_rows = w.picked_rows.unwrap_or((k - 1.0).max(0.0) * distinct);
     let rows_per_thread = picked_rows / (k - 1.0).max(1.0) / threads as f64;
-    let picked_flop_weight = picked_w + small_w / rows_per_thread.max(1.0);
-    let gram_flops = if w.gram_cached { 0.0 } else { gram_w * c * c * d };
+    let picked_flop_weight = wt.picked_flop + wt.picked_small / rows_per_thread.max(1.0);
+    let gram_flops = if w.gram_cached { 0.0 } else { wt.gram_flop * c * c * d };
     [
         StrategyCost {
             strategy: Strategy::Plain,
-            flops: (first + plain_scan * n * c) * k,
+            flops: (first + wt.plain_scan * n * c) * k,
             bytes: tile_bytes,
         },
         StrategyCost {
@@ -151,7 +152,7 @@ pub fn strategy_costs(w: &Workload) -> [StrategyCost; 3] {
         },
         StrategyCost {
             strategy: Strategy::GramPicked,
-            flops: first + picked_flop_weight * 2.0 * picked_rows * c * d + picked_update * updates,
+            flops: first + picked_flop_weight * 2.0 * picked_rows * c * d + wt.picked_update * updates,
             // One tile of correlations, and the Gram rows of the atoms picked before the last
             // step, up to 2n of them.
             bytes: 4.0
@@ -262,8 +263,8 @@ impl Planner {
     }
 
     /// Prepares (computes and keeps) the Gram matrix of the stable dictionary `version` when the
-    /// planner would run the Gram strategy for `rows` rows of `k` steps over it. Returns whether
-    /// a Gram matrix of it is now at hand.
+    /// planner would run the Gram strategy for `rows` rows of `k` steps over it, from the
+    /// dictionary's bf16 operand when given. Returns whether a Gram matrix of it is now at hand.
     #[allow(clippy::too_many_arguments)]
     pub fn prepare(
         &mut self,
@@ -274,6 +275,7 @@ impl Planner {
         rows: usize,
         k: usize,
         version: u64,
+        operand: Option<&Bf16Dictionary>,
     ) -> bool {
         if self.stable_gram(version).is_some() {
             return true;
@@ -283,7 +285,10 @@ impl Planner {
             return false;
         }
         let mut g = Gram::new();
-        g.compute(dict, c, d, settings.gram_precision, settings.products, settings.par);
+        match operand {
+            Some(op) => g.compute_bf16(dict, c, d, settings.gram_precision, op, settings.par),
+            None => g.compute(dict, c, d, settings.gram_precision, settings.products, settings.par),
+        }
         self.stable = Some((version, g));
         true
     }
