@@ -8,6 +8,8 @@ import json
 import os
 import sys
 
+from . import files
+
 
 def _load(model: str, gguf_file, dtype: str, device: str):
     import torch
@@ -67,7 +69,7 @@ def main(argv=None) -> int:
         model, tok = _load(a.model, a.gguf_file, a.model_dtype, a.device)
         if a.command == "logit-lens":
             mpsae.logit_lens(a.run, model, tok, top=a.top)
-            print(json.dumps({"written": os.path.join(a.run, "logit_lens.json")}))
+            print(json.dumps({"written": os.path.join(a.run, files.LOGIT_LENS)}))
             return 0
         kw = dict(tokenizer=tok, context=a.context, batch_size=a.batch_size, prepend_bos=not a.no_bos,
                   exclude_first=not a.keep_first, progress=not a.quiet)

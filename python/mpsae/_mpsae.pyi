@@ -36,10 +36,10 @@ class Model:
 
 Source = Union[str, Tuple[str, int, str, int, int]]
 
-def train(sources: Sequence[Source], model: Dict[str, Any], options: Dict[str, Any], out: Optional[str] = None,
+def train(sources: Sequence[Source], options: str, out: Optional[str] = None,
           resume: bool = False, force: bool = False, progress: bool = True,
           callback: Optional[Callable[[Dict[str, Any]], Any]] = None, threads: Optional[int] = None,
-          tensor: Optional[str] = None, skip_nonfinite: bool = False, given: Sequence[str] = ...,
+          tensor: Optional[str] = None, skip_nonfinite: bool = False,
           allow_changes: bool = False, allow_data_change: bool = False,
           provenance: Optional[str] = None, stepper: Any = None) -> Tuple[Model, List[Dict[str, Any]]]: ...
 
@@ -48,8 +48,13 @@ def evaluate(model: Model, sources: Sequence[Source], k: Optional[int] = None, t
 
 def defaults() -> Dict[str, Any]: ...
 
+def options() -> List[Dict[str, Any]]: ...
+
+FILES: Dict[str, str]
+STEP_STATISTICS: List[str]
+
 class StreamTrainer:
-    def __init__(self, input_dim: int, model: Dict[str, Any], options: Dict[str, Any],
+    def __init__(self, input_dim: int, options: str,
                  threads: Optional[int] = None, mean: Optional[np.ndarray] = None, scale: Optional[float] = None,
                  estimate_rows: int = 4096, provenance: Optional[str] = None) -> None: ...
     @staticmethod
@@ -62,9 +67,9 @@ class StreamTrainer:
     def save_checkpoint(self, path: str) -> None: ...
     def model(self) -> Model: ...
 
-def mp_encode(x: np.ndarray, dictionary: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]: ...
-def mp_decode(dictionary: np.ndarray, atoms: np.ndarray, values: np.ndarray) -> np.ndarray: ...
-def mp_backward(x: np.ndarray, dictionary: np.ndarray, mask: Optional[np.ndarray], atoms: np.ndarray,
+def pursuit(x: np.ndarray, dictionary: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+def decode(dictionary: np.ndarray, atoms: np.ndarray, values: np.ndarray) -> np.ndarray: ...
+def backward(x: np.ndarray, dictionary: np.ndarray, mask: Optional[np.ndarray], atoms: np.ndarray,
                 values: np.ndarray, g_x_hat: np.ndarray, g_residual: Optional[np.ndarray] = None,
                 g_values: Optional[np.ndarray] = None,
                 input_gradient: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray]]: ...

@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional
 
 __all__ = ["logit_lens", "LOGIT_LENS_FILE"]
 
-LOGIT_LENS_FILE = "logit_lens.json"
+from .files import LOGIT_LENS as LOGIT_LENS_FILE
 
 
 def logit_lens(sae_or_run, model, tokenizer, top: int = 10, out: Optional[os.PathLike] = None,

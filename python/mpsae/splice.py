@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional
 
-from .harvest import _Progress, _hook_output, find_module, padded, windows
+from .windows import Progress, find_module, hook_output, padded, windows
 
 __all__ = ["evaluate_in_model", "load_sae"]
 
@@ -74,7 +74,7 @@ def evaluate_in_model(model, sae_or_run, inputs, hook: str, *, tokenizer=None, c
     def splice(_module, _inputs, output):
         if mode["what"] == "clean":
             return None
-        acts = _hook_output(output)
+        acts = hook_output(output)
         if acts.dim() != 3:
             raise ValueError(f"hook '{hook}' gives an output of shape {tuple(acts.shape)}, not [batch, tokens, d]")
         mask = mode["mask"]
@@ -100,7 +100,7 @@ def evaluate_in_model(model, sae_or_run, inputs, hook: str, *, tokenizer=None, c
     was_training = model.training
     model.eval()
     totals = {"ce_clean": 0.0, "ce_sae": 0.0, "ce_zero": 0.0, "kl_sae": 0.0, "kl_zero": 0.0, "n": 0}
-    bar = _Progress(progress, None)
+    bar = Progress(progress, None, "evaluate")
     try:
         batch: List = []
 

@@ -30,6 +30,7 @@ from torch import nn
 
 from . import _mpsae
 from . import torch_pursuit
+from .pursuit import EngineOps, Pursuit, PursuitStats, TorchOps, engine_can_run
 
 #: The pursuit implementations: "auto" (the engine where it can run, else torch), "engine" (the
 #: Rust engine: CPU float32 only), "torch" (torch operations, any device).
@@ -251,58 +252,6 @@ class TieableEncoder(nn.Module):
         return z, z
 
 
-def _engine_ok(x: torch.Tensor, dictionary: torch.Tensor, k) -> bool:
-    """Whether the Rust engine can run this pursuit (CPU float32 rows, an int k)."""
-    return (isinstance(k, int) and x.device.type == "cpu" and dictionary.device.type == "cpu"
-            and x.dtype == torch.float32 and dictionary.dtype == torch.float32 and x.dim() == 2)
-
-
-class _Pursuit(torch.autograd.Function):
-    """The engine's pursuit and decode; its backward is the engine's exact sparse backward."""
-
-    @staticmethod
-    def forward(ctx, x, dictionary, mask, k, dense):
-        xs = x.detach().contiguous()
-        dec = dictionary.detach().contiguous()
-        enc = dec if mask is None else (dec * mask.view(-1, 1)).contiguous()
-        atoms, values, residual = _mpsae.mp_encode(xs.numpy(), enc.numpy(), k)
-        atoms_t, values_t = torch.from_numpy(atoms), torch.from_numpy(values)
-        x_hat = torch.from_numpy(_mpsae.mp_decode(dec.numpy(), atoms, values))
-        ctx.save_for_backward(xs, dec, atoms_t, values_t, mask if mask is not None else torch.empty(0))
-        ctx.has_mask = mask is not None
-        ctx.dense = dense
-        if dense:
-            codes = torch.zeros(x.shape[0], dictionary.shape[0], dtype=torch.float32)
-            picked = atoms_t >= 0
-            codes.index_put_((torch.nonzero(picked)[:, 0], atoms_t[picked]), values_t[picked], accumulate=True)
-        else:
-            codes = values_t
-        ctx.mark_non_differentiable(atoms_t)
-        return torch.from_numpy(residual), codes, x_hat, atoms_t
-
-    @staticmethod
-    def backward(ctx, g_residual, g_codes, g_x_hat, _g_atoms):
-        xs, dec, atoms_t, values_t, mask = ctx.saved_tensors
-        n, k = atoms_t.shape
-        g_values = None
-        if g_codes is not None:
-            if ctx.dense:
-                safe = atoms_t.clamp(min=0)
-                g_values = torch.gather(g_codes, 1, safe) * (atoms_t >= 0)
-            else:
-                g_values = g_codes
-            g_values = g_values.contiguous().float().numpy()
-        if g_x_hat is None:
-            g_x_hat = torch.zeros_like(xs)
-        g_dict, g_x = _mpsae.mp_backward(
-            xs.numpy(), dec.numpy(), mask.contiguous().numpy() if ctx.has_mask else None, atoms_t.numpy(),
-            values_t.numpy(), g_x_hat.contiguous().float().numpy(),
-            None if g_residual is None else g_residual.contiguous().float().numpy(), g_values,
-            ctx.needs_input_grad[0])
-        gx = torch.from_numpy(g_x) if g_x is not None else None
-        return gx, torch.from_numpy(g_dict), None, None, None
-
-
 class MpSAE(nn.Module):
     """Matching Pursuit Sparse Autoencoder: overcomplete 0.3.0's ``MpSAE`` on mpsae's engine.
 
@@ -379,6 +328,8 @@ class MpSAE(nn.Module):
             raise ValueError(f"unknown encoder module {encoder_module!r}")
         self.preprocess = Preprocess()
         self.path = "none"
+        #: What the last pursuit did (:class:`mpsae.pursuit.PursuitStats`).
+        self.pursuit_stats = PursuitStats()
 
     def set_preprocess(self, mean=None, scale=None):
         """Set the centring (``mean``, shape ``(d,)``) and scaling (``scale`` > 0) applied before
@@ -445,15 +396,18 @@ class MpSAE(nn.Module):
 
     def _sparse_pursuit(self, x, dictionary, mask):
         requested = getattr(self, "requested_path", "auto")
-        engine = _engine_ok(x, dictionary, self.k)
+        engine = engine_can_run(x, dictionary, self.k)
         if requested == "engine" and not engine:
             raise ValueError(
                 f"path='engine' runs the Rust engine on CPU float32 tensors, not {x.device.type} {x.dtype} inputs "
                 f"with a {dictionary.device.type} {dictionary.dtype} dictionary: use path='torch' or 'auto'")
         m = None if mask is None else mask.view(-1)
+        stats = PursuitStats()
+        self.pursuit_stats = stats
         if engine and requested != "torch":
             self.path = "engine"
-            residual, codes, x_hat, atoms = _Pursuit.apply(x, dictionary, m, self.k, not self.sparse_codes)
+            residual, codes, x_hat, atoms = Pursuit.apply(x, dictionary, m, self.k, not self.sparse_codes,
+                                                          EngineOps(), stats)
             return residual, ((atoms, codes) if self.sparse_codes else codes), x_hat
         self.path = "torch"
         if not isinstance(self.k, int) or self.k <= 0:
@@ -462,8 +416,8 @@ class MpSAE(nn.Module):
         xs, dict_c = x.to(compute), dictionary.to(compute)
         m = None if m is None else m.to(compute)
         gram = self._kept_gram(dict_c) if (m is None and not self.training) else None
-        residual, codes, x_hat, atoms = torch_pursuit.SparsePursuit.apply(
-            xs, dict_c, m, self.k, not self.sparse_codes, getattr(self, "strategy", "auto"), gram)
+        residual, codes, x_hat, atoms = Pursuit.apply(
+            xs, dict_c, m, self.k, not self.sparse_codes, TorchOps(getattr(self, "strategy", "auto"), gram), stats)
         out = x.dtype
         if self.sparse_codes:
             return residual.to(out), (atoms, codes.to(out)), x_hat.to(out)

@@ -1,5 +1,6 @@
-"""The device path of :class:`mpsae.torch.MpSAE`: the engine's matching pursuit and its exact
-sparse backward in torch operations, so they run on any torch device (CUDA, ROCm, MPS, CPU).
+"""The device path of :class:`mpsae.torch.MpSAE` (the torch op-set of
+:class:`mpsae.pursuit.Pursuit`): the engine's matching pursuit and its exact sparse backward in
+torch operations, so they run on any torch device (CUDA, ROCm, MPS, CPU).
 
 Forward, without autograd: the batch's correlations ``x·Dmᵀ`` once, then per step either an
 update through the Gram matrix of the encode dictionary (``a -= v·G[j]``, when ``n·k`` is large
@@ -30,7 +31,7 @@ from typing import Optional, Tuple
 
 import torch
 
-__all__ = ["SparsePursuit", "pursue", "decode", "dense_codes", "summed_codes", "choose_strategy", "memory_budget",
+__all__ = ["pursuit", "decode", "dense_codes", "summed_codes", "choose_strategy", "memory_budget",
            "STRATEGIES"]
 
 #: Ways to get each step's correlations: "auto" (cost rule), "gram", "plain".
@@ -138,22 +139,9 @@ def _tile_pursuit(x: torch.Tensor, dm: torch.Tensor, gram: Optional[torch.Tensor
     return atoms, values, r, rechecks
 
 
-class PursuitStats:
-    """What the last pursuit did (a diagnostic): strategy, tile rows, re-checked picks."""
-
-    def __init__(self) -> None:
-        self.strategy = "none"
-        self.tile_rows = 0
-        self.rechecks = 0
-
-
-#: Statistics of the last call of :func:`pursue` in this process.
-last = PursuitStats()
-
-
-def pursue(x: torch.Tensor, dm: torch.Tensor, k: int, strategy: str = "auto",
-           gram: Optional[torch.Tensor] = None, budget: Optional[int] = None
-           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pursuit(x: torch.Tensor, dm: torch.Tensor, k: int, strategy: str = "auto",
+            gram: Optional[torch.Tensor] = None, budget: Optional[int] = None, stats=None
+            ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``k`` pursuit steps of the rows ``x`` (``n x d``) over the encode dictionary ``dm``
     (``c x d``), without autograd: ``(atoms int64 n x k, values n x k, residual n x d)``.
 
@@ -166,6 +154,8 @@ def pursue(x: torch.Tensor, dm: torch.Tensor, k: int, strategy: str = "auto",
         ``dm @ dm.T`` when the caller keeps it (an eval-mode dictionary); computed here otherwise.
     budget : int or None
         Bytes for the correlations and the Gram matrix (default :func:`memory_budget`).
+    stats : mpsae.pursuit.PursuitStats or None
+        Filled in with what the pursuit did (strategy, tile rows, re-checked picks).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"invalid strategy '{strategy}': use one of {', '.join(STRATEGIES)}")
@@ -202,7 +192,8 @@ def pursue(x: torch.Tensor, dm: torch.Tensor, k: int, strategy: str = "auto",
             a, v, r, rc = _tile_pursuit(x[s:e], dm, gram, k, eps_mm, atom_norm)
             atoms[s:e], values[s:e], residual[s:e] = a, v, r
             rechecks += rc
-    last.strategy, last.tile_rows, last.rechecks = strategy, tile, rechecks
+    if stats is not None:
+        stats.strategy, stats.tile_rows, stats.rechecks = strategy, tile, rechecks
     return atoms, values, residual
 
 
@@ -256,55 +247,3 @@ def backward(residual, dictionary, mask, atoms, values, g_x_hat, g_residual, g_v
         gr.add_(gv.unsqueeze(1) * dmj)
     g_dict = d_dec + (d_enc if mask is None else d_enc * mask.unsqueeze(1))
     return g_dict, (gr if input_gradient else None)
-
-
-class SparsePursuit(torch.autograd.Function):
-    """The pursuit and decode in torch operations; the backward is the exact sparse one.
-
-    ``apply(x, dictionary, mask, k, dense, strategy, gram)`` -> ``(residual, codes, x_hat,
-    atoms)``: codes dense ``n x c`` when ``dense``, else the ``n x k`` values; ``mask`` is the
-    dropout mask over atoms (or None); ``gram`` a kept Gram matrix of the encode dictionary (or
-    None).
-    """
-
-    @staticmethod
-    def forward(ctx, x, dictionary, mask, k, dense, strategy, gram):
-        with torch.autocast(device_type=x.device.type, enabled=False) if x.device.type in ("cuda", "cpu") \
-                else _null():
-            xs = x.detach()
-            dec = dictionary.detach()
-            enc = dec if mask is None else dec * mask.unsqueeze(1)
-            atoms, values, residual = pursue(xs, enc, k, strategy, gram)
-            x_hat = decode(dec, atoms, values)
-            codes = dense_codes(atoms, values, dec.shape[0]) if dense else values
-        ctx.save_for_backward(residual, dec, mask if mask is not None else torch.empty(0, device=x.device),
-                              atoms, values)
-        ctx.has_mask = mask is not None
-        ctx.dense = dense
-        ctx.mark_non_differentiable(atoms)
-        # Outputs the loss does not use get no gradient tensor (a zero n x c one otherwise).
-        ctx.set_materialize_grads(False)
-        return residual, codes, x_hat, atoms
-
-    @staticmethod
-    def backward(ctx, g_residual, g_codes, g_x_hat, _g_atoms):
-        residual, dec, mask, atoms, values = ctx.saved_tensors
-        g_values = None
-        if g_codes is not None:
-            if ctx.dense:
-                g_values = torch.gather(g_codes, 1, atoms)
-            else:
-                g_values = g_codes
-        with torch.autocast(device_type=residual.device.type, enabled=False) \
-                if residual.device.type in ("cuda", "cpu") else _null():
-            g_dict, g_x = backward(residual, dec, mask if ctx.has_mask else None, atoms, values, g_x_hat,
-                                   g_residual, g_values, ctx.needs_input_grad[0])
-        return g_x, g_dict, None, None, None, None, None
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False

@@ -57,7 +57,7 @@ class Stepper:
         if opts["criterion"].get("kind") != "mse":
             raise ValueError("the device path trains with criterion='mse' (revive runs on the engine: mpsae.train)")
         self.d, self.c, self.k = cfg["input_dim"], cfg["nb_concepts"], cfg["k"]
-        self.clip = float(opts["clip_grad"])
+        self.clip = float(opts["clip"])
         m = MpSAE(self.d, self.c, k=self.k, dropout=cfg["dropout"], path="torch", strategy=self.strategy,
                   dictionary_params={"normalization": cfg["normalization"], "use_multiplier": cfg["use_multiplier"]},
                   sparse_codes=True)
@@ -125,9 +125,9 @@ class Stepper:
 
     # -- statistics ----------------------------------------------------------------------------
     def _stats(self, x, x_hat, atoms, values, loss) -> List[float]:
-        """``[loss, rows, entries, Σx, Σx², Σ(x-x̂)², codes with |z| >= 1e-6, Σz², Σ‖r_t‖² for
-        t = 1..k, alive_1..c]``: the sums the library's trainer turns into R2, L0, the explained
-        variance per step and the dead ratio (see ``Trainer::record_external``)."""
+        """The step's statistics by the library's names (:data:`mpsae.STEP_STATISTICS`), then
+        ``Σ‖r_t‖²`` for t = 1..k, then alive_1..c: the sums the library's trainer turns into R2,
+        L0, the explained variance per step and the dead ratio (``Trainer::record_external``)."""
         with torch.no_grad():
             x64, n = x.double(), x.shape[0]
             c = self.c
@@ -142,12 +142,14 @@ class Stepper:
             v = values.double()
             drop = (v * v * (2.0 - norms_sq)).sum(0)
             energy = x64.square().sum() - torch.cumsum(drop, 0)
-            head = torch.stack([
-                torch.tensor(loss, dtype=torch.float64, device=x.device),
-                torch.tensor(float(n), dtype=torch.float64, device=x.device),
-                torch.tensor(float(x.numel()), dtype=torch.float64, device=x.device),
-                x64.sum(), x64.square().sum(), (x64 - x_hat.double()).square().sum(),
-                (z.abs() >= 1e-6).sum().double(), z.square().sum()])
+            scalar = lambda v: torch.tensor(float(v), dtype=torch.float64, device=x.device)  # noqa: E731
+            named = {
+                "loss": scalar(loss), "rows": scalar(n), "entries": scalar(x.numel()),
+                "sum_x": x64.sum(), "sum_x2": x64.square().sum(),
+                "sum_error2": (x64 - x_hat.double()).square().sum(),
+                "nonzero_codes": (z.abs() >= 1e-6).sum().double(), "sum_codes2": z.square().sum(),
+            }
+            head = torch.stack([named[name] for name in mpsae.STEP_STATISTICS])
             return torch.cat([head, energy, alive]).cpu().tolist()
 
 
@@ -176,4 +178,4 @@ def train(data: Any, nb_concepts: Optional[int] = None, k: Optional[int] = None,
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     stepper = Stepper(device, input_dtype, strategy)
-    return mpsae.train(data, nb_concepts, k, _stepper=stepper, **kw)
+    return mpsae.train(data, nb_concepts, k, stepper=stepper, **kw)

@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch", reason="torch is not installed")
 import mpsae  # noqa: E402
 import mpsae.torch as mt  # noqa: E402
 from mpsae import _mpsae, torch_pursuit  # noqa: E402
+from mpsae.pursuit import PursuitStats  # noqa: E402
 
 from conftest import DATA  # noqa: E402
 
@@ -27,7 +28,7 @@ def problem(seed, n, d, c, real=False):
 
 
 def engine_encode(x, dm, k):
-    atoms, values, residual = _mpsae.mp_encode(x.numpy(), dm.contiguous().numpy(), k)
+    atoms, values, residual = _mpsae.pursuit(x.numpy(), dm.contiguous().numpy(), k)
     return torch.from_numpy(atoms), torch.from_numpy(values), torch.from_numpy(residual)
 
 
@@ -41,7 +42,7 @@ def test_picks_and_values_are_the_engines(seed, strategy):
     if seed % 3 == 2:  # dropout on
         mask = (torch.rand(c, generator=torch.Generator().manual_seed(seed)) > 0.3).float()
     dm = w if mask is None else w * mask[:, None]
-    atoms, values, residual = torch_pursuit.pursue(x, dm, k, strategy)
+    atoms, values, residual = torch_pursuit.pursuit(x, dm, k, strategy)
     ea, ev, er = engine_encode(x, dm, k)
     assert torch.equal(atoms, ea), f"{(atoms != ea).sum()} picks differ"
     torch.testing.assert_close(values, ev, rtol=1e-5, atol=1e-5 * float(ev.abs().max()))
@@ -50,9 +51,10 @@ def test_picks_and_values_are_the_engines(seed, strategy):
 
 def test_small_memory_budgets_cut_rows_into_tiles_with_the_same_picks():
     x, w = problem(7, 300, 32, 256)
-    full = torch_pursuit.pursue(x, w, 8, "gram")
-    tiled = torch_pursuit.pursue(x, w, 8, "gram", budget=256 * 256 * 4 + 40 * 4 * 256 * 4)
-    assert torch_pursuit.last.tile_rows == 40
+    full = torch_pursuit.pursuit(x, w, 8, "gram")
+    stats = PursuitStats()
+    tiled = torch_pursuit.pursuit(x, w, 8, "gram", budget=256 * 256 * 4 + 40 * 4 * 256 * 4, stats=stats)
+    assert stats.tile_rows == 40
     assert torch.equal(full[0], tiled[0]) and torch.equal(full[1], tiled[1])
 
 
@@ -60,14 +62,14 @@ def test_ties_nan_and_repeats_follow_the_engine():
     # Two identical atoms: the first index wins; a NaN correlation is never picked.
     w = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     x = torch.tensor([[2.0, 1.0], [0.5, 3.0]])
-    atoms, values, _ = torch_pursuit.pursue(x, w, 3, "gram")
+    atoms, values, _ = torch_pursuit.pursuit(x, w, 3, "gram")
     ea, ev, _ = engine_encode(x, w, 3)
     assert torch.equal(atoms, ea)
     torch.testing.assert_close(values, ev)
     wn = w.clone()
     wn[0, 0] = float("nan")
     for strategy in ("plain", "gram"):
-        atoms, _, _ = torch_pursuit.pursue(x, wn, 2, strategy)
+        atoms, _, _ = torch_pursuit.pursuit(x, wn, 2, strategy)
         assert not (atoms == 0).any()
         assert torch.equal(atoms, engine_encode(x, wn, 2)[0])
     # Repeats accumulate in the dense codes.

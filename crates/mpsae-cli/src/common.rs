@@ -4,7 +4,7 @@ use mpsae::data::{DataOptions, Dataset, NonFinite, Source};
 use mpsae::kernels::bf16::Products;
 use mpsae::kernels::gram::Precision;
 use mpsae::kernels::pursuit::Strategy;
-use mpsae::{Engine, MpSae};
+use mpsae::{Settings, MpSae};
 use std::path::{Path, PathBuf};
 
 /// The CLI's error: one line for the user.
@@ -76,7 +76,7 @@ pub fn open_data(
 
 /// Loads a model (from a run folder or a file), with its preprocessing and provenance.
 pub fn load(p: &Path) -> CliResult<MpSae> {
-    mpsae::run::load_model(p).map_err(msg)
+    mpsae::io::load_model(p).map_err(msg)
 }
 
 /// How the kernels run: flattened into every command that runs a pursuit.
@@ -97,7 +97,7 @@ pub struct EngineArgs {
 
 impl EngineArgs {
     /// The engine these flags ask for (all threads of the pool).
-    pub fn engine(&self) -> CliResult<Engine> {
+    pub fn engine(&self) -> CliResult<Settings> {
         let gram_precision = match self.gram_precision.as_str() {
             "f16" => Precision::F16,
             "f32" => Precision::F32,
@@ -105,11 +105,11 @@ impl EngineArgs {
         };
         let products = Products::parse(&self.products)
             .ok_or_else(|| format!("invalid --products '{}': use auto, bf16 or f32", self.products))?;
-        Ok(Engine {
+        Ok(Settings {
             strategy: parse_strategy(&self.strategy)?,
             gram_precision,
             products,
-            ..Engine::default()
+            ..Settings::default()
         })
     }
 }

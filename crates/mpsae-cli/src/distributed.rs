@@ -7,7 +7,8 @@
 //! back up the levels, so every rank ends with the bits one process computes while sending
 //! about twice the gradient's size, whatever the number of ranks (recursive doubling of the
 //! whole gradient would send it log2(N) times).
-//! Statistics are all-gathered and summed in rank order on every rank.
+//! Statistics are all-gathered and summed in rank order on every rank. `mpsae train` runs the
+//! library's session with this reducer (`cmd::train`).
 
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
@@ -31,16 +32,15 @@ impl MpiReducer {
         MpiReducer { world, rank, size, other: Vec::new(), seconds: 0.0 }
     }
 
-    /// Every rank's bytes (all-gathered; lengths may differ).
-    pub fn gather_bytes(&self, mine: &[u8]) -> Vec<Vec<u8>> {
-        let mut lens = vec![0u64; self.size];
-        self.world.all_gather_into(&(mine.len() as u64), &mut lens[..]);
-        let max = *lens.iter().max().unwrap_or(&0) as usize;
-        let mut padded = mine.to_vec();
-        padded.resize(max, 0);
-        let mut all = vec![0u8; max * self.size];
-        self.world.all_gather_into(&padded[..], &mut all[..]);
-        all.chunks(max.max(1)).zip(&lens).map(|(c, &l)| c[..l as usize].to_vec()).collect()
+    /// Waits until every rank is here.
+    pub fn barrier(&self) {
+        self.world.barrier();
+    }
+
+    /// Says `e` and ends the whole job.
+    pub fn abort(&self, e: &str) -> ! {
+        eprintln!("error: {e}");
+        self.world.abort(1)
     }
 }
 
@@ -89,6 +89,17 @@ impl Reducer for MpiReducer {
         Ok(())
     }
 
+    fn all_gather(&mut self, mine: &[u8]) -> mpsae::Result<Vec<Vec<u8>>> {
+        let mut lens = vec![0u64; self.size];
+        self.world.all_gather_into(&(mine.len() as u64), &mut lens[..]);
+        let max = *lens.iter().max().unwrap_or(&0) as usize;
+        let mut padded = mine.to_vec();
+        padded.resize(max, 0);
+        let mut all = vec![0u8; max * self.size];
+        self.world.all_gather_into(&padded[..], &mut all[..]);
+        Ok(all.chunks(max.max(1)).zip(&lens).map(|(c, &l)| c[..l as usize].to_vec()).collect())
+    }
+
     fn sum(&mut self, values: &mut [f64]) -> mpsae::Result<()> {
         let t = std::time::Instant::now();
         let mut all = vec![0f64; values.len() * self.size];
@@ -100,86 +111,4 @@ impl Reducer for MpiReducer {
         self.seconds += t.elapsed().as_secs_f64();
         Ok(())
     }
-}
-
-/// `mpsae train` as one rank of an MPI job: every rank prepares the same trainer and checks that
-/// all agree (data, options, state); rank 0 writes the run folder and reports.
-pub fn train(
-    a: &crate::cmd::train::TrainArgs,
-    given: &dyn Fn(&str) -> bool,
-    world: SimpleCommunicator,
-) -> crate::common::CliResult<()> {
-    use crate::cmd::train::{finish, interrupted, prepare};
-    let mut reducer = MpiReducer::new(world);
-    let (rank, size) = (reducer.rank, reducer.size);
-    let fail = |reducer: &MpiReducer, e: String| -> crate::common::CliResult<()> {
-        eprintln!("error: rank {rank} of {size}: {e}");
-        reducer.world.abort(1)
-    };
-    // Rank 0 creates or locks the folder first; the others then read it.
-    let mut p = None;
-    for turn in [true, false] {
-        if turn == (rank == 0) {
-            match prepare(a, given, rank == 0) {
-                Ok(x) => p = Some(x),
-                Err(e) => return fail(&reducer, e),
-            }
-        }
-        reducer.world.barrier();
-    }
-    let mut p = p.expect("prepared");
-    // Every rank must see the same data, options and state.
-    let mine = serde_json::json!({
-        "data": mpsae::run::describe_data(&p.data).map_err(crate::common::msg)?,
-        "options": p.trainer.options,
-        "model": p.trainer.model.config(),
-        "step": p.trainer.progress.step,
-    });
-    let all = reducer.gather_bytes(mine.to_string().as_bytes());
-    let first: serde_json::Value = serde_json::from_slice(&all[0]).expect("rank 0's description");
-    for (r, bytes) in all.iter().enumerate().skip(1) {
-        let other: serde_json::Value = serde_json::from_slice(bytes).expect("a rank's description");
-        if other != first {
-            let key = ["data", "options", "model", "step"]
-                .into_iter()
-                .find(|k| other[k] != first[k])
-                .unwrap_or("?");
-            // Every rank compares the same descriptions: all refuse; rank 0 says why, and the
-            // others wait until it has (a rank that exits first makes mpirun kill the rest).
-            let e = format!("rank {r} sees other {key} than rank 0: {} against {}", other[key], first[key]);
-            if rank == 0 {
-                eprintln!("error: {e}");
-            }
-            reducer.world.barrier();
-            return Err(String::new());
-        }
-    }
-    let total = p.trainer.options.total_steps(p.data.rows());
-    let metrics = p.run.as_ref().map(mpsae::run::Run::metrics_path);
-    let mode = if rank == 0 { a.progress_mode() } else { crate::progress::ProgressMode::Quiet };
-    let mut reporter =
-        crate::progress::Reporter::new(mode, total, p.trainer.progress.step, metrics.as_deref());
-    crate::signals::install();
-    let t = std::time::Instant::now();
-    let result = p.trainer.run_shared(&p.data, &mut reporter, &mut reducer);
-    reporter.finish();
-    let seconds = t.elapsed().as_secs_f64();
-    let reports = match result {
-        Ok(r) => r,
-        Err(mpsae::Error::Interrupted { step, checkpointed }) => {
-            if rank == 0 {
-                eprintln!("error: {}", interrupted(a, step, checkpointed));
-            }
-            std::process::exit(crate::signals::exit_code().unwrap_or(1) as i32)
-        }
-        Err(e) => return fail(&reducer, e.to_string()),
-    };
-    if rank == 0 {
-        finish(
-            &p,
-            &reports,
-            serde_json::json!({"processes": size, "seconds": seconds, "communication_seconds": reducer.seconds}),
-        )?;
-    }
-    Ok(())
 }

@@ -55,18 +55,12 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
-    // Which options of `train` the user typed (a resumed run refuses those that differ).
-    let given = |name: &str| {
-        matches
-            .subcommand_matches("train")
-            .is_some_and(|m| m.value_source(name) == Some(clap::parser::ValueSource::CommandLine))
-    };
     if let Err(e) = common::init_threads(cli.threads) {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }
     let result = match cli.command {
-        Command::Train(a) => cmd::train::run(a, &given),
+        Command::Train(a) => cmd::train::run(a),
         Command::Encode(a) => cmd::encode::run(a),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),

@@ -1,9 +1,8 @@
-//! Training progress: a live bar on a terminal, plain log lines otherwise, JSON lines to a file.
+//! Training progress: a live bar on a terminal, plain log lines otherwise (the run's
+//! `metrics.jsonl` is written by the library's session).
 
 use indicatif::{ProgressBar, ProgressStyle};
 use mpsae::train::{EpochReport, Observer, StepReport};
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// How progress is shown.
@@ -23,17 +22,14 @@ pub enum ProgressMode {
 pub struct Reporter {
     bar: Option<ProgressBar>,
     plain: bool,
-    metrics: Option<PathBuf>,
     start: Instant,
     rows: u64,
     log_every: u64,
-    /// First error writing metrics.
-    pub error: Option<String>,
 }
 
 impl Reporter {
-    /// A reporter for a run of `total` steps starting at `done`, writing epoch metrics to `metrics`.
-    pub fn new(mode: ProgressMode, total: u64, done: u64, metrics: Option<&Path>) -> Self {
+    /// A reporter for a run of `total` steps starting at `done`.
+    pub fn new(mode: ProgressMode, total: u64, done: u64) -> Self {
         let bar_wanted = match mode {
             ProgressMode::Auto => crate::common::is_terminal(),
             ProgressMode::Bar => true,
@@ -53,11 +49,9 @@ impl Reporter {
         Reporter {
             bar,
             plain: mode == ProgressMode::Plain || (mode == ProgressMode::Auto && !bar_wanted),
-            metrics: metrics.map(Path::to_path_buf),
             start: Instant::now(),
             rows: 0,
             log_every: (total / 20).max(1),
-            error: None,
         }
     }
 
@@ -109,17 +103,6 @@ impl Observer for Reporter {
             Some(b) => b.println(line),
             None if self.plain => eprintln!("{line}"),
             None => {}
-        }
-        if let Some(p) = &self.metrics {
-            let json = serde_json::to_string(r).expect("report serialises");
-            let res = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .and_then(|mut f| writeln!(f, "{json}"));
-            if let Err(e) = res {
-                self.error.get_or_insert(format!("{}: {e}", p.display()));
-            }
         }
     }
 }

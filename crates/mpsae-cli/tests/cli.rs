@@ -181,7 +181,7 @@ fn encode_matches_the_library_on_real_vit_data() {
     let codes = dir.join("c.safetensors");
     ok(&["encode", "--model", o, "--data", small.to_str().unwrap(), "--out", codes.to_str().unwrap()]);
     let t = read_st(&codes);
-    let (mut model, _) = mpsae::io::state_dict::load_model(&out.join("model.safetensors"), None).unwrap();
+    let (mut model, _) = mpsae::io::state_dict::read_model(&out.join("model.safetensors"), None).unwrap();
     model.eval();
     let enc = model.encode(&rows).unwrap();
     let atoms: Vec<f64> = enc.codes.atoms.iter().map(|&a| a as f64).collect();

@@ -109,7 +109,7 @@ fn resume_refuses_other_data_and_other_options_unless_told() {
     fails_with(&[&base[..], &["--data", other, "--steps", "6", "--resume"]].concat(), "content differs");
     fails_with(
         &["train", "--resume", "--out", o, "--data", d, "--concepts", "64"],
-        "--concepts 64 differs from the run's 128",
+        "--nb-concepts 64 differs from the run's 128",
     );
     fails_with(&["train", "--resume", "--out", o, "--data", d, "--steps", "6"], "--allow-changes");
     // Told: other data, more steps.

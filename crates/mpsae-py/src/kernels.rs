@@ -30,7 +30,7 @@ fn shape2<T: numpy::Element>(a: &PyReadonlyArray2<T>) -> (usize, usize) {
 /// residual n x d)`, atoms -1 where nothing was picked.
 #[pyfunction]
 #[allow(clippy::type_complexity)]
-pub fn mp_encode<'py>(
+pub fn pursuit<'py>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, f32>,
     dictionary: PyReadonlyArray2<'py, f32>,
@@ -39,7 +39,7 @@ pub fn mp_encode<'py>(
     let ((n, d), (c, dd)) = (shape2(&x), shape2(&dictionary));
     if d != dd || k == 0 || c == 0 {
         return Err(PyValueError::new_err(format!(
-            "mp_encode: x is {n} x {d}, the dictionary {c} x {dd}, k = {k}"
+            "pursuit: x is {n} x {d}, the dictionary {c} x {dd}, k = {k}"
         )));
     }
     let (xs, ds) = (slice(&x, "x")?, slice(&dictionary, "dictionary")?);
@@ -69,7 +69,7 @@ fn atoms_u32(atoms: &PyReadonlyArray2<i64>, c: usize) -> PyResult<Vec<u32>> {
 
 /// `x_hat` (n x d) from sparse codes over `dictionary`.
 #[pyfunction]
-pub fn mp_decode<'py>(
+pub fn decode<'py>(
     py: Python<'py>,
     dictionary: PyReadonlyArray2<'py, f32>,
     atoms: PyReadonlyArray2<'py, i64>,
@@ -77,7 +77,7 @@ pub fn mp_decode<'py>(
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
     let ((c, d), (n, k)) = (shape2(&dictionary), shape2(&atoms));
     if shape2(&values) != (n, k) {
-        return Err(PyValueError::new_err("mp_decode: atoms and values differ in shape"));
+        return Err(PyValueError::new_err("decode: atoms and values differ in shape"));
     }
     let (ds, ids, vs) = (slice(&dictionary, "dictionary")?, atoms_u32(&atoms, c)?, slice(&values, "values")?);
     let x_hat = py
@@ -90,7 +90,7 @@ pub fn mp_decode<'py>(
 #[pyfunction]
 #[pyo3(signature = (x, dictionary, mask, atoms, values, g_x_hat, g_residual=None, g_values=None, input_gradient=true))]
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-pub fn mp_backward<'py>(
+pub fn backward<'py>(
     py: Python<'py>,
     x: PyReadonlyArray2<'py, f32>,
     dictionary: PyReadonlyArray2<'py, f32>,
@@ -107,7 +107,7 @@ pub fn mp_backward<'py>(
         if s == want {
             Ok(())
         } else {
-            Err(PyValueError::new_err(format!("mp_backward: {what} is {s:?}, expected {want:?}")))
+            Err(PyValueError::new_err(format!("backward: {what} is {s:?}, expected {want:?}")))
         }
     };
     same((dd, na), (d, n), "the dictionary's width and the atoms' rows")?;
@@ -121,7 +121,7 @@ pub fn mp_backward<'py>(
     }
     let m = match &mask {
         Some(m) if m.len() != c => {
-            return Err(PyValueError::new_err("mp_backward: the mask needs one entry per atom"))
+            return Err(PyValueError::new_err("backward: the mask needs one entry per atom"))
         }
         Some(m) => Some(m.as_slice().map_err(|_| PyValueError::new_err("mask must be contiguous"))?),
         None => None,

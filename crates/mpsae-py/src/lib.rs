@@ -19,9 +19,28 @@ fn _mpsae(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(training::train, m)?)?;
     m.add_function(wrap_pyfunction!(training::evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(training::defaults, m)?)?;
-    m.add_function(wrap_pyfunction!(kernels::mp_encode, m)?)?;
-    m.add_function(wrap_pyfunction!(kernels::mp_decode, m)?)?;
-    m.add_function(wrap_pyfunction!(kernels::mp_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(training::options, m)?)?;
+    m.add_function(wrap_pyfunction!(kernels::pursuit, m)?)?;
+    m.add_function(wrap_pyfunction!(kernels::decode, m)?)?;
+    m.add_function(wrap_pyfunction!(kernels::backward, m)?)?;
+    // The names the library gives files and statistics, so Python never spells them itself.
+    let files = pyo3::types::PyDict::new(m.py());
+    for (key, name) in [
+        ("config", mpsae::run::CONFIG_FILE),
+        ("metrics", mpsae::run::METRICS_FILE),
+        ("model", mpsae::io::MODEL_FILE),
+        ("checkpoint", mpsae::train::CHECKPOINT_FILE),
+        ("lock", mpsae::run::LOCK_FILE),
+        ("harvest", mpsae::data::harvest::HARVEST_FILE),
+        ("tokens", mpsae::data::harvest::TOKENS_FILE),
+        ("logit_lens", mpsae::concepts::logit_lens::LOGIT_LENS_FILE),
+        ("saelens_config", mpsae::io::saelens::CONFIG_FILE),
+        ("saelens_weights", mpsae::io::saelens::WEIGHTS_FILE),
+    ] {
+        files.set_item(key, name)?;
+    }
+    m.add("FILES", files)?;
+    m.add("STEP_STATISTICS", mpsae::train::STEP_STATISTICS.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

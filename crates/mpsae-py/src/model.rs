@@ -39,12 +39,12 @@ pub fn run_in<T: Send>(pool: &Option<Arc<rayon::ThreadPool>>, f: impl FnOnce() -
 }
 
 /// The engine settings for `pool`'s thread count.
-pub fn engine_for(pool: &Option<Arc<rayon::ThreadPool>>) -> mpsae::Engine {
+pub fn engine_for(pool: &Option<Arc<rayon::ThreadPool>>) -> mpsae::Settings {
     let par = match pool {
         Some(p) => Par::Rayon(NonZeroUsize::new(p.current_num_threads().max(1)).unwrap()),
         None => Par::rayon(),
     };
-    mpsae::Engine { par, ..mpsae::Engine::default() }
+    mpsae::Settings { par, ..mpsae::Settings::default() }
 }
 
 /// An MP-SAE (the engine's `MpSae`, which carries its preprocessing and provenance).
@@ -83,11 +83,7 @@ impl Model {
         let mut cfg = SaeConfig::new(input_dim, nb_concepts);
         cfg.k = k;
         cfg.dropout = dropout;
-        cfg.normalization = Normalization::from_name(normalization).ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "invalid normalization '{normalization}': use l2, max_l2, l1, max_l1 or identity"
-            ))
-        })?;
+        cfg.normalization = Normalization::parse(normalization).py()?;
         cfg.use_multiplier = use_multiplier;
         cfg.device = Device::from_name(device).py()?;
         let pool = pool(threads)?;
@@ -100,7 +96,7 @@ impl Model {
     #[staticmethod]
     #[pyo3(signature = (path, threads=None))]
     fn load(path: PathBuf, threads: Option<usize>) -> PyResult<Self> {
-        let mut inner = mpsae::run::load_model(&path).py()?;
+        let mut inner = mpsae::io::load_model(&path).py()?;
         let pool = pool(threads)?;
         inner.set_engine(engine_for(&pool));
         Ok(Model { inner, pool })

@@ -4,148 +4,47 @@
 use crate::errors::IntoPy;
 use crate::model::{engine_for, pool, run_in, Model};
 use mpsae::data::{DataOptions, Dataset, Elem, NonFinite, Source};
-use mpsae::run::{PreprocessChoice, ResumeRequest, Run, RunRecipe, Spelling};
+use mpsae::run::{RunOptions, Session, SessionRequest, Spelling};
 use mpsae::train::{
-    checkpoint, CriterionChoice, EpochReport, Observer, PreprocessPlan, ScheduleOptions, StepReport,
-    StreamTrainer as LibStreamTrainer, TrainOptions, Trainer,
+    checkpoint, EpochReport, Observer, PreprocessPlan, StepReport, StreamTrainer as LibStreamTrainer, Trainer,
 };
-use mpsae::{MpSae, Normalization, Preprocess, Provenance};
+use mpsae::{MpSae, Preprocess, Provenance};
 use numpy::{IntoPyArray, PyReadonlyArray2, PyReadonlyArrayDyn, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use std::path::PathBuf;
 
-/// The options of a run, from Python keywords (the library's defaults filled in by the Python
-/// package from `defaults()`).
-#[derive(FromPyObject)]
-#[pyo3(from_item_all)]
-pub struct Options {
-    batch_size: usize,
-    epochs: usize,
-    steps: Option<u64>,
-    lr: f64,
-    beta1: f64,
-    beta2: f64,
-    eps: f64,
-    clip: f64,
-    warmup: Option<u64>,
-    final_lr: Option<f64>,
-    start_warmup_lr: Option<f64>,
-    seed: u64,
-    shuffle: bool,
-    criterion: String,
-    revive_threshold: f32,
-    revive_min_dead: usize,
-    revive_coef: f64,
-    detailed_stats: bool,
-    max_bad_steps: u32,
-    checkpoint_every: u64,
-    gradient_shards: usize,
+/// The options given as Python keywords (a JSON object, by name; `null`: none for an optional
+/// one): the library's table fills in the rest and checks the names.
+fn options_from(given: &str) -> PyResult<(RunOptions, Vec<String>)> {
+    let map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(given).map_err(|e| PyValueError::new_err(format!("invalid options: {e}")))?;
+    let options = RunOptions::with_given(&map).py()?;
+    Ok((options, map.keys().cloned().collect()))
 }
 
-impl Options {
-    fn train_options(&self) -> PyResult<TrainOptions> {
-        let criterion = CriterionChoice::from_name(
-            &self.criterion,
-            self.revive_threshold,
-            self.revive_min_dead,
-            self.revive_coef,
-        )
-        .py()?;
-        let schedule = ScheduleOptions::from_settings(self.warmup, self.final_lr, self.start_warmup_lr);
-        let o = TrainOptions {
-            batch_size: self.batch_size,
-            epochs: self.epochs,
-            steps: self.steps,
-            shuffle: self.shuffle,
-            seed: self.seed,
-            lr: self.lr,
-            beta1: self.beta1,
-            beta2: self.beta2,
-            eps: self.eps,
-            clip_grad: self.clip,
-            schedule,
-            criterion,
-            detailed_stats: self.detailed_stats,
-            max_bad_steps: self.max_bad_steps,
-            checkpoint_every: self.checkpoint_every,
-            gradient_shards: self.gradient_shards,
-        };
-        o.validate().py()?;
-        Ok(o)
-    }
-}
-
-/// The model's own settings, from Python keywords.
-#[derive(FromPyObject)]
-#[pyo3(from_item_all)]
-pub struct ModelOptions {
-    nb_concepts: usize,
-    k: usize,
-    dropout: Option<f32>,
-    normalization: String,
-    use_multiplier: bool,
-    center: bool,
-    scale: bool,
-}
-
-impl ModelOptions {
-    fn normalization(&self) -> PyResult<Normalization> {
-        Normalization::from_name(&self.normalization).ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "invalid normalization '{}': use l2, max_l2, l1, max_l1 or identity",
-                self.normalization
-            ))
-        })
-    }
-
-    /// The recipe of a new run with these options.
-    fn recipe(
-        &self,
-        options: &Options,
-        names: Vec<String>,
-        tensor: Option<String>,
-        skip_nonfinite: bool,
-        provenance: Provenance,
-    ) -> PyResult<RunRecipe> {
-        Ok(RunRecipe {
-            concepts: self.nb_concepts,
-            k: self.k,
-            dropout: self.dropout,
-            normalization: self.normalization()?,
-            use_multiplier: self.use_multiplier,
-            seed: options.seed,
-            options: options.train_options()?,
-            preprocess: PreprocessChoice { center: self.center, scale: self.scale },
-            data_names: names,
-            tensor,
-            skip_nonfinite,
-            provenance,
-        })
-    }
-}
-
-/// The library's names of the Python keywords given.
-fn library_names(given: &[String]) -> Vec<String> {
-    given
+/// The training options' table (`mpsae::run::OPTIONS`): one dict per option with its name,
+/// group, kind, default, help and CLI flag.
+#[pyfunction]
+pub fn options<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    let rows: Vec<serde_json::Value> = mpsae::run::OPTIONS
         .iter()
-        .map(|g| match g.as_str() {
-            "nb_concepts" => "concepts",
-            "use_multiplier" => "multiplier",
-            "warmup" | "final_lr" | "start_warmup_lr" => "schedule",
-            "revive_threshold" | "revive_min_dead" | "revive_coef" => "criterion",
-            other => other,
+        .map(|s| {
+            serde_json::json!({
+                "name": s.name, "group": s.group, "kind": s.kind, "default": s.default_value(),
+                "help": s.help, "flag": format!("--{}", s.flag()),
+            })
         })
-        .map(str::to_string)
-        .collect()
+        .collect();
+    py.import("json")?.call_method1("loads", (serde_json::Value::from(rows).to_string(),))
 }
 
 /// The library's defaults of every option, by Python keyword.
 #[pyfunction]
 pub fn defaults<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
     let json = py.import("json")?;
-    json.call_method1("loads", (mpsae::defaults::as_json().to_string(),))
+    json.call_method1("loads", (serde_json::Value::Object(mpsae::run::options::keyword_defaults()).to_string(),))
 }
 
 fn provenance_from(json: Option<&str>) -> PyResult<Provenance> {
@@ -218,10 +117,8 @@ fn report_dict<'py>(py: Python<'py>, r: &impl serde::Serialize) -> PyResult<Boun
 struct PyObserver {
     callback: Option<PyObject>,
     progress: bool,
-    metrics: Option<PathBuf>,
     /// The first Python error (a raised callback, a signal): the run stops and it is raised.
     error: Option<PyErr>,
-    metrics_error: Option<String>,
 }
 
 impl Observer for PyObserver {
@@ -244,17 +141,6 @@ impl Observer for PyObserver {
     }
 
     fn on_epoch(&mut self, report: &EpochReport) {
-        if let Some(p) = &self.metrics {
-            let line = serde_json::to_string(report).expect("report serialises");
-            let r = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes()));
-            if let Err(e) = r {
-                self.metrics_error.get_or_insert(format!("{}: {e}", p.display()));
-            }
-        }
         if self.progress {
             eprintln!(
                 "epoch {} step {}: loss {:.6} r2 {:.4} l0 {:.2} dead {:.1}% ({:.1} s)",
@@ -274,16 +160,15 @@ impl Observer for PyObserver {
     }
 }
 
-/// Trains on `sources` (paths or arrays); in the run folder `out` when given (resumable).
-/// Returns the model and the per-epoch metrics of this call.
+/// Trains on `sources` (paths or arrays); in the run folder `out` when given (resumable), through
+/// the library's [`Session`]. Returns the model and the per-epoch metrics of this call.
 #[pyfunction]
-#[pyo3(signature = (sources, model, options, out=None, resume=false, force=false, progress=true, callback=None, threads=None, tensor=None, skip_nonfinite=false, given=Vec::new(), allow_changes=false, allow_data_change=false, provenance=None, stepper=None))]
+#[pyo3(signature = (sources, options, out=None, resume=false, force=false, progress=true, callback=None, threads=None, tensor=None, skip_nonfinite=false, allow_changes=false, allow_data_change=false, provenance=None, stepper=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn train<'py>(
     py: Python<'py>,
     sources: Vec<DataSource>,
-    model: ModelOptions,
-    options: Options,
+    options: &str,
     out: Option<PathBuf>,
     resume: bool,
     force: bool,
@@ -292,63 +177,41 @@ pub fn train<'py>(
     threads: Option<usize>,
     tensor: Option<String>,
     skip_nonfinite: bool,
-    given: Vec<String>,
     allow_changes: bool,
     allow_data_change: bool,
     provenance: Option<String>,
     stepper: Option<PyObject>,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let pool = pool(threads)?;
+    let (options, given) = options_from(options)?;
     let (data, names) = open_data(sources, tensor.clone(), skip_nonfinite)?;
-    let provenance = match provenance {
+    let mut request = SessionRequest::new(options, given, Spelling::Python);
+    request.provenance = match provenance {
         Some(_) => provenance_from(provenance.as_deref())?,
         None => mpsae::data::harvest::provenance_of(&names.iter().map(PathBuf::from).collect::<Vec<_>>()),
     };
-    let (run, mut trainer) = match (&out, resume) {
-        (Some(dir), true) => {
-            let (run, mut trainer) = Run::resume(dir).py()?;
-            let request = ResumeRequest {
-                recipe: model.recipe(&options, names, tensor, skip_nonfinite, provenance)?,
-                given: library_names(&given),
-                allow_changes,
-                allow_data_change,
-                spelling: Spelling::Python,
-            };
-            for note in request.apply(&run.config, &data, &mut trainer).py()? {
-                if progress {
-                    eprintln!("note: {note}");
-                }
-            }
-            (Some(run), trainer)
+    request.out = out;
+    request.resume = resume;
+    request.force = force;
+    request.allow_changes = allow_changes;
+    request.allow_data_change = allow_data_change;
+    request.data_names = names;
+    request.tensor = tensor;
+    request.skip_nonfinite = skip_nonfinite;
+    request.settings = engine_for(&pool);
+    let mut session = Session::open(&request, data).py()?;
+    if progress {
+        for note in &session.notes {
+            eprintln!("note: {note}");
         }
-        (None, true) => return Err(PyValueError::new_err("invalid resume: give the run folder as out=")),
-        (dir, false) => {
-            let recipe = model.recipe(&options, names, tensor, skip_nonfinite, provenance)?;
-            let (trainer, config) = recipe.trainer(&data).py()?;
-            let run = match dir {
-                Some(d) => Some(Run::create(d, config, force).py()?),
-                None => None,
-            };
-            (run, trainer)
-        }
-    };
-    trainer.model.set_engine(engine_for(&pool));
-    if let Some(r) = &run {
-        r.attach(&mut trainer);
     }
-    let mut observer = PyObserver {
-        callback,
-        progress,
-        metrics: run.as_ref().map(|r| r.metrics_path()),
-        error: None,
-        metrics_error: None,
-    };
+    let mut observer = PyObserver { callback, progress, error: None };
     let mut external = stepper.map(|obj| PyStepper { obj, error: None });
     let result = py.allow_threads(|| {
         let _heap = HeapForTraining::new();
         run_in(&pool, || match &mut external {
-            Some(ext) => trainer.run_external(&data, &mut observer, ext),
-            None => trainer.run(&data, &mut observer),
+            Some(ext) => session.run_external(&mut observer, ext),
+            None => session.run(&mut observer),
         })
     });
     if let Some(e) = external.as_mut().and_then(|x| x.error.take()) {
@@ -358,14 +221,9 @@ pub fn train<'py>(
         return Err(e);
     }
     let reports = result.py()?;
-    if let Some(e) = observer.metrics_error {
-        return Err(pyo3::exceptions::PyOSError::new_err(e));
-    }
-    if let Some(r) = &run {
-        r.save_model(&trainer).py()?;
-    }
+    session.finish(&reports).py()?;
     let metrics = reports.iter().map(|r| report_dict(py, r)).collect::<PyResult<Vec<_>>>()?;
-    let model = Model { inner: trainer.model, pool };
+    let model = Model { inner: session.trainer.model, pool };
     PyTuple::new(py, [Py::new(py, model)?.into_any().into_bound(py), metrics.into_pyobject(py)?.into_any()])
 }
 
@@ -498,24 +356,19 @@ impl StreamTrainer {
     /// used, needs `options.steps`). The preprocessing: `mean`/`scale` given, or centring and
     /// scaling (`model.center`, `model.scale`) estimated from the first `estimate_rows` rows.
     #[new]
-    #[pyo3(signature = (input_dim, model, options, threads=None, mean=None, scale=None, estimate_rows=mpsae::defaults::ESTIMATE_ROWS, provenance=None))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (input_dim, options, threads=None, mean=None, scale=None, estimate_rows=mpsae::defaults::ESTIMATE_ROWS, provenance=None))]
     fn new(
         input_dim: usize,
-        model: ModelOptions,
-        options: Options,
+        options: &str,
         threads: Option<usize>,
         mean: Option<numpy::PyReadonlyArray1<'_, f32>>,
         scale: Option<f32>,
         estimate_rows: usize,
         provenance: Option<String>,
     ) -> PyResult<Self> {
-        let mut cfg = mpsae::SaeConfig::new(input_dim, model.nb_concepts);
-        cfg.k = model.k;
-        cfg.dropout = model.dropout;
-        cfg.normalization = model.normalization()?;
-        cfg.use_multiplier = model.use_multiplier;
-        let o = options.train_options()?;
+        let (model, _) = options_from(options)?;
+        let cfg = model.model_config(input_dim).py()?;
+        let o = model.train_options().py()?;
         if o.schedule.is_some() && o.steps.is_none() {
             return Err(PyValueError::new_err(
                 "invalid schedule: a streaming trainer with a schedule needs steps=",
@@ -533,7 +386,7 @@ impl StreamTrainer {
             PreprocessPlan::Estimate { center: model.center, scale: model.scale, rows: estimate_rows }
         };
         let pool = pool(threads)?;
-        let mut m = MpSae::new(cfg, options.seed).py()?;
+        let mut m = MpSae::new(cfg, model.seed).py()?;
         m.set_engine(engine_for(&pool));
         m.set_provenance(provenance_from(provenance.as_deref())?);
         let stream = LibStreamTrainer::new(Trainer::new(m, o).py()?, plan).py()?;
@@ -640,8 +493,8 @@ pub fn evaluate<'py>(
     tensor: Option<String>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let (data, _) = open_data(sources, tensor, false)?;
-    let opts = mpsae::train::EvalOptions { batch_size, k, tol };
+    let opts = mpsae::encode::EvalOptions { batch_size, k, tol };
     let (inner, pool) = (&mut model.inner, &model.pool);
-    let report = py.allow_threads(|| run_in(pool, || mpsae::train::evaluate(inner, &data, &opts))).py()?;
+    let report = py.allow_threads(|| run_in(pool, || mpsae::encode::evaluate(inner, &data, &opts))).py()?;
     report_dict(py, &report)
 }

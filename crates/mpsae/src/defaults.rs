@@ -1,7 +1,5 @@
-//! The defaults of a run, defined once: the CLI's flags (`mpsae train`, `eval`, ...) and the
-//! Python package's keywords ([`as_json`], `mpsae._mpsae.defaults()`) read them from here.
-
-use serde_json::{json, Value};
+//! The default values, defined once: the options' table (`crate::run::OPTIONS`) takes its
+//! defaults from here, and the CLI's flags and the Python keywords read that table.
 
 /// Number of concepts.
 pub const CONCEPTS: usize = 2048;
@@ -43,19 +41,3 @@ pub const GRADIENT_SHARDS: usize = crate::model::DEFAULT_SHARDS;
 pub const ENCODE_BATCH_SIZE: usize = 4096;
 /// Rows a streaming trainer estimates its centring and scaling from.
 pub const ESTIMATE_ROWS: usize = 4096;
-
-/// Every default, by the Python keyword that takes it.
-pub fn as_json() -> Value {
-    json!({
-        "nb_concepts": CONCEPTS, "k": K, "epochs": EPOCHS, "batch_size": BATCH_SIZE, "lr": LR,
-        "beta1": BETA1, "beta2": BETA2, "eps": EPS, "clip": CLIP, "seed": SEED,
-        "normalization": NORMALIZATION, "criterion": CRITERION,
-        "revive_threshold": REVIVE_THRESHOLD, "revive_min_dead": REVIVE_MIN_DEAD,
-        "revive_coef": REVIVE_COEF, "max_bad_steps": MAX_BAD_STEPS,
-        "checkpoint_every": CHECKPOINT_EVERY, "gradient_shards": GRADIENT_SHARDS,
-        "encode_batch_size": ENCODE_BATCH_SIZE, "estimate_rows": ESTIMATE_ROWS,
-        "steps": null, "warmup": null, "final_lr": null, "start_warmup_lr": null,
-        "shuffle": true, "detailed_stats": false, "dropout": null, "use_multiplier": false,
-        "center": false, "scale": false,
-    })
-}

@@ -22,8 +22,7 @@ pub mod config;
 pub mod criterion;
 pub mod data;
 pub mod defaults;
-pub mod encode_pass;
-pub mod engine;
+pub mod encode;
 pub mod error;
 pub mod io;
 pub mod metrics;
@@ -34,7 +33,7 @@ pub mod run;
 pub mod train;
 
 pub use config::{Device, EncoderKind, SaeConfig};
-pub use engine::Engine;
+pub use mpsae_kernels::backend::Settings;
 pub use error::{Error, Result};
 pub use model::{
     Codes, EncodeOptions, Encoded, Forward, Gradients, MpSae, Normalization, Preprocess, Provenance,

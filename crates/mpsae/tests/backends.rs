@@ -8,7 +8,7 @@ use mpsae::kernels::backward::tree_sum;
 use mpsae::kernels::Par;
 use mpsae::model::ShardSpec;
 use mpsae::train::batch_share;
-use mpsae::{Device, Engine, MpSae, SaeConfig};
+use mpsae::{Device, Settings, MpSae, SaeConfig};
 use proptest::prelude::*;
 use std::num::NonZeroUsize;
 use std::path::Path;
@@ -114,7 +114,7 @@ fn gradients_do_not_depend_on_the_thread_count() {
             .into_iter()
             .map(|par| {
                 let mut m = MpSae::new(cfg.clone(), 1).unwrap();
-                m.set_engine(Engine { par, ..Engine::default() });
+                m.set_engine(Settings { par, ..Settings::default() });
                 let p = m.training_pass(&x, &Mse, None).unwrap();
                 (p.grads.weights, p.grads.multiplier)
             })

@@ -2,7 +2,7 @@
 
 use mpsae::config::validate_dropout;
 use mpsae::data::{DataOptions, Dataset, NonFinite};
-use mpsae::io::state_dict::load_model;
+use mpsae::io::state_dict::read_model;
 use mpsae::train::{CriterionChoice, TrainOptions, Trainer};
 use mpsae::{EncodeOptions, Error, MpSae, SaeConfig};
 use std::path::{Path, PathBuf};
@@ -56,7 +56,7 @@ fn invalid_hyper_parameters_are_named() {
         (TrainOptions { steps: Some(0), ..Default::default() }, "steps"),
         (TrainOptions { lr: -1.0, ..Default::default() }, "learning rate"),
         (TrainOptions { beta1: 1.0, ..Default::default() }, "beta1"),
-        (TrainOptions { clip_grad: f64::NAN, ..Default::default() }, "clip"),
+        (TrainOptions { clip: f64::NAN, ..Default::default() }, "clip"),
         (
             TrainOptions {
                 criterion: CriterionChoice::Revive { threshold: f32::NAN, min_dead: 1, coefficient: 1.0 },
@@ -150,19 +150,19 @@ fn bad_model_files_are_refused() {
     let dir = tmpdir("models");
     let p = dir.join("m.safetensors");
     std::fs::write(&p, b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ").unwrap();
-    assert!(err_text(load_model(&p, None).map(|_| ())).contains("dictionary._weights"));
+    assert!(err_text(read_model(&p, None).map(|_| ())).contains("dictionary._weights"));
     let m = MpSae::new(cfg(4, 8, 2), 0).unwrap();
     mpsae::io::state_dict::save_model(&m, &p, &[]).unwrap();
     let mut bytes = std::fs::read(&p).unwrap();
     bytes.truncate(bytes.len() - 10);
     std::fs::write(&p, &bytes).unwrap();
-    assert!(err_text(load_model(&p, None).map(|_| ())).contains("m.safetensors"));
+    assert!(err_text(read_model(&p, None).map(|_| ())).contains("m.safetensors"));
     assert!(
-        err_text(load_model(&dir.join("none.safetensors"), None).map(|_| ())).contains("none.safetensors")
+        err_text(read_model(&dir.join("none.safetensors"), None).map(|_| ())).contains("none.safetensors")
     );
     // A configuration whose shape does not match the weights.
     mpsae::io::state_dict::save_model(&m, &p, &[]).unwrap();
-    assert!(err_text(load_model(&p, Some(cfg(5, 8, 1))).map(|_| ())).contains("configuration says"));
+    assert!(err_text(read_model(&p, Some(cfg(5, 8, 1))).map(|_| ())).contains("configuration says"));
     // An unwritable destination.
     let e = mpsae::io::state_dict::save_model(&m, Path::new("/proc/nope/m.safetensors"), &[]).unwrap_err();
     assert!(e.to_string().contains("/proc/nope"));

@@ -7,7 +7,7 @@
 
 use mpsae::criterion::{Criterion, CriterionInput, CriterionOutput, Mse, Revive};
 use mpsae::kernels::pursuit::Strategy;
-use mpsae::{Engine, MpSae, Normalization, SaeConfig};
+use mpsae::{Settings, MpSae, Normalization, SaeConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -44,7 +44,7 @@ fn model_for(case: &Case, w: &[f32], m: f32, strategy: Strategy) -> MpSae {
     cfg.use_multiplier = true;
     let mut model = MpSae::from_weights(cfg, w.to_vec(), m, 0).unwrap();
     model.set_input_gradient(true);
-    model.set_engine(Engine { strategy: Some(strategy), ..Engine::default() });
+    model.set_engine(Settings { strategy: Some(strategy), ..Settings::default() });
     model
 }
 

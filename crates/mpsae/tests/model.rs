@@ -1,7 +1,7 @@
 //! Model behaviour beyond the golden files: dropout across mode switches, custom normalisations,
 //! encoders, the eval-mode dictionary after loading new weights.
 
-use mpsae::io::state_dict::{load_model, save_model};
+use mpsae::io::state_dict::{read_model, save_model};
 use mpsae::{EncodeOptions, MpSae, Normalization, SaeConfig};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -62,9 +62,9 @@ fn custom_normalisation_is_used_and_needs_restating_after_load() {
     let path = std::env::temp_dir().join(format!("mpsae-custom-{}.safetensors", std::process::id()));
     save_model(&m, &path, &[]).unwrap();
     let err =
-        load_model(&path, None).err().expect("a custom normalisation cannot be loaded by name").to_string();
+        read_model(&path, None).err().expect("a custom normalisation cannot be loaded by name").to_string();
     assert!(err.contains("custom"), "{err}");
-    let (back, _) = load_model(&path, Some(cfg)).unwrap();
+    let (back, _) = read_model(&path, Some(cfg)).unwrap();
     assert_eq!(back.weights(), m.weights());
     let _ = std::fs::remove_file(&path);
 }
@@ -173,7 +173,7 @@ fn strategy_adapts_to_the_picks_of_the_previous_batch() {
     // small batch is a near tie between plain and gram-picked).
     let two = mpsae::kernels::Par::Rayon(std::num::NonZeroUsize::new(2).unwrap());
     let products = mpsae::kernels::bf16::Products::F32;
-    m.set_engine(mpsae::Engine { par: two, products, ..mpsae::Engine::default() });
+    m.set_engine(mpsae::Settings { par: two, products, ..mpsae::Settings::default() });
     let engine = *m.engine();
     let first = m.training_pass(&x, &Mse, None).unwrap();
     let mut planner = Planner::default();

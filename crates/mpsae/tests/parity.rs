@@ -7,13 +7,13 @@
 //! the system BLAS (when present) and on the `gemm` crate.
 
 use mpsae::criterion::{Criterion, Mse, Revive};
-use mpsae::io::state_dict::{load_model, model_to_bytes, read_tensors, Tensor};
+use mpsae::io::state_dict::{read_model, model_to_bytes, read_tensors, Tensor};
 use mpsae::kernels::bf16::Products;
 use mpsae::kernels::gram::Precision;
 use mpsae::kernels::pursuit::Strategy;
 use mpsae::kernels::Par;
 use mpsae::optim::{clip_gradients, Adam, AdamParams};
-use mpsae::{Device, Engine, MpSae, Normalization, SaeConfig};
+use mpsae::{Device, Settings, MpSae, Normalization, SaeConfig};
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
@@ -55,7 +55,7 @@ impl Fixture {
     fn config(&self, d: usize, c: usize) -> SaeConfig {
         let mut cfg = SaeConfig::new(d, c);
         cfg.k = self.meta("k").parse().unwrap();
-        cfg.normalization = Normalization::from_name(self.meta("normalization")).unwrap();
+        cfg.normalization = Normalization::parse(self.meta("normalization")).unwrap();
         cfg.use_multiplier = self.meta("use_multiplier") == "True";
         cfg.dropout = match self.info.get("dropout").map(String::as_str) {
             None | Some("None") => None,
@@ -94,7 +94,7 @@ fn picks_match(case: &str, got: &[u32], want: &Tensor) -> Result<(), String> {
 }
 
 /// Every strategy of the CPU backend, sequential and parallel, and the reference backend.
-fn engines() -> Vec<(String, (Device, Engine))> {
+fn engines() -> Vec<(String, (Device, Settings))> {
     let mut out = Vec::new();
     let runs = [
         (Strategy::Plain, Precision::F32),
@@ -109,13 +109,13 @@ fn engines() -> Vec<(String, (Device, Engine))> {
                     format!("cpu/{}/{}/{}/{:?}", s.name(), gram_precision.name(), products.name(), par),
                     (
                         Device::Cpu,
-                        Engine { par, strategy: Some(s), memory_budget: 1 << 30, gram_precision, products },
+                        Settings { par, strategy: Some(s), memory_budget: 1 << 30, gram_precision, products },
                     ),
                 ));
             }
         }
     }
-    out.push(("reference".into(), (Device::Reference, Engine { par: Par::Seq, ..Engine::default() })));
+    out.push(("reference".into(), (Device::Reference, Settings { par: Par::Seq, ..Settings::default() })));
     out
 }
 
@@ -123,7 +123,7 @@ fn shape2(t: &Tensor) -> (usize, usize) {
     (t.shape[0], t.shape[1])
 }
 
-fn forward_case(f: &Fixture, (device, engine): (Device, Engine), label: &str) -> Result<(), String> {
+fn forward_case(f: &Fixture, (device, engine): (Device, Settings), label: &str) -> Result<(), String> {
     let case = format!("{} [{label}]", f.name);
     let (c, d) = shape2(f.get("weights_raw"));
     let x = &f.get("x").data;
@@ -165,7 +165,7 @@ fn forward_case(f: &Fixture, (device, engine): (Device, Engine), label: &str) ->
     Ok(())
 }
 
-fn eval_case(f: &Fixture, (device, engine): (Device, Engine), label: &str) -> Result<(), String> {
+fn eval_case(f: &Fixture, (device, engine): (Device, Settings), label: &str) -> Result<(), String> {
     let case = format!("{} [{label}]", f.name);
     let (c, d) = shape2(f.get("weights_raw"));
     let m = f.get("multiplier").data[0];
@@ -184,7 +184,7 @@ fn eval_case(f: &Fixture, (device, engine): (Device, Engine), label: &str) -> Re
     Ok(())
 }
 
-fn train_case(f: &Fixture, (device, engine): (Device, Engine), label: &str) -> Result<(), String> {
+fn train_case(f: &Fixture, (device, engine): (Device, Settings), label: &str) -> Result<(), String> {
     let case = format!("{} [{label}]", f.name);
     let (c, d) = shape2(f.get("weights_raw"));
     let xb = f.get("x_batches");
@@ -247,7 +247,7 @@ fn train_case(f: &Fixture, (device, engine): (Device, Engine), label: &str) -> R
 }
 
 fn state_dict_case(f: &Fixture, path: &Path) -> Result<(), String> {
-    let (model, _) = load_model(path, None).map_err(|e| e.to_string())?;
+    let (model, _) = read_model(path, None).map_err(|e| e.to_string())?;
     close(&f.name, "weights", model.weights(), &f.get("dictionary._weights").data, 0.0, 0.0)?;
     close(&f.name, "multiplier", &[model.multiplier()], &f.get("dictionary.multiplier").data, 0.0, 0.0)?;
     // Written back, the file holds exactly the same keys, shapes and values.

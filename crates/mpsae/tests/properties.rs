@@ -1,15 +1,15 @@
 //! Property tests over random shapes and values.
 
-use mpsae::io::state_dict::{load_model, save_model};
+use mpsae::io::state_dict::{read_model, save_model};
 use mpsae::kernels::pursuit::Strategy;
-use mpsae::{Engine, MpSae, Normalization, SaeConfig};
+use mpsae::{Settings, MpSae, Normalization, SaeConfig};
 use proptest::prelude::*;
 
 fn model(d: usize, c: usize, k: usize, seed: u64, strategy: Strategy) -> MpSae {
     let mut cfg = SaeConfig::new(d, c);
     cfg.k = k;
     let mut m = MpSae::new(cfg, seed).unwrap();
-    m.set_engine(Engine { strategy: Some(strategy), ..Engine::default() });
+    m.set_engine(Settings { strategy: Some(strategy), ..Settings::default() });
     m
 }
 
@@ -94,7 +94,7 @@ proptest! {
         match enc { 1 => { m.tied(false); } 2 => { m.tied(true); } 3 => { m.untied(true, true); } 4 => { m.untied(false, false); } _ => {} }
         let path = std::env::temp_dir().join(format!("mpsae-prop-{}-{seed}-{d}-{c}.safetensors", std::process::id()));
         save_model(&m, &path, &[]).unwrap();
-        let (back, _) = load_model(&path, None).unwrap();
+        let (back, _) = read_model(&path, None).unwrap();
         let _ = std::fs::remove_file(&path);
         prop_assert_eq!(back.config(), m.config());
         prop_assert_eq!(back.weights(), m.weights());

@@ -2,7 +2,8 @@
 
 use mpsae::data::{DataOptions, Dataset};
 use mpsae::io::state_dict::read_tensors;
-use mpsae::run::{describe_data, encode_dataset, CodesFormat, PreprocessChoice, Run, RunConfig, LOCK_FILE};
+use mpsae::encode::{encode_dataset, CodesFormat};
+use mpsae::run::{describe_data, PreprocessChoice, Run, RunConfig, LOCK_FILE};
 use mpsae::train::{Silent, TrainOptions, Trainer};
 use mpsae::{Codes, EncodeOptions, MpSae, SaeConfig};
 use std::path::{Path, PathBuf};

@@ -22,7 +22,7 @@ fn model(d: usize, c: usize, k: usize) -> MpSae {
     cfg.k = k;
     let mut m = MpSae::new(cfg, 11).unwrap();
     let par = mpsae::kernels::Par::Rayon(NonZeroUsize::new(2).unwrap());
-    m.set_engine(mpsae::Engine { par, ..Default::default() });
+    m.set_engine(mpsae::Settings { par, ..Default::default() });
     m
 }
 

@@ -8,7 +8,7 @@ use mpsae::kernels::matmul::{gram, matmul_abt};
 use mpsae::kernels::pursuit::Strategy;
 use mpsae::kernels::Par;
 use mpsae::optim::{clip_gradients, Adam, AdamParams};
-use mpsae::{Engine, MpSae, SaeConfig};
+use mpsae::{Settings, MpSae, SaeConfig};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use std::path::PathBuf;
@@ -124,7 +124,7 @@ pub fn run(a: BenchArgs) -> CliResult<()> {
                     .fold(f64::INFINITY, f64::min);
                 drop(corr);
                 let sgemm_gf = 2.0 * (n * c * d) as f64 / t_xdt / 1e9;
-                let engine = Engine { par, ..base };
+                let engine = Settings { par, ..base };
                 // The strategy adapts to the picks of the first steps, so the Gram matrix's time
                 // is measured whenever it may be chosen.
                 let t_gram = matches!(engine.strategy, None | Some(Strategy::Gram)).then(|| {

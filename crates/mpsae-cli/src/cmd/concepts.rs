@@ -62,11 +62,7 @@ pub fn run(a: ConceptsArgs) -> CliResult<()> {
             return Err(format!("{}: no such images folder", dir.display()));
         }
     }
-    let metrics_path = if a.model.is_dir() { Some(a.model.join(mpsae::run::METRICS_FILE)) } else { None };
-    let metrics = match &metrics_path {
-        Some(p) => site::read_metrics(p).map_err(msg)?,
-        None => None,
-    };
+    let metrics = if a.model.is_dir() { mpsae::run::read_metrics(&a.model).map_err(msg)? } else { None };
     if metrics.is_none() {
         eprintln!("note: no metrics.jsonl beside the model: the overview has no training curves");
     }

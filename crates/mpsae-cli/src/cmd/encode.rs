@@ -1,7 +1,7 @@
 //! `mpsae encode`.
 
 use crate::common::{load, msg, CliResult, DataArgs, EngineArgs};
-use mpsae::run::{encode_dataset, CodesFormat};
+use mpsae::encode::{encode_dataset, CodesFormat};
 use mpsae::EncodeOptions;
 use std::path::PathBuf;
 

@@ -1,7 +1,7 @@
 //! `mpsae eval`.
 
 use crate::common::{is_terminal, load, msg, CliResult, DataArgs, EngineArgs};
-use mpsae::train::{evaluate, EvalOptions};
+use mpsae::encode::{evaluate, EvalOptions};
 use std::path::PathBuf;
 
 /// Arguments of `mpsae eval`.

@@ -12,7 +12,7 @@ pub mod svg;
 pub mod tokens;
 
 use crate::data::Dataset;
-use crate::encode_pass::{encode_batches, PassOptions};
+use crate::encode::pass::{encode_batches, PassOptions};
 use crate::model::MpSae;
 use crate::{Error, Result};
 use stats::{Accumulator, ConceptStats};

@@ -458,17 +458,3 @@ fn concept_body(
     }
     b
 }
-
-/// Reads `metrics.jsonl` (one epoch report a line); `None` when the file does not exist.
-pub fn read_metrics(path: &Path) -> Result<Option<Vec<EpochReport>>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        out.push(serde_json::from_str(line).map_err(|e| Error::file(path, format!("line {}: {e}", i + 1)))?);
-    }
-    Ok(Some(out))
-}

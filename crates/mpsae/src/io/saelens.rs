@@ -34,7 +34,6 @@ pub fn is_saelens(dir: &Path) -> bool {
     dir.is_dir()
         && dir.join(CONFIG_FILE).is_file()
         && dir.join(WEIGHTS_FILE).is_file()
-        && !dir.join(crate::run::MODEL_FILE).exists()
 }
 
 /// Writes `model` as a SAELens folder `dir` (created if needed).
@@ -104,7 +103,7 @@ pub fn import(dir: &Path) -> Result<MpSae> {
     let (c, d) = (w.shape[0], w.shape[1]);
     let mut config = SaeConfig::new(d, c);
     config.k = cfg["max_iterations"].as_u64().map_or(d, |k| k as usize);
-    config.normalization = Normalization::from_name("identity").expect("identity is a normalisation");
+    config.normalization = Normalization::Identity;
     let mut model =
         MpSae::from_weights(config, w.data, 0.0, 0).map_err(|e| Error::file(&wpath, e.to_string()))?;
     if cfg["apply_b_dec_to_input"].as_bool().unwrap_or(true) {

@@ -47,7 +47,7 @@ pub fn model_to_bytes(model: &MpSae, extra: &[(String, String)]) -> Result<Vec<u
 }
 
 /// [`model_to_bytes`] plus extra f32 tensors `(name, shape, values)`; their names must start with
-/// `mpsae.` so that [`load_model`] can tell them from state-dict keys.
+/// `mpsae.` so that [`read_model`] can tell them from state-dict keys.
 pub fn model_to_bytes_with(
     model: &MpSae,
     extra: &[(String, String)],
@@ -175,12 +175,12 @@ pub fn read_tensors(path: &Path, bytes: &[u8]) -> Result<(HashMap<String, Tensor
 /// for a plain overcomplete state dict, pass `config` (its shapes must match), or the shapes give
 /// `d` and `c` with the reference's defaults (`k = 1`, `l2`, no dropout, multiplier trained if
 /// non-zero). Also returns the file's metadata.
-pub fn load_model(path: &Path, config: Option<SaeConfig>) -> Result<(MpSae, HashMap<String, String>)> {
+pub fn read_model(path: &Path, config: Option<SaeConfig>) -> Result<(MpSae, HashMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     model_from_bytes(path, &bytes, config)
 }
 
-/// [`load_model`] on the bytes of a file (`path` names it in errors).
+/// [`read_model`] on the bytes of a file (`path` names it in errors).
 pub fn model_from_bytes(
     path: &Path,
     bytes: &[u8],

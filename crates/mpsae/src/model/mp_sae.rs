@@ -1,7 +1,7 @@
 //! `MpSae`: overcomplete's `MpSAE`, with the same numbers and a sparse, Gram-accelerated engine.
 
 use crate::config::{Device, EncoderKind, SaeConfig};
-use crate::engine::Engine;
+use crate::Settings;
 use crate::model::{Codes, Normalization, Preprocess, Provenance};
 use crate::{Error, Result};
 use mpsae_kernels::backend::{self, Backend, DictionaryUse, PursuitRun};
@@ -142,7 +142,7 @@ impl MpSae {
     }
 
     fn assemble(config: SaeConfig, weights: Vec<f32>, multiplier: f32, rng: ChaCha8Rng) -> Result<Self> {
-        let backend = backend::by_name(config.device.name(), Engine::default())
+        let backend = backend::by_name(config.device.name(), Settings::default())
             .map_err(|e| Error::invalid("device", e))?;
         Ok(MpSae {
             config,
@@ -219,12 +219,12 @@ impl MpSae {
     }
 
     /// The execution settings.
-    pub fn engine(&self) -> &Engine {
+    pub fn engine(&self) -> &Settings {
         self.backend.settings()
     }
 
     /// Changes the execution settings (threads, strategy, memory budget, Gram precision).
-    pub fn set_engine(&mut self, engine: Engine) {
+    pub fn set_engine(&mut self, engine: Settings) {
         self.backend.configure(engine);
     }
 

@@ -54,15 +54,21 @@ impl Normalization {
         }
     }
 
-    /// Parses a built-in normalisation name (`l2`, `max_l2`, `l1`, `max_l1`, `identity`).
-    pub fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
+    /// Parses a built-in normalisation name (`l2`, `max_l2`, `l1`, `max_l1`, `identity`); any
+    /// other is an error that lists them.
+    pub fn parse(name: &str) -> crate::Result<Self> {
+        Ok(match name {
             "l2" => Normalization::L2,
             "max_l2" => Normalization::MaxL2,
             "l1" => Normalization::L1,
             "max_l1" => Normalization::MaxL1,
             "identity" => Normalization::Identity,
-            _ => return None,
+            other => {
+                return Err(crate::Error::invalid(
+                    "normalization",
+                    format!("'{other}' is not built in: use l2, max_l2, l1, max_l1 or identity"),
+                ))
+            }
         })
     }
 
@@ -99,11 +105,8 @@ impl Serialize for Normalization {
 impl<'de> Deserialize<'de> for Normalization {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let name = String::deserialize(d)?;
-        Normalization::from_name(&name).ok_or_else(|| {
-            serde::de::Error::custom(format!(
-                "normalization '{name}' is not built in (l2, max_l2, l1, max_l1, identity); \
-                 a custom one must be set again after loading"
-            ))
+        Normalization::parse(&name).map_err(|e| {
+            serde::de::Error::custom(format!("{e} (a custom one must be set again after loading)"))
         })
     }
 }

@@ -6,13 +6,16 @@
 //! line), `checkpoint.safetensors` (written atomically), `model.safetensors` (at the end) and,
 //! while a process writes it, `run.lock` ([`lock`]).
 
-mod codes_file;
 pub mod lock;
+pub mod options;
 mod resume;
+mod session;
 
-pub use codes_file::{encode_dataset, CodesFormat, EncodeSummary};
+pub use crate::io::MODEL_FILE;
 pub use lock::{RunLock, LOCK_FILE};
+pub use options::{RunOptions, OPTIONS};
 pub use resume::{ResumeRequest, Spelling};
+pub use session::{recorded_data, Session, SessionRequest};
 
 use crate::config::SaeConfig;
 use crate::data::Dataset;
@@ -26,10 +29,8 @@ use std::path::{Path, PathBuf};
 
 /// File names in a run folder.
 pub const CONFIG_FILE: &str = "config.json";
-/// Per-epoch metrics, one JSON object a line.
+/// Per-epoch metrics, one JSON object a line (written only by [`Run::append_metrics`]).
 pub const METRICS_FILE: &str = "metrics.jsonl";
-/// The final model (loads into overcomplete's `MpSAE`).
-pub const MODEL_FILE: &str = "model.safetensors";
 
 /// Whether the data was centred and scaled before training.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -283,6 +284,22 @@ impl Run {
     }
 }
 
+/// The epochs recorded in the run folder `dir` (its `metrics.jsonl`, one epoch report a line);
+/// `None` when it has none.
+pub fn read_metrics(dir: &Path) -> Result<Option<Vec<EpochReport>>> {
+    let path = dir.join(METRICS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        out.push(serde_json::from_str(line).map_err(|e| Error::file(&path, format!("line {}: {e}", i + 1)))?);
+    }
+    Ok(Some(out))
+}
+
 /// Everything that defines a new run except the data's width, which the data gives.
 #[derive(Clone, Debug)]
 pub struct RunRecipe {
@@ -315,7 +332,7 @@ pub struct RunRecipe {
 impl RunRecipe {
     /// The trainer of a new run on `data`, and the configuration its folder records.
     pub fn trainer(&self, data: &Dataset) -> Result<(Trainer, RunConfig)> {
-        let settings = crate::Engine::default();
+        let settings = crate::Settings::default();
         crate::resources::MemoryPlan::training(
             self.concepts,
             data.dim(),
@@ -351,20 +368,6 @@ impl RunRecipe {
         };
         Ok((trainer, config))
     }
-}
-
-/// A model (with its preprocessing and provenance) from a run folder (its `model.safetensors`),
-/// a model file, or a SAELens `matching_pursuit` folder ([`crate::io::saelens`]).
-pub fn load_model(path: &Path) -> Result<MpSae> {
-    if crate::io::saelens::is_saelens(path) {
-        return crate::io::saelens::import(path);
-    }
-    let file = if path.is_dir() { path.join(MODEL_FILE) } else { path.to_path_buf() };
-    if !file.exists() {
-        return Err(Error::file(&file, "no such model file (give a run folder or a .safetensors file)"));
-    }
-    let (model, _) = crate::io::state_dict::load_model(&file, None)?;
-    Ok(model)
 }
 
 /// The preprocessing of a new run on `data`.

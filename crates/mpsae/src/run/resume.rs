@@ -8,7 +8,9 @@
 //! [`ResumeRequest::apply`].
 
 use crate::data::Dataset;
-use crate::run::{RunConfig, RunRecipe};
+use crate::run::options::{Group, OPTIONS};
+use crate::run::{RunConfig, RunOptions};
+use serde_json::Value;
 use crate::train::Trainer;
 use crate::{Error, Result};
 
@@ -22,10 +24,17 @@ pub enum Spelling {
 }
 
 impl Spelling {
-    fn option(self, name: &str, value: &str) -> String {
-        match self {
-            Spelling::Cli => format!("--{} {value}", name.replace('_', "-")),
-            Spelling::Python => format!("{name}={value}"),
+    /// `name` set to `value` as this front end spells it (`--batch-size 8`, `--no-shuffle`,
+    /// `batch_size=8`, `shuffle=False`).
+    pub fn option(self, name: &str, value: &str) -> String {
+        let spec = crate::run::options::spec(name);
+        let switch = spec.is_some_and(|s| s.kind == crate::run::options::Kind::Switch);
+        match (self, switch, value) {
+            (Spelling::Cli, true, "true") => format!("--{}", name.replace('_', "-")),
+            (Spelling::Cli, true, _) => format!("--no-{}", name.replace('_', "-")),
+            (Spelling::Cli, false, _) => format!("--{} {value}", name.replace('_', "-")),
+            (Spelling::Python, true, v) => format!("{name}={}", if v == "true" { "True" } else { "False" }),
+            (Spelling::Python, false, _) => format!("{name}={value}"),
         }
     }
 
@@ -54,12 +63,10 @@ impl Spelling {
 /// What a caller asks of a run it resumes.
 #[derive(Clone, Debug)]
 pub struct ResumeRequest {
-    /// The options as the caller would start a new run (its defaults where it gave none).
-    pub recipe: RunRecipe,
-    /// The names of the options the caller gave: `concepts`, `k`, `dropout`, `normalization`,
-    /// `multiplier`, `center`, `scale`, `seed`, and the training options `epochs`, `steps`,
-    /// `batch_size`, `lr`, `beta1`, `beta2`, `eps`, `clip`, `shuffle`, `criterion`,
-    /// `detailed_stats`, `max_bad_steps`, `checkpoint_every`, `gradient_shards`, `schedule`.
+    /// The options as the caller would start a new run (the defaults where it gave none).
+    pub options: RunOptions,
+    /// The names of the options the caller gave (rows of [`crate::run::OPTIONS`]): only these
+    /// are compared with the run's.
     pub given: Vec<String>,
     /// Apply training options that differ from the run's.
     pub allow_changes: bool,
@@ -69,11 +76,16 @@ pub struct ResumeRequest {
     pub spelling: Spelling,
 }
 
-impl ResumeRequest {
-    fn given(&self, name: &str) -> bool {
-        self.given.iter().any(|g| g == name)
+/// A value as a user typed it: `64`, `0.5`, `revive`, `none`.
+fn shown(v: &Value) -> String {
+    match v {
+        Value::Null => "none".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
+}
 
+impl ResumeRequest {
     /// Checks `data` and the options given against the run (`config`, `trainer` restored from its
     /// checkpoint) and applies the allowed changes to `trainer`. Returns notes to show (the
     /// changes applied).
@@ -91,61 +103,31 @@ impl ResumeRequest {
                 ),
             ));
         }
-        let (r, m) = (&self.recipe, &config.model);
-        let model_options: [(&str, &str, String, String); 8] = [
-            ("concepts", "nb_concepts", r.concepts.to_string(), m.nb_concepts.to_string()),
-            ("k", "k", r.k.to_string(), m.k.to_string()),
-            ("dropout", "dropout", format!("{:?}", r.dropout), format!("{:?}", m.dropout)),
-            ("normalization", "normalization", r.normalization.name(), m.normalization.name()),
-            ("multiplier", "use_multiplier", r.use_multiplier.to_string(), m.use_multiplier.to_string()),
-            ("center", "center", r.preprocess.center.to_string(), config.preprocess.center.to_string()),
-            ("scale", "scale", r.preprocess.scale.to_string(), config.preprocess.scale.to_string()),
-            ("seed", "seed", r.seed.to_string(), config.train.seed.to_string()),
-        ];
-        for (name, py_name, new, old) in model_options {
-            if self.given(name) && new != old {
-                let shown = if sp == Spelling::Python { py_name } else { name };
+        let run = RunOptions::of_run(config, &trainer.options).to_map();
+        let asked = self.options.to_map();
+        let mut merged = run.clone();
+        let mut differs = Vec::new();
+        for spec in OPTIONS.iter().filter(|s| self.given.iter().any(|g| g == s.name)) {
+            let (new, old) = (&asked[spec.name], &run[spec.name]);
+            if new == old {
+                continue;
+            }
+            if spec.group == Group::Model {
                 return Err(Error::invalid(
                     "resume",
                     format!(
-                        "{} differs from the run's {old}: a resumed run keeps its model and seed (start a new one with {})",
-                        sp.option(shown, &new),
+                        "{} differs from the run's {}: a resumed run keeps its model and seed (start a new one with {})",
+                        sp.option(spec.name, &shown(new)),
+                        shown(old),
                         sp.start_over()
                     ),
                 ));
             }
+            differs.push(format!("{} (the run's: {})", sp.option(spec.name, &shown(new)), shown(old)));
+            merged.insert(spec.name.to_string(), new.clone());
         }
-        let new = &r.options;
-        let old = trainer.options.clone();
-        let mut changed = old.clone();
-        let mut differs = Vec::new();
-        macro_rules! field {
-            ($name:literal, $($f:ident).+) => {
-                if self.given($name) && format!("{:?}", new.$($f).+) != format!("{:?}", old.$($f).+) {
-                    differs.push(format!("{} (the run's: {:?})", sp.option($name, &format!("{:?}", new.$($f).+)), old.$($f).+));
-                    changed.$($f).+ = new.$($f).+.clone();
-                }
-            };
-        }
-        field!("epochs", epochs);
-        field!("steps", steps);
-        field!("batch_size", batch_size);
-        field!("lr", lr);
-        field!("beta1", beta1);
-        field!("beta2", beta2);
-        field!("eps", eps);
-        field!("clip", clip_grad);
-        field!("shuffle", shuffle);
-        field!("criterion", criterion);
-        field!("detailed_stats", detailed_stats);
-        field!("max_bad_steps", max_bad_steps);
-        field!("checkpoint_every", checkpoint_every);
-        field!("gradient_shards", gradient_shards);
-        if self.given("schedule") && new.schedule != old.schedule {
-            differs.push(format!("the schedule {:?} (the run's: {:?})", new.schedule, old.schedule));
-            changed.schedule = new.schedule;
-        }
-        if differs.is_empty() {
+        let changed = RunOptions::with_given(&merged)?.train_options()?;
+        if differs.is_empty() || changed == trainer.options {
             return Ok(Vec::new());
         }
         if !self.allow_changes {
@@ -160,7 +142,6 @@ impl ResumeRequest {
                 ),
             ));
         }
-        changed.validate()?;
         trainer.adam.params = changed.adam();
         trainer.options = changed;
         Ok(vec![format!("resuming with {}", differs.join(", "))])

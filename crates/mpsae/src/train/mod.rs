@@ -8,14 +8,12 @@
 //! - this file: the [`Trainer`], a step in three phases (gradients, reduce, apply).
 
 pub mod checkpoint;
-mod evaluate;
 mod options;
 mod reduce;
 mod report;
 mod stream;
 
 pub use checkpoint::CHECKPOINT_FILE;
-pub use evaluate::{evaluate, EvalOptions, EvalReport};
 pub use options::{CriterionChoice, ScheduleOptions, TrainOptions};
 pub use reduce::{batch_share, BatchShare, Reducer, SingleProcess};
 pub use report::{DetailedStats, EpochAccumulator, EpochReport, Observer, Progress, Silent, StepReport};
@@ -187,7 +185,7 @@ impl Trainer {
                 s.params_norm += wn;
                 s.params_grad_norm += gn;
             }
-            grad_norm = clip_gradients(self.model.backend(), &mut pass.grads, self.options.clip_grad);
+            grad_norm = clip_gradients(self.model.backend(), &mut pass.grads, self.options.clip);
             self.adam.step(&mut self.model, &pass.grads, lr);
         }
         self.account(stats, finite, lr, grad_norm, pass.strategy.name())
@@ -505,6 +503,12 @@ struct BatchStats {
     values: Vec<f64>,
     c: usize,
 }
+
+/// The names of a step's statistics that every process sums, in order (the device path sends
+/// them by these names): then the residual energy after each pursuit step (`energy_1..k`), then
+/// 1 for each atom with a positive code (`alive_1..c`).
+pub const STEP_STATISTICS: [&str; FIXED] =
+    ["loss", "rows", "entries", "sum_x", "sum_x2", "sum_error2", "nonzero_codes", "sum_codes2"];
 
 const FIXED: usize = 8;
 

@@ -91,7 +91,8 @@ pub struct TrainOptions {
     /// Adam's ε.
     pub eps: f64,
     /// Global-norm gradient clipping (0 turns it off).
-    pub clip_grad: f64,
+    #[serde(alias = "clip_grad")]
+    pub clip: f64,
     /// Cosine schedule with warmup, if any.
     pub schedule: Option<ScheduleOptions>,
     /// The criterion.
@@ -126,7 +127,7 @@ impl Default for TrainOptions {
             beta1: d::BETA1,
             beta2: d::BETA2,
             eps: d::EPS,
-            clip_grad: d::CLIP,
+            clip: d::CLIP,
             schedule: None,
             criterion: CriterionChoice::Mse,
             detailed_stats: false,
@@ -160,10 +161,10 @@ impl TrainOptions {
         if !(self.eps >= 0.0 && self.eps.is_finite()) {
             return Err(Error::invalid("eps", format!("{} must be >= 0", self.eps)));
         }
-        if !(self.clip_grad >= 0.0 && self.clip_grad.is_finite()) {
+        if !(self.clip >= 0.0 && self.clip.is_finite()) {
             return Err(Error::invalid(
                 "clip",
-                format!("{} must be >= 0 (0 turns clipping off)", self.clip_grad),
+                format!("{} must be >= 0 (0 turns clipping off)", self.clip),
             ));
         }
         if !self.gradient_shards.is_power_of_two() || self.gradient_shards > 1024 {

@@ -23,6 +23,11 @@ pub trait Reducer {
     /// Sums per-process statistics so that every process holds the totals.
     fn sum(&mut self, values: &mut [f64]) -> Result<()>;
 
+    /// Every process's bytes, in rank order (lengths may differ).
+    fn all_gather(&mut self, mine: &[u8]) -> Result<Vec<Vec<u8>>> {
+        Ok(vec![mine.to_vec()])
+    }
+
     /// Whether any process says `flag` (so that all stop at the same step).
     fn any(&mut self, flag: bool) -> Result<bool> {
         let mut v = [flag as u8 as f64];

@@ -1,7 +1,7 @@
 //! Evaluation of a model on a dataset: the metrics of `mpsae eval`.
 
 use crate::data::Dataset;
-use crate::encode_pass::{check, encode_batches, PassOptions};
+use crate::encode::pass::{check, encode_batches, PassOptions};
 use crate::metrics::DeadCodeTracker;
 use crate::model::MpSae;
 use crate::Result;

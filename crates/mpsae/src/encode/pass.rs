@@ -1,6 +1,6 @@
 //! The one eval-mode encode path over a dataset: read rows, let the model preprocess and pursue
-//! them, hand each batch to the caller. `mpsae eval` ([`crate::train::evaluate`]), the codes file
-//! ([`crate::run::encode_dataset`]), the concept browser ([`crate::concepts::analyze`]) and the
+//! them, hand each batch to the caller. `mpsae eval` ([`crate::encode::evaluate()`]), the codes file
+//! ([`crate::encode::encode_dataset`]), the concept browser ([`crate::concepts::analyze`]) and the
 //! Python package all go through it, so they see the same codes for the same rows.
 
 use crate::data::Dataset;

@@ -5,7 +5,7 @@
 //! codes. The file is written under a temporary name and renamed when complete.
 
 use crate::data::Dataset;
-use crate::encode_pass::{check, encode_batches, PassOptions};
+use crate::encode::pass::{check, encode_batches, PassOptions};
 use crate::io::atomic::is_temporary;
 use crate::model::{Codes, EncodeOptions, MpSae};
 use crate::{Error, Result};
