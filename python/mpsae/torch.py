@@ -28,7 +28,6 @@ from typing import Callable, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from . import _mpsae
 from . import torch_pursuit
 from .pursuit import EngineOps, Pursuit, PursuitStats, TorchOps, engine_can_run
 

@@ -45,3 +45,8 @@ pub use mpsae_kernels as kernels;
 #[doc = include_str!("../../../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The architecture notes' examples (the library's Rust API), compiled and run as doctests.
+#[doc = include_str!("../../../docs/architecture.md")]
+#[cfg(doctest)]
+pub struct ArchitectureDoctests;
