@@ -50,8 +50,16 @@ def defaults() -> Dict[str, Any]: ...
 
 def options() -> List[Dict[str, Any]]: ...
 
+def check_preprocess(mean: Optional[Tuple[List[int], List[float]]], scale: Optional[Tuple[List[int], List[float]]],
+                     d: int) -> None: ...
+
 FILES: Dict[str, str]
 STEP_STATISTICS: List[str]
+
+class FolderLock:
+    def __init__(self, dir: str) -> None: ...
+    took_over: Optional[str]
+    def release(self) -> None: ...
 
 class StreamTrainer:
     def __init__(self, input_dim: int, options: str,

@@ -20,13 +20,15 @@ import os
 import re
 import sys
 import time
+import warnings
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from . import _mpsae
 from .files import HARVEST as HARVEST_FILE
 from .files import TOKENS as TOKENS_FILE
-from .windows import Progress, find_module, hook_output, padded, windows
+from .windows import Progress, check_token_ids, documents, find_module, hook_output, padded, windows
 
 __all__ = ["harvest", "windows", "find_module", "HARVEST_FILE", "TOKENS_FILE"]
 TOKENS_HEADER = "row\tsource\tdoc\twindow\tpos\ttoken_id\ttoken\n"
@@ -86,9 +88,23 @@ def _save_text(path: str, text: str) -> None:
 class _Folder:
     """One hook's harvest folder: shards, tokens.tsv, harvest.json."""
 
-    def __init__(self, out: str, info: Dict[str, Any], resume: bool, header: str = TOKENS_HEADER):
+    def __init__(self, out: str, info: Dict[str, Any], resume: bool, header: str = TOKENS_HEADER,
+                 progress: bool = True):
         self.out = out
         os.makedirs(out, exist_ok=True)
+        # One writer at a time, as for training runs: a second is refused at once, naming the
+        # holder; the lock of a process that is gone is taken over.
+        self.lock = _mpsae.FolderLock(out)
+        try:
+            self._open(info, resume, header)
+        except BaseException:
+            self.lock.release()
+            raise
+        if self.lock.took_over and progress:
+            print(f"harvest: took over the lock of a process that is gone ({self.lock.took_over})", file=sys.stderr)
+
+    def _open(self, info: Dict[str, Any], resume: bool, header: str) -> None:
+        out = self.out
         path = os.path.join(out, HARVEST_FILE)
         if resume and os.path.exists(path):
             with open(path) as f:
@@ -100,7 +116,7 @@ class _Folder:
         else:
             if os.path.exists(path) and not resume:
                 raise FileExistsError(f"{out} already holds a harvest: resume=True continues it")
-            self.info = dict(info, rows=0, d=None, shards=[], windows=0, complete=False)
+            self.info = dict(info, rows=0, d=None, shards=[], windows=0, partial=0, complete=False)
         # Leftovers of a harvest killed midway: shards it did not record, token lines past its rows.
         known = set(self.info["shards"])
         for name in os.listdir(out):
@@ -116,14 +132,22 @@ class _Folder:
         else:
             with open(tokens, "w", encoding="utf-8") as f:
                 f.write(header)
+        self.info.setdefault("partial", 0)
         self.rows: List[np.ndarray] = []
         self.lines: List[str] = []
         self.windows_pending = 0
+        self.partial_pending = self.info["partial"]
 
-    def add(self, rows: np.ndarray, lines: List[str]) -> None:
+    def add(self, rows: np.ndarray, lines: List[str], taken: Optional[int] = None) -> None:
+        """Rows of one window: the whole window (``taken`` None), or its first ``taken``
+        positions (``max_rows`` cut it; a resumed harvest continues inside it)."""
         self.rows.append(rows)
         self.lines.extend(lines)
-        self.windows_pending += 1
+        if taken is None:
+            self.windows_pending += 1
+            self.partial_pending = 0
+        else:
+            self.partial_pending = taken
 
     def pending_rows(self) -> int:
         return sum(len(r) for r in self.rows)
@@ -141,6 +165,7 @@ class _Folder:
             self.info["rows"] += len(block)
             self.info["d"] = int(block.shape[1])
             self.info["windows"] += self.windows_pending
+            self.info["partial"] = self.partial_pending
             self.rows, self.lines, self.windows_pending = [], [], 0
         self.info["complete"] = complete
         _atomic_write(os.path.join(self.out, HARVEST_FILE), lambda p: _save_text(p, json.dumps(self.info, indent=1)))
@@ -197,8 +222,6 @@ def harvest(model, inputs, hook: Union[str, Sequence[str]], out, *, tokenizer=No
     dict
         The ``harvest.json`` of the (first) hook's folder.
     """
-    import torch
-
     if dtype not in ("float16", "float32"):
         raise ValueError(f"dtype '{dtype}': use float16 or float32")
     if batch_size < 1 or shard_rows < 1:
@@ -213,17 +236,74 @@ def harvest(model, inputs, hook: Union[str, Sequence[str]], out, *, tokenizer=No
     images = _is_images(inputs)
     if images:
         context, prepend_bos, tok_name = None, None, None
+    else:
+        # The inputs are checked before any folder is touched: missing files, token ids that are
+        # not integers or lie outside the vocabulary.
+        vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+        docs, as_ids = documents(inputs)
+        if as_ids:
+            check_token_ids(docs, vocab)
+        inputs = docs
+        if not as_ids and tokenizer is None:
+            raise ValueError("text inputs need a tokenizer (tokenizer=)")
     folders = []
+    new_dirs = [d for d in ([out] if len(hooks) == 1 else [os.path.join(out, h) for h in hooks] + [out])
+                if not os.path.exists(d)]
     for h in hooks:
         info = dict(model=name, hook=h, layer=_layer_of(h), tokenizer=tok_name or (None if images else name),
                     context=context, prepend_bos=prepend_bos, exclude_first=exclude_first, dtype=dtype)
-        folders.append(_Folder(out if len(hooks) == 1 else os.path.join(out, h), info, resume,
-                               IMAGES_HEADER if images else TOKENS_HEADER))
+        try:
+            folders.append(_Folder(out if len(hooks) == 1 else os.path.join(out, h), info, resume,
+                                   IMAGES_HEADER if images else TOKENS_HEADER, progress))
+        except BaseException:
+            for f in folders:
+                f.lock.release()
+            _forget(new_dirs)
+            raise
+    try:
+        return _harvest_into(folders, model, inputs, hooks, modules, tokenizer, context, batch_size, prepend_bos,
+                             exclude_first, dtype, max_rows, progress, shard_rows, image_names, images, name, out)
+    except BaseException:
+        for f in folders:
+            f.lock.release()
+        # A folder this call created and recorded nothing in is not left behind.
+        if all(not f.info["shards"] for f in folders):
+            _forget(new_dirs)
+        raise
+    finally:
+        for f in folders:
+            f.lock.release()
+
+
+def _forget(dirs: List[str]) -> None:
+    """Removes the folders ``dirs`` that a failed harvest created (their token headers)."""
+    for d in dirs:
+        for name in (TOKENS_FILE,):
+            try:
+                os.remove(os.path.join(d, name))
+            except OSError:
+                pass
+    for d in sorted(dirs, key=len, reverse=True):
+        try:
+            os.rmdir(d)
+        except OSError:
+            pass
+
+
+def _harvest_into(folders, model, inputs, hooks, modules, tokenizer, context, batch_size, prepend_bos,
+                  exclude_first, dtype, max_rows, progress, shard_rows, image_names, images, name, out):
+    """The harvest loop over locked folders (see :func:`harvest`)."""
+    import torch
+
     done_windows = folders[0].info["windows"]
-    if any(f.info["windows"] != done_windows for f in folders):
+    partial = folders[0].info.get("partial", 0)
+    if any(f.info["windows"] != done_windows or f.info.get("partial", 0) != partial for f in folders):
         raise ValueError("the hooks' folders recorded different numbers of windows: harvest them again")
     rows_done = folders[0].info["rows"]
-    if folders[0].info.get("complete") and resume:
+    start_rows = rows_done
+    if max_rows is not None and rows_done >= max_rows:
+        warnings.warn(f"{out} already holds {rows_done} rows (max_rows={max_rows}): nothing added; "
+                      "give a larger max_rows to extend it", stacklevel=3)
         return folders[0].info
     vocab = getattr(getattr(model, "config", None), "vocab_size", None)
     source = os.path.basename(str(name).rstrip("/")) if name else type(model).__name__
@@ -231,7 +311,7 @@ def harvest(model, inputs, hook: Union[str, Sequence[str]], out, *, tokenizer=No
 
     def make_hook(i):
         def fn(_module, _inputs, output):
-            captured[i] = hook_output(output).detach()
+            captured[i] = hook_output(output, hooks[i]).detach()
             if all(c is not None for c in captured):
                 raise _Stop()
         return fn
@@ -244,7 +324,7 @@ def harvest(model, inputs, hook: Union[str, Sequence[str]], out, *, tokenizer=No
     all_windows = _image_units(inputs, image_names) if images else windows(inputs, tokenizer, context, prepend_bos, vocab)
     bar = Progress(progress, max_rows)
     bar.update(rows_done)
-    start_rows = rows_done
+    skip_positions = [partial]  # positions of the first window a resumed harvest already holds
     try:
         skipped = 0
         batch: List[Tuple[int, int, List[int]]] = []
@@ -283,8 +363,13 @@ def harvest(model, inputs, hook: Union[str, Sequence[str]], out, *, tokenizer=No
                     grid = side * side == tokens_here - cut
                 else:
                     positions = list(range(cut, len(toks)))
-                if max_rows is not None:
+                already = skip_positions[0]
+                skip_positions[0] = 0
+                positions = positions[already:]
+                whole = True
+                if max_rows is not None and len(positions) > max_rows - rows_done:
                     positions = positions[:max(0, max_rows - rows_done)]
+                    whole = False
                 if not positions:
                     stop = stop or (max_rows is not None and rows_done >= max_rows)
                     continue
@@ -299,7 +384,7 @@ def harvest(model, inputs, hook: Union[str, Sequence[str]], out, *, tokenizer=No
                              for j, (p, t) in enumerate(zip(positions, texts))]
                 for i, acts in enumerate(captured):
                     rows = acts[b, positions].float().cpu().numpy().astype(np_dtype)
-                    folders[i].add(rows, lines)
+                    folders[i].add(rows, lines, None if whole else already + len(positions))
                 rows_done += len(positions)
                 bar.update(rows_done)
                 if folders[0].pending_rows() >= shard_rows:
@@ -324,6 +409,9 @@ def harvest(model, inputs, hook: Union[str, Sequence[str]], out, *, tokenizer=No
             run(batch)
         if rows_done == 0:
             raise ValueError("the inputs gave no rows (empty documents, or windows of one token with exclude_first)")
+        if rows_done == start_rows and start_rows > 0:
+            warnings.warn(f"{out} already holds every row these inputs give ({rows_done} rows): nothing added; "
+                          "give more inputs (or a larger max_rows) to extend it", stacklevel=3)
         for f in folders:
             f.flush(complete=True)
     finally:

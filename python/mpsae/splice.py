@@ -71,10 +71,16 @@ def evaluate_in_model(model, sae_or_run, inputs, hook: str, *, tokenizer=None, c
     mode = {"what": "clean", "mask": None}
     stats = {"sse": 0.0, "sum": None, "sumsq": 0.0, "rows": 0, "nnz": 0}
 
+    width = sae.dictionary.in_dimensions
+
     def splice(_module, _inputs, output):
+        acts = hook_output(output, hook)
+        if acts.shape[-1] != width:
+            # Checked at the first hook call, before any long work (and before a torch error).
+            raise ValueError(f"the SAE reads rows of width {width}, but hook '{hook}' gives {acts.shape[-1]} "
+                             f"(shape {tuple(acts.shape)}): give the SAE trained at this hook")
         if mode["what"] == "clean":
             return None
-        acts = hook_output(output)
         if acts.dim() != 3:
             raise ValueError(f"hook '{hook}' gives an output of shape {tuple(acts.shape)}, not [batch, tokens, d]")
         mask = mode["mask"]

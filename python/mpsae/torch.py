@@ -28,7 +28,7 @@ from typing import Callable, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from . import torch_pursuit
+from . import _mpsae, torch_pursuit
 from .pursuit import EngineOps, Pursuit, PursuitStats, TorchOps, engine_can_run
 
 #: The pursuit implementations: "auto" (the engine where it can run, else torch), "engine" (the
@@ -155,6 +155,18 @@ class DictionaryLayer(nn.Module):
         return super()._apply(fn, *args, **kwargs)
 
 
+def check_preprocess(mean, scale, d: int) -> None:
+    """The library's check of a preprocessing (tensors or None) for rows of width ``d``: raises
+    ``ValueError`` naming the problem (a mean of another length, NaN, a scale that is not > 0)."""
+    def entry(t):
+        if t is None:
+            return None
+        t = torch.as_tensor(t).detach().float().cpu()
+        return list(t.shape), t.reshape(-1).tolist()
+
+    _mpsae.check_preprocess(entry(mean), entry(scale), int(d))
+
+
 class Preprocess(nn.Module):
     """The model's centring and scaling, as buffers (moved by ``.to()``, saved in the state dict as
     ``preprocess.mean`` and ``preprocess.scale``): ``x' = (x - mean)·scale`` before the pursuit,
@@ -167,8 +179,9 @@ class Preprocess(nn.Module):
     scale : float or None
     """
 
-    def __init__(self, mean=None, scale=None):
+    def __init__(self, mean=None, scale=None, width: Optional[int] = None):
         super().__init__()
+        self.width = width
         self.register_buffer("mean", None if mean is None else torch.as_tensor(mean, dtype=torch.float32).clone())
         self.register_buffer("scale", None if scale is None else torch.tensor(float(scale)))
 
@@ -200,7 +213,10 @@ class Preprocess(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
         # The state dict defines the preprocessing: present keys create the buffers, absent ones
-        # remove them (a plain overcomplete state dict has none).
+        # remove them (a plain overcomplete state dict has none). The library checks them first
+        # (shapes, finiteness, scale > 0), as it checks a model file.
+        if self.width is not None:
+            check_preprocess(state_dict.get(prefix + "mean"), state_dict.get(prefix + "scale"), self.width)
         for name in ("mean", "scale"):
             key = prefix + name
             if key in state_dict:
@@ -325,22 +341,23 @@ class MpSAE(nn.Module):
             self.encoder = EncoderFactory.create_module(encoder_module, d, nb_concepts, device=device)
         else:
             raise ValueError(f"unknown encoder module {encoder_module!r}")
-        self.preprocess = Preprocess()
+        self.preprocess = Preprocess(width=d)
         self.path = "none"
         #: What the last pursuit did (:class:`mpsae.pursuit.PursuitStats`).
         self.pursuit_stats = PursuitStats()
 
     def set_preprocess(self, mean=None, scale=None):
         """Set the centring (``mean``, shape ``(d,)``) and scaling (``scale`` > 0) applied before
-        every encode and undone on every decode (None: none)."""
+        every encode and undone on every decode (None: none). Checked by the library, as every
+        loader checks a model file (``ValueError`` naming the problem)."""
         device = self.dictionary._weights.device
         if mean is not None:
             mean = torch.as_tensor(mean, dtype=torch.float32, device=device).reshape(-1)
-            if mean.shape[0] != self.dictionary.in_dimensions or not torch.isfinite(mean).all():
-                raise ValueError(f"the mean must hold {self.dictionary.in_dimensions} finite values")
-        if scale is not None and not (math.isfinite(float(scale)) and float(scale) > 0):
-            raise ValueError(f"scale {scale} must be finite and > 0")
-        self.preprocess = Preprocess(mean, scale).to(device)
+        if scale is not None:
+            scale = torch.as_tensor(scale, dtype=torch.float32)
+        check_preprocess(mean, scale, self.dictionary.in_dimensions)
+        self.preprocess = Preprocess(mean, None if scale is None else float(scale), self.dictionary.in_dimensions)
+        self.preprocess.to(device)
         return self
 
     def extra_repr(self):
@@ -367,7 +384,14 @@ class MpSAE(nn.Module):
             return torch.bernoulli((1.0 - self.dropout) * torch.ones(self.nb_concepts, 1, device=like.device, dtype=like.dtype))
         return None
 
+    def _check_width(self, x):
+        d = self.dictionary.in_dimensions
+        if x.dim() == 0 or x.shape[-1] != d:
+            raise ValueError(f"inputs must have shape [..., {d}], got {tuple(x.shape)}")
+
     def _run(self, x):
+        # The width first: the centring would otherwise fail inside torch with a broadcast error.
+        self._check_width(x)
         if self.preprocess.identity:
             return self._pursue(x)
         residual, codes, x_hat = self._pursue(self.preprocess.apply_to(x))
@@ -386,11 +410,12 @@ class MpSAE(nn.Module):
             residual, codes, x_hat = self._dense_pursuit(rows, dictionary, mask)
         else:
             residual, codes, x_hat = self._sparse_pursuit(rows, dictionary, mask)
+        # Explicit widths: an empty batch ([0, d], [2, 0, d]) gives empty outputs of these shapes.
         if self.sparse_codes:
             idx, val = codes
-            codes = (idx.reshape(*lead, -1), val.reshape(*lead, -1))
+            codes = (idx.reshape(*lead, idx.shape[-1]), val.reshape(*lead, val.shape[-1]))
         else:
-            codes = codes.reshape(*lead, -1)
+            codes = codes.reshape(*lead, codes.shape[-1])
         return residual.reshape(x.shape), codes, x_hat.reshape(x.shape)
 
     def _sparse_pursuit(self, x, dictionary, mask):

@@ -11,7 +11,8 @@ from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["find_module", "hook_output", "documents", "windows", "padded", "Progress"]
+__all__ = ["find_module", "hook_output", "documents", "looks_like_path", "check_token_ids", "windows", "padded",
+           "Progress"]
 
 
 def find_module(model, path: str):
@@ -26,17 +27,64 @@ def find_module(model, path: str):
     raise ValueError(f"hook '{path}' names no module of the model; nearest module paths: {', '.join(hint) or '(none)'}")
 
 
-def hook_output(out):
-    """The tensor a hooked module gave (the first element of a tuple output)."""
-    return out[0] if isinstance(out, (tuple, list)) else out
+def hook_output(out, hook: str = "?"):
+    """The tensor a hooked module gave: the output itself, or the first element of a tuple, a
+    list or a ``ModelOutput`` (``last_hidden_state`` of a whole transformer). Anything else is a
+    ``ValueError`` naming the hook and the output's type."""
+    import torch
+
+    first = out
+    if isinstance(out, (tuple, list)):
+        first = out[0] if len(out) else None
+    elif hasattr(out, "to_tuple") and not torch.is_tensor(out):
+        items = out.to_tuple()
+        first = items[0] if items else None
+    if not torch.is_tensor(first):
+        raise ValueError(f"hook '{hook}': the module gives a {type(out).__name__}"
+                         f"{'' if first is out else f' whose first element is a {type(first).__name__}'}, "
+                         "not a tensor of activations: hook a module that outputs them (e.g. model.layers.N)")
+    return first
+
+
+#: Extensions of text files: a string ending with one names a file, never a literal text.
+TEXT_EXTENSIONS = (".txt", ".text", ".md", ".rst", ".json", ".jsonl", ".csv", ".tsv", ".py", ".html", ".xml",
+                   ".log", ".tex")
+
+
+def looks_like_path(text: str) -> bool:
+    """Whether a string is meant as a file: one line, no wider than a path, and ending with a
+    text extension or naming something inside an existing folder."""
+    if "\n" in text or len(text) > 4096 or not text.strip():
+        return False
+    if text.lower().endswith(TEXT_EXTENSIONS):
+        return True
+    parent = os.path.dirname(text)
+    return bool(parent) and os.sep in text and os.path.isdir(parent) and " " not in os.path.basename(text)
 
 
 def documents(inputs) -> Tuple[List[Any], bool]:
-    """``(documents, as_ids)``: strings, a text file (one document), or lists of token ids."""
-    if isinstance(inputs, (str, os.PathLike)) and os.path.isfile(os.fspath(inputs)):
-        with open(os.fspath(inputs), encoding="utf-8") as f:
+    """``(documents, as_ids)`` of the inputs of a harvest.
+
+    A ``pathlib.Path`` (any ``os.PathLike``) is a text file, read as one document. A string is a
+    file when it names one; a string that looks like a path (one line ending with a text
+    extension such as ``.txt``, or naming something inside an existing folder) but names no file
+    is a ``FileNotFoundError``; any other string is a document itself (to harvest a string that
+    looks like a path, put it in a list: ``[text]``). A list holds documents (strings) or token
+    ids (lists or arrays of integers).
+    """
+    if isinstance(inputs, os.PathLike):
+        path = os.fspath(inputs)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such text file")
+        with open(path, encoding="utf-8") as f:
             return [f.read()], False
     if isinstance(inputs, str):
+        if os.path.isfile(inputs):
+            with open(inputs, encoding="utf-8") as f:
+                return [f.read()], False
+        if looks_like_path(inputs):
+            raise FileNotFoundError(f"{inputs}: no such text file (to harvest this string itself, give it in a "
+                                    "list: [text])")
         return [inputs], False
     docs = list(inputs)
     if not docs:
@@ -44,8 +92,26 @@ def documents(inputs) -> Tuple[List[Any], bool]:
     if all(isinstance(d, str) for d in docs):
         return docs, False
     if all(isinstance(d, (list, tuple, np.ndarray)) or hasattr(d, "tolist") for d in docs):
-        return [[int(t) for t in (d.tolist() if hasattr(d, "tolist") else d)] for d in docs], True
+        return [_ids(d, i) for i, d in enumerate(docs)], True
     raise TypeError("inputs must be strings, a text file path, or lists of token ids")
+
+
+def _ids(doc, i: int) -> List[int]:
+    """A document's token ids as ints; a float, a bool or anything else is a ``TypeError``."""
+    values = doc.tolist() if hasattr(doc, "tolist") else list(doc)
+    for t in values:
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+            raise TypeError(f"document {i}: token id {t!r} is not an integer (give token ids as ints)")
+    return [int(t) for t in values]
+
+
+def check_token_ids(docs: List[List[int]], vocab_size: Optional[int]) -> None:
+    """Every id in ``[0, vocab_size)`` (or >= 0 when the vocabulary size is unknown)."""
+    for i, ids in enumerate(docs):
+        bad = [t for t in ids if t < 0 or (vocab_size is not None and t >= vocab_size)]
+        if bad:
+            where = f"the vocabulary of {vocab_size}" if vocab_size is not None else "the vocabulary"
+            raise ValueError(f"document {i}: token id {bad[0]} is outside {where}")
 
 
 def windows(inputs, tokenizer=None, context: int = 256, prepend_bos: bool = True,

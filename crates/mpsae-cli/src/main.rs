@@ -40,6 +40,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // A closed pipe (`mpsae inspect RUN | head -3`) ends the process quietly, as it does `ls`,
+    // instead of a panic in println!.
+    #[cfg(unix)]
+    // SAFETY: setting SIGPIPE's disposition to the default before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     common::tune_allocator();
     // OpenBLAS's idle worker threads spin for ~2^28 cycles after each call by default, taking the
     // cores from the rayon work that follows; make them sleep at once (unless the user chose).

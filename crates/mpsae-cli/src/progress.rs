@@ -90,8 +90,9 @@ impl Observer for Reporter {
 
     fn on_epoch(&mut self, r: &EpochReport) {
         let line = format!(
-            "Epoch[{}] step {}, Loss: {:.4e}, R2: {:.4}, L0: {:.2}, Dead Features: {:.1}%, Time: {:.2} seconds",
+            "Epoch[{}{}] step {}, Loss: {:.4e}, R2: {:.4}, L0: {:.2}, Dead Features: {:.1}%, Time: {:.2} seconds",
             r.epoch,
+            if r.partial { ", partial" } else { "" },
             r.step,
             r.avg_loss,
             r.r2,

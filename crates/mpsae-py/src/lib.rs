@@ -6,6 +6,7 @@
 
 mod errors;
 mod kernels;
+mod lock;
 mod model;
 mod training;
 
@@ -16,10 +17,12 @@ use pyo3::prelude::*;
 fn _mpsae(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<model::Model>()?;
     m.add_class::<training::StreamTrainer>()?;
+    m.add_class::<lock::FolderLock>()?;
     m.add_function(wrap_pyfunction!(training::train, m)?)?;
     m.add_function(wrap_pyfunction!(training::evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(training::defaults, m)?)?;
     m.add_function(wrap_pyfunction!(training::options, m)?)?;
+    m.add_function(wrap_pyfunction!(model::check_preprocess, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::pursuit, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::decode, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::backward, m)?)?;

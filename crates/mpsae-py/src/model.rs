@@ -311,3 +311,18 @@ impl Model {
         Ok(Codes { n, c, k, atoms: ids, values: vals })
     }
 }
+
+/// The library's check of a preprocessing given as state-dict entries (`(shape, values)` of
+/// `preprocess.mean` and `preprocess.scale`, None where absent) for rows of width `d`: the
+/// torch module's `load_state_dict` and `set_preprocess` call it, so every door refuses the
+/// same tensors with the same message.
+#[pyfunction]
+#[pyo3(signature = (mean, scale, d))]
+#[allow(clippy::type_complexity)]
+pub fn check_preprocess(
+    mean: Option<(Vec<usize>, Vec<f32>)>,
+    scale: Option<(Vec<usize>, Vec<f32>)>,
+    d: usize,
+) -> PyResult<()> {
+    mpsae::Preprocess::from_state(mean, scale, d).map(|_| ()).py()
+}

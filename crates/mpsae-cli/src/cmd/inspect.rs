@@ -26,10 +26,38 @@ fn stats(v: &[f32]) -> Value {
     json!({"mean": mean, "std": var.sqrt(), "min": min, "max": max, "nonfinite": nonfinite})
 }
 
-/// Runs `mpsae inspect`.
+/// A harvest folder: its provenance, rows, width, shards (each checked to exist) and whether it
+/// ran to its end.
+fn harvest_folder(dir: &std::path::Path) -> CliResult<()> {
+    let info = mpsae::data::harvest::read(dir).map_err(msg)?;
+    let missing: Vec<&String> = info.shards.iter().filter(|s| !dir.join(s).is_file()).collect();
+    let out = json!({
+        "folder": dir.display().to_string(),
+        "kind": "harvest",
+        "provenance": info.provenance,
+        "rows": info.rows,
+        "d": info.d,
+        "shards": info.shards.len(),
+        "first_shard": info.shards.first(),
+        "last_shard": info.shards.last(),
+        "complete": info.complete,
+        "tokens": dir.join(mpsae::data::harvest::TOKENS_FILE).is_file(),
+    });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap());
+    if let Some(m) = missing.first() {
+        return Err(format!("{}: harvest.json lists {m}, which is missing", dir.display()));
+    }
+    Ok(())
+}
+
+/// Runs `mpsae inspect`. A model or checkpoint is checked as every loader checks it; a problem is
+/// shown in the listing and ends the command with one line and a non-zero exit.
 pub fn run(a: InspectArgs) -> CliResult<()> {
     let mut path = a.file.clone();
     let mut run_config = None;
+    if mpsae::data::harvest::is_harvest(&path) {
+        return harvest_folder(&path);
+    }
     if path.is_dir() {
         if let Ok(text) = std::fs::read_to_string(path.join("config.json")) {
             run_config = serde_json::from_str::<Value>(&text).ok();
@@ -52,6 +80,17 @@ pub fn run(a: InspectArgs) -> CliResult<()> {
         listing.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
         let (tensors, meta) = read_tensors(&path, &bytes).map_err(msg)?;
         let mut out = json!({"file": path.display().to_string(), "tensors": listing});
+        if tensors.contains_key("dictionary._weights") {
+            // The library's checks of every tensor (shapes, finiteness, scale > 0).
+            let checked = if meta.contains_key("mpsae_train_state") {
+                mpsae::train::checkpoint::load(&path).map(|_| ())
+            } else {
+                mpsae::io::state_dict::read_model(&path, None).map(|_| ())
+            };
+            if let Err(e) = checked {
+                out["problem"] = json!(e.to_string());
+            }
+        }
         if let Some(w) = tensors.get("dictionary._weights") {
             let d = w.shape.get(1).copied().unwrap_or(1).max(1);
             let norms: Vec<f32> =
@@ -105,7 +144,10 @@ pub fn run(a: InspectArgs) -> CliResult<()> {
         out["run"] = c;
     }
     println!("{}", serde_json::to_string_pretty(&out).unwrap());
-    Ok(())
+    match out.get("problem").and_then(Value::as_str) {
+        Some(problem) => Err(problem.to_string()),
+        None => Ok(()),
+    }
 }
 
 fn data_stats(data: &mpsae::data::Dataset) -> Value {

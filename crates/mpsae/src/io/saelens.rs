@@ -29,15 +29,55 @@ pub const CONFIG_FILE: &str = "cfg.json";
 /// SAELens's weights file.
 pub const WEIGHTS_FILE: &str = "sae_weights.safetensors";
 
-/// Whether `dir` is a SAELens matching-pursuit folder.
+/// Whether `dir` is meant as a SAELens folder: it holds SAELens's `cfg.json` ([`import`] then
+/// names whatever else is missing or wrong).
 pub fn is_saelens(dir: &Path) -> bool {
-    dir.is_dir()
-        && dir.join(CONFIG_FILE).is_file()
-        && dir.join(WEIGHTS_FILE).is_file()
+    dir.is_dir() && dir.join(CONFIG_FILE).is_file()
 }
 
-/// Writes `model` as a SAELens folder `dir` (created if needed).
-pub fn export(model: &mut MpSae, dir: &Path) -> Result<()> {
+/// Writes `model` as the SAELens folder `dir`. A `dir` that exists and holds anything is refused
+/// unless `force`; the folder is written under a temporary name beside it and renamed into place,
+/// so a failure never leaves a half-written folder (nor touches the old one).
+pub fn export(model: &mut MpSae, dir: &Path, force: bool) -> Result<()> {
+    let occupied = std::fs::read_dir(dir).map(|mut e| e.next().is_some()).unwrap_or(false);
+    if occupied && !force {
+        return Err(Error::file(dir, "is not empty: give another folder, or replace it with --force (force=True)"));
+    }
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::file(dir, "is a file, not a folder"));
+    }
+    let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "export".into());
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let tmp = parent.join(format!(".{name}.tmp{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let written = write_folder(model, &tmp);
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    // Swap: the old folder aside, the new one in, then the old one removed.
+    let old = parent.join(format!(".{name}.old{}", std::process::id()));
+    let had = dir.exists();
+    if had {
+        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+    }
+    if let Err(e) = std::fs::rename(&tmp, dir) {
+        if had {
+            let _ = std::fs::rename(&old, dir);
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(Error::io(dir, e));
+    }
+    if had {
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    Ok(())
+}
+
+/// Writes `cfg.json` and the weights of `model` into the folder `dir`.
+fn write_folder(model: &mut MpSae, dir: &Path) -> Result<()> {
     let (c, d, k) = (model.nb_concepts(), model.input_dim(), model.config().k);
     model.eval();
     let dict = model.get_dictionary();
@@ -69,7 +109,6 @@ pub fn export(model: &mut MpSae, dir: &Path) -> Result<()> {
             "mpsae_tokenizer": p.tokenizer,
         },
     });
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let data = serialize_f32(&[("W_dec", vec![c, d], &dict), ("b_dec", vec![d], &mean)], None)?;
     crate::io::atomic::write_atomic(&dir.join(WEIGHTS_FILE), &data)?;
     let text = serde_json::to_string_pretty(&cfg).expect("config serialises");
@@ -93,16 +132,41 @@ pub fn import(dir: &Path) -> Result<MpSae> {
             format!("normalize_activations '{norm}' is not supported (only none)"),
         ));
     }
+    let size = |key: &str| -> Result<usize> {
+        match cfg.get(key) {
+            Some(v) => v.as_u64().filter(|&n| n > 0).map(|n| n as usize).ok_or_else(|| {
+                Error::file(&cfg_path, format!("'{key}' is {v}, not a positive integer"))
+            }),
+            None => Err(Error::file(&cfg_path, format!("has no '{key}'"))),
+        }
+    };
+    let (d_in, d_sae) = (size("d_in")?, size("d_sae")?);
+    let k = match cfg.get("max_iterations") {
+        None | Some(Value::Null) => d_in,
+        Some(v) => v.as_u64().filter(|&k| k > 0).map(|k| k as usize).ok_or_else(|| {
+            Error::file(&cfg_path, format!("max_iterations {v} must be a positive integer (or null)"))
+        })?,
+    };
     let wpath = dir.join(WEIGHTS_FILE);
+    if !wpath.is_file() {
+        return Err(Error::file(&wpath, "no such file: a SAELens folder holds cfg.json and sae_weights.safetensors"));
+    }
     let bytes = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
     let (mut tensors, _) = read_tensors(&wpath, &bytes)?;
     let w = tensors.remove("W_dec").ok_or_else(|| Error::file(&wpath, "no 'W_dec' tensor"))?;
-    if w.shape.len() != 2 {
-        return Err(Error::file(&wpath, format!("'W_dec' has shape {:?}, expected [d_sae, d_in]", w.shape)));
+    if w.shape != [d_sae, d_in] {
+        let hint = if w.shape == [d_in, d_sae] { " (transposed?)" } else { "" };
+        return Err(Error::file(
+            &wpath,
+            format!(
+                "'W_dec' has shape {:?}, but cfg.json says d_sae = {d_sae} and d_in = {d_in}: expected [{d_sae}, {d_in}]{hint}",
+                w.shape
+            ),
+        ));
     }
-    let (c, d) = (w.shape[0], w.shape[1]);
+    let (c, d) = (d_sae, d_in);
     let mut config = SaeConfig::new(d, c);
-    config.k = cfg["max_iterations"].as_u64().map_or(d, |k| k as usize);
+    config.k = k;
     config.normalization = Normalization::Identity;
     let mut model =
         MpSae::from_weights(config, w.data, 0.0, 0).map_err(|e| Error::file(&wpath, e.to_string()))?;

@@ -86,6 +86,11 @@ pub fn recorded_data(dir: &Path) -> Result<(Vec<PathBuf>, Option<String>, bool)>
     Ok((files, config.tensor.clone(), config.skip_nonfinite))
 }
 
+/// `1 epoch`, `3 epochs`.
+fn epochs(n: usize) -> String {
+    format!("{n} epoch{}", if n == 1 { "" } else { "s" })
+}
+
 /// An open training session.
 pub struct Session {
     /// The run folder, locked (`None` in memory, and on the MPI ranks that do not write it).
@@ -159,12 +164,45 @@ impl Session {
         if let Some(run) = &run {
             run.attach(&mut trainer);
         }
+        if r.resume {
+            let rows = data.rows();
+            let (step, planned) = (trainer.progress.step, trainer.planned_steps(rows));
+            if step >= planned {
+                let more = match (trainer.options.steps, r.spelling) {
+                    (Some(s), Spelling::Cli) => format!("its budget of {s} steps; raise --steps (with --allow-changes)"),
+                    (Some(s), Spelling::Python) => format!("its budget of {s} steps; raise steps= (with allow_changes=True)"),
+                    (None, Spelling::Cli) => {
+                        format!("its {}; raise --epochs (with --allow-changes)", epochs(trainer.options.epochs))
+                    }
+                    (None, Spelling::Python) => {
+                        format!("its {}; raise epochs= (with allow_changes=True)", epochs(trainer.options.epochs))
+                    }
+                };
+                notes.push(format!("nothing to train: the run has done {more} to train more"));
+            } else {
+                let epochs_left = if trainer.options.steps.is_none() {
+                    let left = trainer.options.epochs.saturating_sub(trainer.progress.epoch);
+                    format!(" ({} to go, on {rows} rows)", epochs(left))
+                } else {
+                    String::new()
+                };
+                notes.push(format!("continuing at step {step} of {planned}{epochs_left}"));
+            }
+            if trainer.continues_partial_epoch(rows) {
+                // The epoch cut short by the old budget is reported whole once it ends.
+                let mut epochs = trainer.progress.epochs.clone();
+                epochs.pop();
+                if let Some(run) = &run {
+                    run.rewrite_metrics(&epochs)?;
+                }
+            }
+        }
         Ok(Session { run, trainer, data, notes, spelling: r.spelling, out: r.out.clone() })
     }
 
     /// Steps of the whole run.
     pub fn total_steps(&self) -> u64 {
-        self.trainer.options.total_steps(self.data.rows())
+        self.trainer.planned_steps(self.data.rows())
     }
 
     /// Trains until the run's budget; `observer` sees every step and epoch, and the epochs'

@@ -240,12 +240,15 @@ impl Trainer {
         }
     }
 
-    fn finish_epoch(&mut self, seconds: f64) -> EpochReport {
+    /// The report of the current epoch; a `partial` one keeps the epoch's sums (a resumed run
+    /// continues them), a whole one starts the next epoch's.
+    fn finish_epoch(&mut self, seconds: f64, partial: bool) -> EpochReport {
         let c = self.model.nb_concepts();
-        let acc = std::mem::replace(
-            &mut self.progress.acc,
-            EpochAccumulator { alive: vec![false; c], ..Default::default() },
-        );
+        let acc = if partial {
+            self.progress.acc.clone()
+        } else {
+            std::mem::replace(&mut self.progress.acc, EpochAccumulator { alive: vec![false; c], ..Default::default() })
+        };
         let b = acc.batches.max(1) as f64;
         let detailed = self.options.detailed_stats.then(|| DetailedStats {
             z_l2: acc.detailed.z_l2 / b,
@@ -265,9 +268,34 @@ impl Trainer {
             explained_variance: acc.ev.iter().map(|v| v / b).collect(),
             skipped_steps: acc.skipped,
             detailed,
+            partial,
         };
         self.progress.epochs.push(report.clone());
         report
+    }
+
+    /// Steps of the whole run on `rows` rows: the step budget, or the steps done plus those of the
+    /// epochs left (so a run resumed on other data, or with more epochs, trains whole epochs).
+    pub fn planned_steps(&self, rows: usize) -> u64 {
+        match self.options.steps {
+            Some(s) => s,
+            None => {
+                let per_epoch = self.options.batches_per_epoch(rows);
+                let left = (self.options.epochs as u64).saturating_sub(self.progress.epoch as u64);
+                (self.progress.step + (left * per_epoch)).saturating_sub(self.progress.batch_in_epoch)
+            }
+        }
+    }
+
+    /// Whether the last epoch report is a partial one of the epoch in progress (a step budget cut
+    /// it short): a run that continues the epoch drops it, and reports the whole epoch once.
+    pub fn continues_partial_epoch(&self, rows: usize) -> bool {
+        let last_partial = self
+            .progress
+            .epochs
+            .last()
+            .is_some_and(|r| r.partial && r.epoch == self.progress.epoch + 1);
+        last_partial && self.progress.step < self.planned_steps(rows)
     }
 
     /// Runs (or continues) the training on `data` until the step budget or the last epoch,
@@ -351,8 +379,12 @@ impl Trainer {
             )));
         }
         let rows = data.rows();
-        let total = self.options.total_steps(rows);
+        let total = self.planned_steps(rows);
         let per_epoch = self.options.batches_per_epoch(rows);
+        if self.continues_partial_epoch(rows) {
+            self.progress.epochs.pop();
+        }
+        let start_step = self.progress.step;
         let criterion = self.options.criterion.build();
         let bs = self.options.batch_size;
         let d = data.dim();
@@ -413,7 +445,7 @@ impl Trainer {
                 }
             }
             if self.progress.batch_in_epoch >= per_epoch {
-                let r = self.finish_epoch(epoch_start.elapsed().as_secs_f64());
+                let r = self.finish_epoch(epoch_start.elapsed().as_secs_f64(), false);
                 observer.on_epoch(&r);
                 reports.push(r);
                 self.progress.epoch += 1;
@@ -421,9 +453,9 @@ impl Trainer {
                 epoch_start = Instant::now();
             }
         }
-        // A step budget may end mid-epoch: report the partial epoch.
-        if self.progress.acc.batches > 0 || self.progress.acc.skipped > 0 {
-            let r = self.finish_epoch(epoch_start.elapsed().as_secs_f64());
+        // A step budget may end mid-epoch: report the partial epoch (when this call trained in it).
+        if self.progress.step > start_step && (self.progress.acc.batches > 0 || self.progress.acc.skipped > 0) {
+            let r = self.finish_epoch(epoch_start.elapsed().as_secs_f64(), true);
             observer.on_epoch(&r);
             reports.push(r);
         }

@@ -55,6 +55,10 @@ pub struct EpochReport {
     /// Detailed statistics, when asked: mean code L2 norm, mean atom norm, mean gradient norm.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detailed: Option<DetailedStats>,
+    /// The epoch was cut short by a step budget: a resumed run that continues it replaces this
+    /// report with the whole epoch's (an epoch is numbered once).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 /// overcomplete's `monitoring=2` statistics, averaged over the epoch's steps.
