@@ -48,6 +48,9 @@ def evaluate(model: Model, sources: Sequence[Source], k: Optional[int] = None, t
 
 def defaults() -> Dict[str, Any]: ...
 
+def reconstruction_metrics(rows: float, sum_x: List[float], sum_x2: float, sse: float,
+                           energy: List[float]) -> Dict[str, Any]: ...
+
 def options() -> List[Dict[str, Any]]: ...
 
 def check_preprocess(mean: Optional[Tuple[List[int], List[float]]], scale: Optional[Tuple[List[int], List[float]]],

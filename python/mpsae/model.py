@@ -241,8 +241,10 @@ class MpSAE:
     def evaluate(self, data: Union[ArrayLike, PathLike, Sequence[Union[ArrayLike, PathLike]]], k: Optional[int] = None,
                  tol: Optional[float] = None, batch_size: Optional[int] = None,
                  tensor: Optional[str] = None) -> Dict[str, Any]:
-        """The metrics of ``mpsae eval`` on ``data`` (in the data's own space): rows, k, mse, r2, l0,
-        dead_ratio, explained_variance (after each pursuit step). Puts the model in eval mode."""
+        """The metrics of ``mpsae eval`` on ``data`` (in the data's own space): ``explained_variance``
+        (SAEBench's definition, the headline figure), ``explained_variance_per_step``, ``mse``,
+        ``r2`` (overcomplete's ``r2_score``, for parity), ``l0``, ``dead_ratio``, ``rows``, ``k``.
+        Puts the model in eval mode."""
         sources, keep = data_sources(data)
         bs = defaults()["encode_batch_size"] if batch_size is None else int(batch_size)
         report = _mpsae.evaluate(self._m, sources, k, tol, bs, tensor)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional
 
+from . import _mpsae
 from .windows import Progress, find_module, hook_output, padded, windows
 
 __all__ = ["evaluate_in_model", "load_sae"]
@@ -54,7 +55,9 @@ def evaluate_in_model(model, sae_or_run, inputs, hook: str, *, tokenizer=None, c
         ``ce_clean``, ``ce_sae``, ``ce_zero`` (mean cross-entropy, nats), ``ce_loss_score``
         (``(ce_zero - ce_sae) / (ce_zero - ce_clean)``), ``kl_sae``, ``kl_zero`` (mean
         ``KL(clean || spliced)``), ``kl_div_score`` (``(kl_zero - kl_sae) / kl_zero``),
-        ``explained_variance`` (``1 - Σ‖x - x̂‖² / Σ‖x - mean‖²`` over the rows replaced),
+        ``explained_variance`` (SAEBench's: ``1 - Σ‖x - x̂‖² / Σ‖x - μ‖²`` over the rows replaced,
+        ``μ`` the per-dimension mean; the library's one definition) and
+        ``explained_variance_per_step`` (the same after each pursuit step),
         ``l0`` (codes per row), ``rows`` (replaced positions), ``predictions`` (losses averaged).
     """
     import torch
@@ -69,7 +72,7 @@ def evaluate_in_model(model, sae_or_run, inputs, hook: str, *, tokenizer=None, c
     cut = 1 if exclude_first else 0
     vocab = getattr(getattr(model, "config", None), "vocab_size", None)
     mode = {"what": "clean", "mask": None}
-    stats = {"sse": 0.0, "sum": None, "sumsq": 0.0, "rows": 0, "nnz": 0}
+    stats = {"sse": 0.0, "sum": None, "sumsq": 0.0, "rows": 0, "nnz": 0, "energy": None}
 
     width = sae.dictionary.in_dimensions
 
@@ -91,6 +94,16 @@ def evaluate_in_model(model, sae_or_run, inputs, hook: str, *, tokenizer=None, c
             with torch.no_grad():
                 _, (idx, val), x_hat = sae(x)
             x64, xh64 = x.double(), x_hat.double()
+            # The residual energy after each pursuit step, in the data's space.
+            with torch.no_grad():
+                r = sae.preprocess.apply_to(x.float())
+                dictionary = sae.get_dictionary().to(r.dtype)
+                unscale = 1.0 if sae.preprocess.scale is None else float(sae.preprocess.scale) ** 2
+                energy = []
+                for t in range(idx.shape[1]):
+                    r = r - val[:, t:t + 1].to(r.dtype) * dictionary[idx[:, t]]
+                    energy.append(float(r.double().square().sum()) / unscale)
+            stats["energy"] = energy if stats["energy"] is None else [a + b for a, b in zip(stats["energy"], energy)]
             stats["sse"] += float((x64 - xh64).square().sum())
             stats["sumsq"] += float(x64.square().sum())
             stats["sum"] = x64.sum(0) if stats["sum"] is None else stats["sum"] + x64.sum(0)
@@ -154,9 +167,10 @@ def evaluate_in_model(model, sae_or_run, inputs, hook: str, *, tokenizer=None, c
     out["ce_loss_score"] = (out["ce_zero"] - out["ce_sae"]) / gap if gap != 0 else float("nan")
     out["kl_div_score"] = (out["kl_zero"] - out["kl_sae"]) / out["kl_zero"] if out["kl_zero"] != 0 else float("nan")
     rows = stats["rows"]
-    mean = stats["sum"] / rows
-    total_var = stats["sumsq"] - rows * float(mean.square().sum())
-    out["explained_variance"] = 1.0 - stats["sse"] / total_var if total_var > 0 else float("nan")
+    metrics = _mpsae.reconstruction_metrics(float(rows), stats["sum"].tolist(), stats["sumsq"], stats["sse"],
+                                            stats["energy"])
+    out["explained_variance"] = metrics["explained_variance"]
+    out["explained_variance_per_step"] = metrics["explained_variance_per_step"]
     out["l0"] = stats["nnz"] / rows
     out["rows"] = rows
     out["predictions"] = n

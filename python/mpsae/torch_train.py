@@ -126,7 +126,7 @@ class Stepper:
     # -- statistics ----------------------------------------------------------------------------
     def _stats(self, x, x_hat, atoms, values, loss) -> List[float]:
         """The step's statistics by the library's names (:data:`mpsae.STEP_STATISTICS`), then
-        ``Σ‖r_t‖²`` for t = 1..k, then alive_1..c: the sums the library's trainer turns into R2,
+        ``Σ‖r_t‖²`` for t = 1..k, the per-dimension sums of the rows, then alive_1..c: the sums the library's trainer turns into R2,
         L0, the explained variance per step and the dead ratio (``Trainer::record_external``)."""
         with torch.no_grad():
             x64, n = x.double(), x.shape[0]
@@ -150,7 +150,7 @@ class Stepper:
                 "nonzero_codes": (z.abs() >= 1e-6).sum().double(), "sum_codes2": z.square().sum(),
             }
             head = torch.stack([named[name] for name in mpsae.STEP_STATISTICS])
-            return torch.cat([head, energy, alive]).cpu().tolist()
+            return torch.cat([head, energy, x64.sum(0), alive]).cpu().tolist()
 
 
 def train(data: Any, nb_concepts: Optional[int] = None, k: Optional[int] = None, *, device=None,

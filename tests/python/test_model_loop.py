@@ -332,3 +332,51 @@ def test_python_m_mpsae_harvest(tmp_path):
                           "--inputs", str(ids), "--hook", "nope", "--out", str(tmp_path / "x"), "--quiet"],
                          capture_output=True, text=True)
     assert bad.returncode == 1 and "names no module" in bad.stderr
+
+
+def test_one_explained_variance_through_every_door(smollm2, tmp_path, cli):
+    """The same rows give the same explained variance in the training log, metrics.jsonl,
+    `mpsae eval`, `MpSAE.evaluate`, `evaluate_in_model` and the concept browser, and it is
+    SAEBench's definition computed independently in numpy."""
+    import re
+
+    model, tok = smollm2
+    doc = text()[:2500]
+    acts = tmp_path / "acts"
+    mpsae.harvest(model, doc, HOOK, acts, tokenizer=tok, context=64, dtype="float32", progress=False)
+    info = json.loads((acts / "harvest.json").read_text())
+    n = info["rows"]
+    # One epoch of one batch at a learning rate far below float32's resolution: the step reports
+    # the model the run saves.
+    run = tmp_path / "run"
+    r = subprocess.run([cli, "train", "--data", str(acts), "--nb-concepts", "128", "-k", "8", "--epochs", "1",
+                        "--batch-size", str(n), "--lr", "1e-30", "--center", "--scale", "--out", str(run),
+                        "--progress", "plain"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    logged = float(re.search(r"Explained variance: ([0-9.]+)", r.stderr).group(1))
+    line = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    ev_eval = json.loads(subprocess.run([cli, "eval", "--model", str(run), "--data", str(acts), "--json"],
+                                        check=True, capture_output=True, text=True).stdout)
+    sae = mpsae.load(run)
+    ev_py = sae.evaluate(str(acts))
+    spliced = mpsae.evaluate_in_model(model, run, doc, HOOK, tokenizer=tok, context=64, progress=False)
+    subprocess.run([cli, "concepts", "--model", str(run), "--data", str(acts), "--out", str(tmp_path / "site")],
+                   check=True, capture_output=True)
+    site = float(re.search(r'id="explained-variance">([0-9.]+)<',
+                           (tmp_path / "site" / "index.html").read_text()).group(1))
+    # SAEBench's definition, in numpy, on the harvested rows.
+    x = np.concatenate([np.load(acts / s) for s in info["shards"]]).astype(np.float64)
+    sae.eval()
+    x_hat = sae.forward(x.astype(np.float32))[2].astype(np.float64)
+    truth = 1.0 - ((x - x_hat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum()
+    figures = {"metrics.jsonl": line["explained_variance"], "mpsae eval": ev_eval["explained_variance"],
+               "MpSAE.evaluate": ev_py["explained_variance"], "evaluate_in_model": spliced["explained_variance"],
+               "site": site, "training log": logged}
+    for door, value in figures.items():
+        assert value == pytest.approx(truth, abs=1e-4), (door, value, truth, figures)
+    assert spliced["rows"] == n
+    assert ev_eval["explained_variance_per_step"][-1] == pytest.approx(truth, abs=1e-4)
+    assert spliced["explained_variance_per_step"] == pytest.approx(ev_eval["explained_variance_per_step"], abs=1e-4)
+    assert line["explained_variance_per_step"] == pytest.approx(ev_eval["explained_variance_per_step"], abs=1e-4)
+    # overcomplete's r2_score is kept, under its own name, in the data's space at every door.
+    assert line["r2"] == pytest.approx(ev_eval["r2"], abs=1e-4)

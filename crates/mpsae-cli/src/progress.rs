@@ -72,9 +72,9 @@ impl Observer for Reporter {
         self.rows += r.rows as u64;
         let rate = self.rows as f64 / self.start.elapsed().as_secs_f64().max(1e-9);
         let text = format!(
-            "loss {:.4e}  R2 {:.4}  L0 {:.2}  dead {:.1}%  {:.0} rows/s{}",
+            "loss {:.4e}  EV {:.4}  L0 {:.2}  dead {:.1}%  {:.0} rows/s{}",
             r.loss,
-            r.r2,
+            r.explained_variance,
             r.l0,
             100.0 * r.dead_ratio,
             rate,
@@ -90,11 +90,12 @@ impl Observer for Reporter {
 
     fn on_epoch(&mut self, r: &EpochReport) {
         let line = format!(
-            "Epoch[{}{}] step {}, Loss: {:.4e}, R2: {:.4}, L0: {:.2}, Dead Features: {:.1}%, Time: {:.2} seconds",
+            "Epoch[{}{}] step {}, Loss: {:.4e}, Explained variance: {:.4}, R2: {:.4}, L0: {:.2}, Dead Features: {:.1}%, Time: {:.2} seconds",
             r.epoch,
             if r.partial { ", partial" } else { "" },
             r.step,
             r.avg_loss,
+            r.explained_variance,
             r.r2,
             r.l0,
             100.0 * r.dead_ratio,

@@ -52,7 +52,8 @@ fn train_writes_an_overcomplete_compatible_run_folder() {
         assert_eq!(l["epoch"], i + 1);
         assert!(l["avg_loss"].as_f64().unwrap() > 0.0);
         assert!((l["l0"].as_f64().unwrap() - 4.0).abs() < 0.5);
-        assert_eq!(l["explained_variance"].as_array().unwrap().len(), 4);
+        assert_eq!(l["explained_variance_per_step"].as_array().unwrap().len(), 4);
+        assert!(l["explained_variance"].as_f64().unwrap() > 0.0);
         // --detailed-stats: unit-norm atoms, and positive code and gradient norms.
         assert!((l["detailed"]["dictionary_norms"].as_f64().unwrap() - 1.0).abs() < 1e-4);
         assert!(l["detailed"]["z_l2"].as_f64().unwrap() > 0.0);
@@ -127,9 +128,11 @@ fn encode_eval_inspect_on_shared_real_data() {
     let e8: Value = serde_json::from_str(ok(&["eval", "--model", o, "--data", s]).trim()).unwrap();
     assert_eq!(e8["rows"], 300);
     assert_eq!(e8["k"], 8);
-    let ev = e8["explained_variance"].as_array().unwrap();
+    let ev = e8["explained_variance_per_step"].as_array().unwrap();
     assert_eq!(ev.len(), 8);
-    assert!((ev[7].as_f64().unwrap() - e8["r2"].as_f64().unwrap()).abs() < 1e-3);
+    // The last step's partial reconstruction is the reconstruction.
+    assert!((ev[7].as_f64().unwrap() - e8["explained_variance"].as_f64().unwrap()).abs() < 1e-4);
+    assert!(e8["explained_variance"].as_f64().unwrap() > e4["explained_variance"].as_f64().unwrap());
     assert!(e8["r2"].as_f64().unwrap() > e4["r2"].as_f64().unwrap());
     assert!(e8["l0"].as_f64().unwrap() <= 8.0);
     // inspect: model, run folder and data.

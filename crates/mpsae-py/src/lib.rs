@@ -20,6 +20,7 @@ fn _mpsae(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<lock::FolderLock>()?;
     m.add_function(wrap_pyfunction!(training::train, m)?)?;
     m.add_function(wrap_pyfunction!(training::evaluate, m)?)?;
+    m.add_function(wrap_pyfunction!(training::reconstruction_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(training::defaults, m)?)?;
     m.add_function(wrap_pyfunction!(training::options, m)?)?;
     m.add_function(wrap_pyfunction!(model::check_preprocess, m)?)?;

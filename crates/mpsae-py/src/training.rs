@@ -143,10 +143,11 @@ impl Observer for PyObserver {
     fn on_epoch(&mut self, report: &EpochReport) {
         if self.progress {
             eprintln!(
-                "epoch {} step {}: loss {:.6} r2 {:.4} l0 {:.2} dead {:.1}% ({:.1} s)",
+                "epoch {} step {}: loss {:.6} explained variance {:.4} r2 {:.4} l0 {:.2} dead {:.1}% ({:.1} s)",
                 report.epoch,
                 report.step,
                 report.avg_loss,
+                report.explained_variance,
                 report.r2,
                 report.l0,
                 100.0 * report.dead_ratio,
@@ -497,4 +498,27 @@ pub fn evaluate<'py>(
     let (inner, pool) = (&mut model.inner, &model.pool);
     let report = py.allow_threads(|| run_in(pool, || mpsae::encode::evaluate(inner, &data, &opts))).py()?;
     report_dict(py, &report)
+}
+
+/// The metrics of a reconstruction from its sums (the library's one definition,
+/// `mpsae::metrics::ReconstructionSums`): `explained_variance`, `explained_variance_per_step`,
+/// `mse`, `r2`. For Python code that gathers the sums itself (the splice evaluation).
+#[pyfunction]
+#[pyo3(signature = (rows, sum_x, sum_x2, sse, energy))]
+pub fn reconstruction_metrics<'py>(
+    py: Python<'py>,
+    rows: f64,
+    sum_x: Vec<f64>,
+    sum_x2: f64,
+    sse: f64,
+    energy: Vec<f64>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let sums = mpsae::metrics::ReconstructionSums { rows, sum_x, sum_x2, sse, energy };
+    let v = serde_json::json!({
+        "explained_variance": sums.explained_variance(),
+        "explained_variance_per_step": sums.explained_variance_per_step(),
+        "mse": sums.mse(),
+        "r2": sums.r2(),
+    });
+    report_dict(py, &v)
 }

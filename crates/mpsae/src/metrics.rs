@@ -1,6 +1,159 @@
-//! Metrics with overcomplete's definitions: plain functions.
+//! Metrics, each defined once: the field's explained variance ([`ReconstructionSums`], the
+//! headline figure of every door), and overcomplete's definitions kept for parity (`r2_score`,
+//! L0, the dead-code tracker).
 
-use crate::model::Codes;
+use crate::model::{Codes, Preprocess};
+use serde::{Deserialize, Serialize};
+
+/// The sums a reconstruction's metrics come from, over any number of rows (added batch by batch,
+/// merged across processes): per-dimension sums of `x`, `Σ‖x‖²`, `Σ‖x - x̂‖²` and the residual
+/// energy `Σ‖r_t‖²` after each pursuit step.
+///
+/// Its **explained variance** is SAEBench's core metric `explained_variance` (SAEBench PR #61,
+/// SAELens PRs #443 and #710): `1 - Σ‖x - x̂‖² / Σ‖x - μ‖²`, with `μ` the per-dimension mean over
+/// all the rows, both sums over all the rows (not a mean of per-row or per-batch ratios).
+/// Invariant under a model's centring and scaling, so it is the same in the data's space and the
+/// preprocessed one. `r2` is overcomplete's `r2_score` (a global scalar mean), kept for parity.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReconstructionSums {
+    /// Rows.
+    pub rows: f64,
+    /// `Σ_i x_id`, per dimension.
+    pub sum_x: Vec<f64>,
+    /// `Σ_i ‖x_i‖²`.
+    pub sum_x2: f64,
+    /// `Σ_i ‖x_i - x̂_i‖²`.
+    pub sse: f64,
+    /// `Σ_i ‖r_i,t‖²` after each pursuit step `t = 1..k`.
+    pub energy: Vec<f64>,
+}
+
+impl ReconstructionSums {
+    /// Empty sums for rows of width `d` and `k` pursuit steps.
+    pub fn new(d: usize, k: usize) -> Self {
+        ReconstructionSums { rows: 0.0, sum_x: vec![0.0; d], sum_x2: 0.0, sse: 0.0, energy: vec![0.0; k] }
+    }
+
+    /// Adds `n x d` rows `x`, their reconstructions `x_hat` and their pursuit's `n x k` residual
+    /// energies.
+    pub fn add(&mut self, x: &[f32], x_hat: &[f32], energy: &[f32]) {
+        let d = self.sum_x.len().max(1);
+        let k = self.energy.len();
+        for (row, rec) in x.chunks(d).zip(x_hat.chunks(d)) {
+            self.rows += 1.0;
+            for ((s, &a), &b) in self.sum_x.iter_mut().zip(row).zip(rec) {
+                *s += a as f64;
+                self.sum_x2 += a as f64 * a as f64;
+                self.sse += ((a - b) as f64).powi(2);
+            }
+        }
+        if k > 0 {
+            for (t, e) in self.energy.iter_mut().enumerate() {
+                *e += energy.iter().skip(t).step_by(k).map(|&v| v as f64).sum::<f64>();
+            }
+        }
+    }
+
+    /// Adds `n x d` rows `x` whose pursuit left the `n x k` residual energies `energy` (the last
+    /// step's is `‖x - x̂‖²`), when the reconstructions themselves are not at hand.
+    pub fn add_energies(&mut self, x: &[f32], energy: &[f32]) {
+        let d = self.sum_x.len().max(1);
+        let k = self.energy.len();
+        for row in x.chunks(d) {
+            self.rows += 1.0;
+            for (s, &a) in self.sum_x.iter_mut().zip(row) {
+                *s += a as f64;
+                self.sum_x2 += a as f64 * a as f64;
+            }
+        }
+        if k > 0 {
+            for (t, e) in self.energy.iter_mut().enumerate() {
+                *e += energy.iter().skip(t).step_by(k).map(|&v| v as f64).sum::<f64>();
+            }
+            self.sse += energy.iter().skip(k - 1).step_by(k).map(|&v| v as f64).sum::<f64>();
+        }
+    }
+
+    /// Adds another set of sums (of rows of the same width).
+    pub fn merge(&mut self, other: &ReconstructionSums) {
+        if self.sum_x.is_empty() {
+            *self = other.clone();
+            return;
+        }
+        self.rows += other.rows;
+        self.sum_x.iter_mut().zip(&other.sum_x).for_each(|(a, b)| *a += b);
+        self.sum_x2 += other.sum_x2;
+        self.sse += other.sse;
+        if self.energy.len() != other.energy.len() {
+            self.energy.resize(self.energy.len().max(other.energy.len()), 0.0);
+        }
+        self.energy.iter_mut().zip(&other.energy).for_each(|(a, b)| *a += b);
+    }
+
+    /// These sums, made on rows preprocessed by `p` (`x' = (x - mean)·scale`), in the data's own
+    /// space.
+    pub fn to_data_space(&self, p: &Preprocess) -> ReconstructionSums {
+        let s = p.scale.map_or(1.0, |s| s as f64);
+        let n = self.rows;
+        let zero = vec![0f32; self.sum_x.len()];
+        let m = p.mean.as_deref().unwrap_or(&zero);
+        let cross: f64 = m.iter().zip(&self.sum_x).map(|(&m, &sx)| m as f64 * sx).sum();
+        let m2: f64 = m.iter().map(|&m| (m as f64).powi(2)).sum();
+        ReconstructionSums {
+            rows: n,
+            sum_x: self.sum_x.iter().zip(m).map(|(&sx, &m)| sx / s + n * m as f64).collect(),
+            sum_x2: self.sum_x2 / (s * s) + 2.0 * cross / s + n * m2,
+            sse: self.sse / (s * s),
+            energy: self.energy.iter().map(|e| e / (s * s)).collect(),
+        }
+    }
+
+    /// `Σ‖x - μ‖²` with the per-dimension mean `μ`.
+    pub fn total_variance(&self) -> f64 {
+        if self.rows == 0.0 {
+            return 0.0;
+        }
+        let mean_sq: f64 = self.sum_x.iter().map(|s| s * s).sum::<f64>() / self.rows;
+        (self.sum_x2 - mean_sq).max(0.0)
+    }
+
+    /// The explained variance (see the type's docs); NaN when the rows have no variance.
+    pub fn explained_variance(&self) -> f64 {
+        self.ratio(self.sse)
+    }
+
+    /// The explained variance of the partial reconstruction after each pursuit step.
+    pub fn explained_variance_per_step(&self) -> Vec<f64> {
+        self.energy.iter().map(|&e| self.ratio(e)).collect()
+    }
+
+    fn ratio(&self, residual: f64) -> f64 {
+        let total = self.total_variance();
+        if total > 0.0 {
+            1.0 - residual / total
+        } else {
+            f64::NAN
+        }
+    }
+
+    /// Entries (`rows x d`).
+    pub fn entries(&self) -> f64 {
+        self.rows * self.sum_x.len() as f64
+    }
+
+    /// `mean((x - x̂)²)` over all entries.
+    pub fn mse(&self) -> f64 {
+        self.sse / self.entries().max(1.0)
+    }
+
+    /// overcomplete's `r2_score` over these rows (global scalar mean, `+ 1e-6`).
+    pub fn r2(&self) -> f64 {
+        let nd = self.entries().max(1.0);
+        let mean = self.sum_x.iter().sum::<f64>() / nd;
+        let var = (self.sum_x2 / nd - mean * mean).max(0.0);
+        1.0 - self.sse / nd / (var + 1e-6)
+    }
+}
 
 /// `r2_score(x, x_hat) = 1 - mean((x - x_hat)²) / (mean((x - mean(x))²) + 1e-6)`, where `mean(x)`
 /// is the **global scalar** mean over all entries (the reference's definition).

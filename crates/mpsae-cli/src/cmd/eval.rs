@@ -40,14 +40,15 @@ pub fn run(a: EvalArgs) -> CliResult<()> {
         v["skipped_rows"] = data.stats().skipped.into();
         println!("{v}");
     } else {
-        println!("rows        {}", r.rows);
-        println!("k           {}", r.k);
-        println!("mse         {:.6e}", r.mse);
-        println!("r2          {:.4}", r.r2);
-        println!("l0          {:.2}", r.l0);
-        println!("dead ratio  {:.1}%", 100.0 * r.dead_ratio);
+        println!("rows                {}", r.rows);
+        println!("k                   {}", r.k);
+        println!("explained variance  {:.4}   (SAEBench's: 1 - Σ‖x - x̂‖² / Σ‖x - μ‖²)", r.explained_variance);
+        println!("mse                 {:.6e}", r.mse);
+        println!("r2_score            {:.4}   (overcomplete's, global scalar mean)", r.r2);
+        println!("l0                  {:.2}", r.l0);
+        println!("dead ratio          {:.1}%", 100.0 * r.dead_ratio);
         println!("explained variance after each pursuit step:");
-        for (t, ev) in r.explained_variance.iter().enumerate() {
+        for (t, ev) in r.explained_variance_per_step.iter().enumerate() {
             println!("  step {:>3}  {:.4}", t + 1, ev);
         }
     }

@@ -172,7 +172,8 @@ pub fn write(
                 )
             };
             body.push_str(&curve("loss", &|e| e.avg_loss));
-            body.push_str(&curve("R2", &|e| e.r2));
+            body.push_str(&curve("explained variance", &|e| e.explained_variance));
+            body.push_str(&curve("r2_score (overcomplete)", &|e| e.r2));
             body.push_str(&curve("L0", &|e| e.l0));
             body.push_str(&curve("dead %", &|e| 100.0 * e.dead_ratio));
         }
@@ -180,9 +181,24 @@ pub fn write(
             "<p class=\"note\" id=\"no-curves\">No training curves: the run has no metrics.jsonl.</p>",
         ),
     }
-    body.push_str("</div><h2>Concepts</h2><div class=\"charts\">");
-    let ev: Vec<(f64, f64)> =
-        a.stats.explained_variance.iter().enumerate().map(|(t, &v)| ((t + 1) as f64, v)).collect();
+    body.push_str("</div><h2>Concepts</h2>");
+    if let Some(&last) = a.stats.explained_variance_per_step.last() {
+        let _ = write!(
+            body,
+            "<p class=\"note\">Explained variance on these {} rows (SAEBench's definition: 1 - \
+             &Sigma;&#8214;x - x&#770;&#8214;&sup2; / &Sigma;&#8214;x - &mu;&#8214;&sup2;, per-dimension mean \
+             &mu;): <b id=\"explained-variance\">{last:.4}</b></p>",
+            a.stats.rows
+        );
+    }
+    body.push_str("<div class=\"charts\">");
+    let ev: Vec<(f64, f64)> = a
+        .stats
+        .explained_variance_per_step
+        .iter()
+        .enumerate()
+        .map(|(t, &v)| ((t + 1) as f64, v))
+        .collect();
     body.push_str(&line_chart(
         "explained variance after each pursuit step",
         "step",

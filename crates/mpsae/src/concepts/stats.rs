@@ -3,6 +3,7 @@
 //! the contexts of the examples), never the n x c codes.
 
 use crate::model::Codes;
+use crate::metrics::ReconstructionSums;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::{Ordering, Reverse};
@@ -126,11 +127,8 @@ pub struct Accumulator {
     pub atoms: Vec<u32>,
     /// Every row's values.
     pub values: Vec<f32>,
-    /// Residual energy summed per step, and the inputs' Σx, Σx², entries.
-    energy: Vec<f64>,
-    sx: f64,
-    sxx: f64,
-    entries: f64,
+    /// The reconstruction's sums, for the explained variance per step.
+    sums: Option<ReconstructionSums>,
 }
 
 /// The result of the pass.
@@ -141,8 +139,9 @@ pub struct ConceptStats {
     pub k: usize,
     /// One entry per concept.
     pub concepts: Vec<Concept>,
-    /// Explained variance after each pursuit step (the reference's definition).
-    pub explained_variance: Vec<f64>,
+    /// Explained variance after each pursuit step (SAEBench's definition, as everywhere:
+    /// [`ReconstructionSums`]).
+    pub explained_variance_per_step: Vec<f64>,
     /// Every row's picks (`rows x k`, pursuit order) and values.
     pub atoms: Vec<u32>,
     /// See `atoms`.
@@ -181,23 +180,16 @@ impl Accumulator {
             rows: 0,
             atoms: Vec::new(),
             values: Vec::new(),
-            energy: vec![0.0; k],
-            sx: 0.0,
-            sxx: 0.0,
-            entries: 0.0,
+            sums: None,
         }
     }
 
     /// Adds a batch: its input rows `x` (as encoded), codes and residual energies (`n x k`).
     pub fn add(&mut self, x: &[f32], codes: &Codes, energy: &[f32]) {
         let (k, n) = (self.k, codes.n);
-        for &v in x {
-            self.sx += v as f64;
-            self.sxx += v as f64 * v as f64;
-        }
-        self.entries += x.len() as f64;
-        for t in 0..k {
-            self.energy[t] += energy.iter().skip(t).step_by(k.max(1)).map(|&e| e as f64).sum::<f64>();
+        if n > 0 {
+            let d = x.len() / n;
+            self.sums.get_or_insert_with(|| ReconstructionSums::new(d, k)).add_energies(x, energy);
         }
         for i in 0..n {
             let row = self.rows + i;
@@ -284,14 +276,11 @@ impl Accumulator {
             c.parents = std::mem::take(&mut parents[j]);
             c.children = std::mem::take(&mut children[j]);
         }
-        let nd = self.entries.max(1.0);
-        let mean = self.sx / nd;
-        let var = (self.sxx / nd - mean * mean).max(0.0) + 1e-6;
         ConceptStats {
             rows: self.rows,
             k: self.k,
             concepts: self.concepts,
-            explained_variance: self.energy.iter().map(|e| 1.0 - e / nd / var).collect(),
+            explained_variance_per_step: self.sums.map(|s| s.explained_variance_per_step()).unwrap_or_default(),
             atoms: self.atoms,
             values: self.values,
         }

@@ -291,10 +291,11 @@ impl Session {
             "concepts": self.trainer.model.nb_concepts(),
             "k": self.trainer.model.config().k,
             "loss": last.map(|r| r.avg_loss),
+            "explained_variance": last.map(|r| r.explained_variance),
+            "explained_variance_per_step": last.map(|r| r.explained_variance_per_step.clone()),
             "r2": last.map(|r| r.r2),
             "l0": last.map(|r| r.l0),
             "dead_ratio": last.map(|r| r.dead_ratio),
-            "explained_variance": last.map(|r| r.explained_variance.clone()),
         }))
     }
 

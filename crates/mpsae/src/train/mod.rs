@@ -21,7 +21,7 @@ pub use stream::{PreprocessPlan, StreamTrainer};
 
 use crate::criterion::Criterion;
 use crate::data::Dataset;
-use crate::metrics::{dead_ratio, DeadCodeTracker};
+use crate::metrics::{dead_ratio, DeadCodeTracker, ReconstructionSums};
 use crate::model::{MpSae, ShardPass, ShardSpec};
 use crate::optim::{clip_gradients, Adam, CosineSchedule};
 use crate::{Error, Result};
@@ -152,7 +152,7 @@ impl Trainer {
     ) -> Result<StepReport> {
         let mut shard = self.gradients(x, share, batch_rows, criterion, reducer)?;
         reducer.complete_tree(&mut shard.dictionary_gradient)?;
-        let mut stats = BatchStats::of(x, &shard, self.model.nb_concepts());
+        let mut stats = BatchStats::of(x, &shard, self.model.input_dim(), self.model.nb_concepts());
         reducer.sum(&mut stats.values)?;
         let mut pass = self.model.finish_pass(shard);
         let report = self.apply(&mut pass, &stats, lr);
@@ -201,9 +201,9 @@ impl Trainer {
         grad_norm: f64,
         strategy: &'static str,
     ) -> StepReport {
-        let k = stats.k();
         let c = self.model.nb_concepts();
-        let (loss, r2, l0) = (stats.loss(), stats.r2(), stats.l0());
+        let sums = stats.sums(self.model.preprocess());
+        let (loss, r2, l0, ev) = (stats.loss(), sums.r2(), stats.l0(), sums.explained_variance());
         let acc = &mut self.progress.acc;
         if finite {
             let mut tracker = DeadCodeTracker::from_alive(std::mem::take(&mut acc.alive));
@@ -213,11 +213,7 @@ impl Trainer {
             acc.loss += loss;
             acc.r2 += r2;
             acc.l0 += l0;
-            let ev = stats.explained_variance(k);
-            if acc.ev.len() != ev.len() {
-                acc.ev = vec![0.0; ev.len()];
-            }
-            acc.ev.iter_mut().zip(&ev).for_each(|(a, b)| *a += b);
+            acc.sums.merge(&sums);
             self.progress.consecutive_bad = 0;
         } else {
             acc.skipped += 1;
@@ -231,6 +227,7 @@ impl Trainer {
             lr,
             loss: if finite { loss } else { f64::NAN },
             r2,
+            explained_variance: ev,
             l0,
             dead_ratio: dead_ratio(&self.progress.acc.alive),
             rows: stats.rows(),
@@ -265,7 +262,8 @@ impl Trainer {
             l0: acc.l0 / b,
             dead_ratio: dead_ratio(&acc.alive),
             time_epoch: seconds,
-            explained_variance: acc.ev.iter().map(|v| v / b).collect(),
+            explained_variance: acc.sums.explained_variance(),
+            explained_variance_per_step: acc.sums.explained_variance_per_step(),
             skipped_steps: acc.skipped,
             detailed,
             partial,
@@ -341,15 +339,16 @@ impl Trainer {
         lr: f64,
         grad_norm: f64,
     ) -> Result<StepReport> {
-        let c = self.model.nb_concepts();
-        if stats.len() < FIXED + c {
+        let (c, d, k) = (self.model.nb_concepts(), self.model.input_dim(), self.model.config().k);
+        if stats.len() != FIXED + k + d + c {
             return Err(Error::Shape(format!(
-                "step statistics have {} values, expected 8 + k + {c}",
-                stats.len()
+                "step statistics have {} values, expected {FIXED} + k + d + c = {}",
+                stats.len(),
+                FIXED + k + d + c
             )));
         }
         let finite = finite && stats[0].is_finite();
-        Ok(self.account(&BatchStats { values: stats, c }, finite, lr, grad_norm, "external"))
+        Ok(self.account(&BatchStats { values: stats, d, c }, finite, lr, grad_norm, "external"))
     }
 
     fn run_loop(
@@ -529,26 +528,30 @@ impl Observer for RankObserver<'_> {
 }
 
 /// The statistics of one step that the processes sum: loss, the reconstruction's sums, L0, the
-/// codes' squared norm, the residual energy after each step, and which atoms fired positively.
+/// codes' squared norm, the residual energy after each step, the per-dimension sums of the rows,
+/// and which atoms fired positively (all on the preprocessed rows).
 struct BatchStats {
-    /// `[loss, rows, entries, Σx, Σx², Σ(x-x̂)², nonzero codes, Σcodes², energy_1..k, alive_1..c]`.
+    /// `[loss, rows, entries, Σx, Σx², Σ(x-x̂)², nonzero codes, Σcodes², energy_1..k,
+    /// Σx_1..d, alive_1..c]`.
     values: Vec<f64>,
+    d: usize,
     c: usize,
 }
 
 /// The names of a step's statistics that every process sums, in order (the device path sends
-/// them by these names): then the residual energy after each pursuit step (`energy_1..k`), then
-/// 1 for each atom with a positive code (`alive_1..c`).
+/// them by these names): then the residual energy after each pursuit step (`energy_1..k`), the
+/// per-dimension sums of the rows (`sum_x_1..d`), then 1 for each atom with a positive code
+/// (`alive_1..c`).
 pub const STEP_STATISTICS: [&str; FIXED] =
     ["loss", "rows", "entries", "sum_x", "sum_x2", "sum_error2", "nonzero_codes", "sum_codes2"];
 
 const FIXED: usize = 8;
 
 impl BatchStats {
-    fn of(x: &[f32], pass: &ShardPass, c: usize) -> BatchStats {
+    fn of(x: &[f32], pass: &ShardPass, d: usize, c: usize) -> BatchStats {
         let fw = &pass.forward;
         let (n, k) = (fw.codes.n, fw.codes.k);
-        let mut v = vec![0f64; FIXED + k + c];
+        let mut v = vec![0f64; FIXED + k + d + c];
         v[0] = pass.criterion.loss;
         v[1] = n as f64;
         v[2] = x.len() as f64;
@@ -557,6 +560,11 @@ impl BatchStats {
             v[4] += a as f64 * a as f64;
             v[5] += ((a - b) as f64).powi(2);
         }
+        for row in x.chunks(d.max(1)) {
+            for (s, &a) in v[FIXED + k..FIXED + k + d].iter_mut().zip(row) {
+                *s += a as f64;
+            }
+        }
         for i in 0..n {
             for (atom, value) in fw.codes.row_dense(i) {
                 if value.abs() >= 1e-6 {
@@ -564,31 +572,35 @@ impl BatchStats {
                 }
                 v[7] += value as f64 * value as f64;
                 if value > 0.0 {
-                    v[FIXED + k + atom] = 1.0;
+                    v[FIXED + k + d + atom] = 1.0;
                 }
             }
         }
         for t in 0..k {
             v[FIXED + t] = fw.energy.iter().skip(t).step_by(k.max(1)).map(|&e| e as f64).sum();
         }
-        BatchStats { values: v, c }
+        BatchStats { values: v, d, c }
     }
     fn loss(&self) -> f64 {
         self.values[0]
     }
     fn k(&self) -> usize {
-        self.values.len() - FIXED - self.c
+        self.values.len() - FIXED - self.d - self.c
     }
     fn rows(&self) -> usize {
         self.values[1] as usize
     }
-    fn variance(&self) -> f64 {
-        let nd = self.values[2].max(1.0);
-        let mean = self.values[3] / nd;
-        (self.values[4] / nd - mean * mean).max(0.0)
-    }
-    fn r2(&self) -> f64 {
-        1.0 - self.values[5] / self.values[2].max(1.0) / (self.variance() + 1e-6)
+    /// The reconstruction's sums in the data's own space (`p`: the model's preprocessing).
+    fn sums(&self, p: &crate::model::Preprocess) -> ReconstructionSums {
+        let k = self.k();
+        ReconstructionSums {
+            rows: self.values[1],
+            sum_x: self.values[FIXED + k..FIXED + k + self.d].to_vec(),
+            sum_x2: self.values[4],
+            sse: self.values[5],
+            energy: self.values[FIXED..FIXED + k].to_vec(),
+        }
+        .to_data_space(p)
     }
     fn l0(&self) -> f64 {
         if self.values[1] == 0.0 {
@@ -599,10 +611,6 @@ impl BatchStats {
     }
     fn codes_sq(&self) -> f64 {
         self.values[7]
-    }
-    fn explained_variance(&self, k: usize) -> Vec<f64> {
-        let (nd, var) = (self.values[2].max(1.0), self.variance() + 1e-6);
-        (0..k).map(|t| 1.0 - self.values[FIXED + t] / nd / var).collect()
     }
     fn alive(&self, c: usize) -> impl Iterator<Item = usize> + '_ {
         let start = self.values.len() - c;

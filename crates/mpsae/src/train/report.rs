@@ -15,8 +15,10 @@ pub struct StepReport {
     pub lr: f64,
     /// Loss (NaN when skipped).
     pub loss: f64,
-    /// R2 of the batch.
+    /// overcomplete's `r2_score` of the batch (data space).
     pub r2: f64,
+    /// The batch's explained variance (SAEBench's definition, [`crate::metrics::ReconstructionSums`]).
+    pub explained_variance: f64,
     /// Average L0 per row of the batch.
     pub l0: f64,
     /// Dead-feature ratio of the epoch so far.
@@ -31,7 +33,14 @@ pub struct StepReport {
     pub strategy: &'static str,
 }
 
-/// End-of-epoch metrics, with the reference's definitions.
+/// An explained variance as a number; `null` (written for NaN) and the per-step lists of
+/// versions before 0.2 (another definition) read as NaN.
+fn number_or_older_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(v.as_f64().unwrap_or(f64::NAN))
+}
+
+/// End-of-epoch metrics.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct EpochReport {
     /// Epoch (from 1).
@@ -40,7 +49,8 @@ pub struct EpochReport {
     pub step: u64,
     /// Mean of the batch losses.
     pub avg_loss: f64,
-    /// Mean of the batch R2 scores.
+    /// Mean of the batch `r2_score`s (overcomplete's definition, in the data's space: kept for
+    /// parity).
     pub r2: f64,
     /// Mean of the batch average L0.
     pub l0: f64,
@@ -48,8 +58,13 @@ pub struct EpochReport {
     pub dead_ratio: f64,
     /// Seconds spent in the epoch (this process only, after a resume).
     pub time_epoch: f64,
-    /// Explained variance after each pursuit step 1..k (mean over batches).
-    pub explained_variance: Vec<f64>,
+    /// The epoch's explained variance (SAEBench's definition over all the epoch's rows, in the
+    /// data's space: [`crate::metrics::ReconstructionSums`]); the headline figure.
+    #[serde(deserialize_with = "number_or_older_list")]
+    pub explained_variance: f64,
+    /// The same after each pursuit step 1..k.
+    #[serde(default)]
+    pub explained_variance_per_step: Vec<f64>,
     /// Steps skipped in the epoch (non-finite).
     pub skipped_steps: u64,
     /// Detailed statistics, when asked: mean code L2 norm, mean atom norm, mean gradient norm.
@@ -106,8 +121,9 @@ pub struct EpochAccumulator {
     pub r2: f64,
     /// Sum of L0.
     pub l0: f64,
-    /// Sum of explained variance per step.
-    pub ev: Vec<f64>,
+    /// The epoch's reconstruction sums (data space), for its explained variance.
+    #[serde(default)]
+    pub sums: crate::metrics::ReconstructionSums,
     /// Skipped steps.
     pub skipped: u64,
     /// Atoms seen alive (positive code).
