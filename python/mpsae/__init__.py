@@ -4,7 +4,8 @@ The Rust engine of the ``mpsae`` command from Python, with overcomplete's names 
 conventions (``overcomplete.sae.MpSAE``): build a model, ``encode``/``decode``/``forward`` numpy
 arrays (:mod:`mpsae.model`), train on arrays, memory-maps or files with :func:`train`, or batch by
 batch with :class:`Trainer` (:mod:`mpsae.training`), harvest a model's activations
-(:mod:`mpsae.harvest`), score an SAE spliced into it (:mod:`mpsae.splice`). The PyTorch module
+(:mod:`mpsae.harvest`), score an SAE spliced into it (:mod:`mpsae.splice`), probe a sentence,
+steer the model and compare runs (:mod:`mpsae.workbench`). The PyTorch module
 is :mod:`mpsae.torch`. This module only re-exports.
 
 >>> import numpy as np, mpsae
@@ -22,7 +23,9 @@ from .logit_lens import logit_lens
 from .model import MpSAE, defaults, evaluate, load
 from .splice import evaluate_in_model
 from .training import STEP_STATISTICS, Trainer, options, train
+from .workbench import compare, generate_steered, probe, steer
 
 __all__ = ["MpSAE", "Trainer", "train", "load", "evaluate", "defaults", "options", "harvest", "evaluate_in_model",
-           "logit_lens", "files", "STEP_STATISTICS", "__version__"]
+           "logit_lens", "files", "STEP_STATISTICS", "probe", "steer", "generate_steered", "compare",
+           "__version__"]
 __version__: str = _mpsae.__version__

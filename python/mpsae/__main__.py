@@ -1,5 +1,5 @@
-"""``python -m mpsae harvest ...``, ``python -m mpsae evaluate-in-model ...`` and ``python -m mpsae
-logit-lens ...``: the model-side commands (they need torch and transformers), as shells over :func:`mpsae.harvest` and
+"""``python -m mpsae harvest ...``, ``python -m mpsae evaluate-in-model ...``, ``python -m mpsae
+logit-lens ...`` and ``python -m mpsae probe ...``: the model-side commands (they need torch and transformers), as shells over :func:`mpsae.harvest` and
 :func:`mpsae.evaluate_in_model`."""
 from __future__ import annotations
 
@@ -27,6 +27,16 @@ def _inputs(path: str):
         with open(path) as f:
             return json.load(f)
     return path
+
+
+def probe_table(rows) -> str:
+    """A probe as a plain-text table: one line per token, its concepts as ``#j value (step t)``."""
+    width = max([len(repr(r["token"])) for r in rows] + [5])
+    lines = [f"{'pos':>4}  {'token':<{width}}  concepts (value, pursuit step)"]
+    for r in rows:
+        picks = "  ".join(f"#{c['concept']} {c['value']:+.3f} (step {c['step']})" for c in r["concepts"])
+        lines.append(f"{r['position']:>4}  {repr(r['token']):<{width}}  {picks}")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -62,11 +72,28 @@ def main(argv=None) -> int:
     lens.add_argument("--top", type=int, default=10)
     lens.add_argument("--model-dtype", default="float32")
     lens.add_argument("--device", default="cpu")
+    pr = sub.add_parser("probe", help="the concepts each token of a sentence picks, as a table")
+    pr.add_argument("--model", required=True, help="Hugging Face model name or folder")
+    pr.add_argument("--gguf-file", help="a GGUF file in that folder")
+    pr.add_argument("--sae", required=True, help="run folder, model file or SAELens folder")
+    pr.add_argument("--hook", required=True, help="module path, e.g. model.layers.14")
+    pr.add_argument("--text", required=True, help="the sentence")
+    pr.add_argument("--top", type=int, default=5)
+    pr.add_argument("--json", action="store_true", help="print the probe as JSON instead of a table")
+    pr.add_argument("--model-dtype", default="float32")
+    pr.add_argument("--device", default="cpu")
     a = ap.parse_args(argv)
     try:
         import mpsae
 
         model, tok = _load(a.model, a.gguf_file, a.model_dtype, a.device)
+        if a.command == "probe":
+            rows = mpsae.probe(model, a.sae, a.text, a.hook, tokenizer=tok, top=a.top)
+            if a.json:
+                print(json.dumps(rows))
+            else:
+                print(probe_table(rows))
+            return 0
         if a.command == "logit-lens":
             mpsae.logit_lens(a.run, model, tok, top=a.top)
             print(json.dumps({"written": os.path.join(a.run, files.LOGIT_LENS)}))

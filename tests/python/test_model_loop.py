@@ -380,3 +380,72 @@ def test_one_explained_variance_through_every_door(smollm2, tmp_path, cli):
     assert line["explained_variance_per_step"] == pytest.approx(ev_eval["explained_variance_per_step"], abs=1e-4)
     # overcomplete's r2_score is kept, under its own name, in the data's space at every door.
     assert line["r2"] == pytest.approx(ev_eval["r2"], abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """An SAE of SmolLM2's layer-15 residual stream (the testdata rows), centred and scaled."""
+    out = tmp_path_factory.mktemp("workbench") / "run"
+    rows = np.load(DATA / "smollm2_l15_public.npy")
+    mpsae.train(rows, 256, 8, epochs=2, batch_size=1024, lr=5e-3, center=True, scale=True, out=out, progress=False,
+                provenance={"model": "SmolLM2-135M-Instruct", "hook": HOOK})
+    return out
+
+
+def test_probe_a_sentence(smollm2, trained):
+    from mpsae.__main__ import probe_table
+
+    model, tok = smollm2
+    text = "The cat sat on the mat.\nIt was happy."
+    rows = mpsae.probe(model, trained, text, HOOK, tokenizer=tok, top=3)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert [r["token_id"] for r in rows] == ids
+    assert "".join(r["token"] for r in rows) == text  # decoded text, not BPE pieces
+    assert not any("Ġ" in r["token"] or "Ċ" in r["token"] for r in rows)
+    # The concepts are the SAE's codes of the hook's output at each position.
+    sae = mpsae.load(trained)
+    sae.eval()
+    with torch.no_grad():
+        hidden = model(input_ids=torch.tensor([[tok.bos_token_id] + ids]), output_hidden_states=True).hidden_states[15]
+    idx, val = sae.encode_sparse(hidden[0, 1:].numpy())
+    for r, i, v in zip(rows, idx, val):
+        assert 1 <= len(r["concepts"]) <= 3
+        mine = {c["concept"]: c["value"] for c in r["concepts"]}
+        for j, value in mine.items():
+            assert value == pytest.approx(float(v[i == j].sum()), rel=1e-4, abs=1e-4)
+            assert r["concepts"][[c["concept"] for c in r["concepts"]].index(j)]["step"] == int(np.argmax(i == j)) + 1
+        top = sorted(mine.values(), key=abs, reverse=True)
+        assert [abs(c["value"]) for c in r["concepts"]] == pytest.approx([abs(t) for t in top])
+    table = probe_table(rows)
+    assert table.splitlines()[0].startswith(" pos") and "'\\n'" in table and "(step 1)" in table
+
+
+def test_steering_changes_the_text_and_zero_does_not(smollm2, trained):
+    model, tok = smollm2
+    prompt = "My favourite food is"
+    sae = mt.load(trained)
+    # The concept that fires most on the prompt's last token, pushed hard in its direction.
+    last = mpsae.probe(model, trained, prompt, HOOK, tokenizer=tok, top=1)[-1]["concepts"][0]["concept"]
+    direction = mpsae.workbench.steering_direction(sae, last)
+    scale = float(sae.preprocess.scale)
+    assert torch.allclose(direction * scale, sae.get_dictionary()[last], atol=1e-6)  # D_j / scale
+    with torch.no_grad():
+        norm = float(model(input_ids=tok(prompt, return_tensors="pt")["input_ids"],
+                           output_hidden_states=True).hidden_states[15].norm(dim=-1).mean())
+    strong = 4 * norm / float(direction.norm())
+    out = mpsae.generate_steered(model, trained, HOOK, {last: -strong}, prompt, tokenizer=tok, max_new_tokens=8)
+    zero = mpsae.generate_steered(model, trained, HOOK, {last: 0.0}, prompt, tokenizer=tok, max_new_tokens=8)
+    assert out["steered"] != out["unsteered"]
+    assert zero["steered"] == zero["unsteered"] == out["unsteered"]
+    # Clamping a concept to the code it already has changes nothing either.
+    ids = tok(prompt, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        clean = model(input_ids=ids).logits
+        with mpsae.steer(model, trained, HOOK, {last: 0.0}, mode="add"):
+            same = model(input_ids=ids).logits
+        with mpsae.steer(model, trained, HOOK, {last: 50.0}, mode="clamp"):
+            clamped = model(input_ids=ids).logits
+    assert torch.equal(clean, same) and not torch.allclose(clean, clamped)
+    with pytest.raises(ValueError, match="concept 100000 is not in"):
+        with mpsae.steer(model, trained, HOOK, {100000: 1.0}):
+            pass

@@ -35,6 +35,8 @@ enum Command {
     Concepts(cmd::concepts::ConceptsArgs),
     /// Write a model in another tool's format (SAELens).
     Export(cmd::export::ExportArgs),
+    /// Match the atoms of two runs one to one by absolute cosine (MCC, shares above 0.9/0.7).
+    Compare(cmd::compare::CompareArgs),
     /// Benchmark training and encoding throughput, with the time split and the machine's sgemm.
     Bench(cmd::bench::BenchArgs),
 }
@@ -74,6 +76,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => cmd::bench::run(a),
         Command::Concepts(a) => cmd::concepts::run(a),
         Command::Export(a) => cmd::export::run(a),
+        Command::Compare(a) => cmd::compare::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -98,7 +101,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand => {
             eprintln!(
-                "error: no command given: use train, encode, eval, inspect, concepts or bench (see mpsae --help)"
+                "error: no command given: use train, encode, eval, inspect, concepts, export, compare or bench (see mpsae --help)"
             );
             ExitCode::FAILURE
         }

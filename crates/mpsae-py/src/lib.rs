@@ -24,6 +24,7 @@ fn _mpsae(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(training::defaults, m)?)?;
     m.add_function(wrap_pyfunction!(training::options, m)?)?;
     m.add_function(wrap_pyfunction!(model::check_preprocess, m)?)?;
+    m.add_function(wrap_pyfunction!(model::compare, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::pursuit, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::decode, m)?)?;
     m.add_function(wrap_pyfunction!(kernels::backward, m)?)?;
@@ -40,6 +41,7 @@ fn _mpsae(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("logit_lens", mpsae::concepts::logit_lens::LOGIT_LENS_FILE),
         ("saelens_config", mpsae::io::saelens::CONFIG_FILE),
         ("saelens_weights", mpsae::io::saelens::WEIGHTS_FILE),
+        ("compare", mpsae::compare::COMPARE_FILE),
     ] {
         files.set_item(key, name)?;
     }

@@ -326,3 +326,24 @@ pub fn check_preprocess(
 ) -> PyResult<()> {
     mpsae::Preprocess::from_state(mean, scale, d).map(|_| ()).py()
 }
+
+/// Matches the atoms of `a` one to one with those of `b` by absolute cosine
+/// (`mpsae::compare::compare`): the comparison as a dict; written into `write_to` (run A's
+/// folder, where the concept browser shows it) when given.
+#[pyfunction]
+#[pyo3(signature = (a, b, other, write_to=None))]
+pub fn compare<'py>(
+    py: Python<'py>,
+    a: &mut Model,
+    b: &mut Model,
+    other: &str,
+    write_to: Option<PathBuf>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let (ma, mb) = (&mut a.inner, &mut b.inner);
+    let cmp = py.allow_threads(|| mpsae::compare::compare(ma, mb, other)).py()?;
+    if let Some(dir) = write_to {
+        mpsae::compare::write(&cmp, &dir).py()?;
+    }
+    let json = serde_json::to_string(&cmp).expect("a comparison serialises");
+    py.import("json")?.call_method1("loads", (json,))
+}

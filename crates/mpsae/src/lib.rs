@@ -17,6 +17,7 @@
 
 #![warn(missing_docs)]
 
+pub mod compare;
 pub mod concepts;
 pub mod config;
 pub mod criterion;

@@ -88,6 +88,7 @@ pub fn run(a: ConceptsArgs) -> CliResult<()> {
     let title = format!("mpsae concepts: {}", a.model.display());
     analysis.logit_lens =
         mpsae::concepts::logit_lens::LogitLens::read(&a.model, model.nb_concepts()).map_err(msg)?;
+    analysis.comparison = mpsae::compare::read(&a.model, model.nb_concepts()).map_err(msg)?;
     site::write(&analysis, metrics.as_deref(), a.images.as_deref(), &a.out, &title).map_err(msg)?;
     if std::env::var_os("MPSAE_TIMING").is_some() {
         eprintln!("analysis {:.2} s, site {:.2} s", (t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64());

@@ -64,6 +64,9 @@ pub struct Analysis {
     /// The tokens each concept promotes and suppresses through the model's unembedding, when
     /// the run has them ([`logit_lens`]).
     pub logit_lens: Option<logit_lens::LogitLens>,
+    /// Each atom's matches in another run, when the run has a comparison
+    /// ([`crate::compare`]).
+    pub comparison: Option<crate::compare::Comparison>,
 }
 
 /// Encodes every row of `data` in eval mode (the model's preprocessing applied), gathering every
@@ -118,7 +121,7 @@ pub fn analyze(
             t_add - t_encode
         );
     }
-    Ok(Analysis { stats, nearest, tokens, token_index, shape: (d, c, k), logit_lens: None })
+    Ok(Analysis { stats, nearest, tokens, token_index, shape: (d, c, k), logit_lens: None, comparison: None })
 }
 
 /// For each token text, the concepts that fire on most of its rows (at most 8).

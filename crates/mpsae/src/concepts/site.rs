@@ -458,6 +458,21 @@ fn concept_body(
     b.push_str(&links("Children: picked just after it", "children", &count(&s.children)));
     let near: Vec<(u32, String)> = a.nearest[j].iter().map(|&(a, c)| (a, format!("({c:.3})"))).collect();
     b.push_str(&links("Nearest atoms (cosine)", "nearest", &near));
+    if let Some(cmp) = &a.comparison {
+        let _ = write!(b, "<h2>In {}</h2><div class=\"rel\" id=\"match\">", esc(&cmp.other));
+        match &cmp.matched[j] {
+            Some(m) => {
+                let _ = write!(b, "one-to-one match: atom #{} (cosine {:.3})", m.atom, m.cosine);
+            }
+            None => b.push_str("<span class=\"note\">no one-to-one match (the other run has fewer atoms)</span>"),
+        }
+        let best = &cmp.best[j];
+        let _ = write!(
+            b,
+            "; best match: atom #{} (cosine {:.3}) <span class=\"note\">(run MCC {:.3})</span></div>",
+            best.atom, best.cosine, cmp.mcc
+        );
+    }
     if let Some(lens) = &a.logit_lens {
         let model = lens.model.as_deref().map(|m| format!(" of {}", esc(m))).unwrap_or_default();
         let _ = write!(b, "<h2>Through the unembedding{model}</h2><div class=\"charts\" id=\"logits\">");
