@@ -2,7 +2,7 @@
 ``transformers`` models first), the output of chosen modules written to disk as the model runs.
 
 A harvest folder (one per hook) holds ``shard_00000.npy``, ... (rows in order, each shard whole
-windows), ``tokens.tsv`` (``row, source, doc, window, pos, token_id, token``: which token each row
+windows), ``tokens.tsv`` (``row, source, doc, window, pos, token_id, token, text``: which token each row
 is; tabs, newlines and backslashes in tokens escaped as ``\\t``, ``\\n``, ``\\\\``) and
 ``harvest.json`` (model, hook, layer, tokenizer, context, dtype, rows, d, the shards in order).
 ``mpsae train/encode/eval/concepts --data DIR`` read it, and a run trained on it records where
@@ -28,10 +28,11 @@ import numpy as np
 from . import _mpsae
 from .files import HARVEST as HARVEST_FILE
 from .files import TOKENS as TOKENS_FILE
-from .windows import Progress, check_token_ids, documents, find_module, hook_output, padded, windows
+from .windows import (Progress, check_token_ids, documents, find_module, hook_output, model_name, padded, token_text,
+                      tokenizer_name, windows)
 
 __all__ = ["harvest", "windows", "find_module", "HARVEST_FILE", "TOKENS_FILE"]
-TOKENS_HEADER = "row\tsource\tdoc\twindow\tpos\ttoken_id\ttoken\n"
+TOKENS_HEADER = "row\tsource\tdoc\twindow\tpos\ttoken_id\ttoken\ttext\n"
 IMAGES_HEADER = "row\tsource\timage\tpatch\tpatch_row\tpatch_col\n"
 
 
@@ -42,10 +43,6 @@ class _Stop(Exception):
 def _layer_of(hook: str) -> Optional[int]:
     m = re.search(r"\.(\d+)$", hook)
     return int(m.group(1)) + 1 if m else None
-
-
-def _model_name(model) -> Optional[str]:
-    return getattr(getattr(model, "config", None), "_name_or_path", None) or getattr(model, "name_or_path", None)
 
 
 def _is_images(inputs) -> bool:
@@ -231,8 +228,8 @@ def harvest(model, inputs, hook: Union[str, Sequence[str]], out, *, tokenizer=No
         raise ValueError("no hook given")
     modules = [find_module(model, h) for h in hooks]
     out = os.fspath(out)
-    name = _model_name(model)
-    tok_name = getattr(tokenizer, "name_or_path", None) if tokenizer is not None else None
+    name = model_name(model)
+    tok_name = tokenizer_name(tokenizer, model) if tokenizer is not None else None
     images = _is_images(inputs)
     if images:
         context, prepend_bos, tok_name = None, None, None
@@ -378,10 +375,12 @@ def _harvest_into(folders, model, inputs, hooks, modules, tokenizer, context, ba
                              f"{(p - cut) // side if grid else 0}\t{(p - cut) % side if grid else p - cut}\n"
                              for j, p in enumerate(positions)]
                 else:
-                    texts = (tokenizer.convert_ids_to_tokens([toks[p] for p in positions]) if tokenizer is not None
-                             else [str(toks[p]) for p in positions])
-                    lines = [f"{rows_done + j}\t{source}\t{doc}\t{w}\t{p - cut}\t{toks[p]}\t{_escape(str(t))}\n"
-                             for j, (p, t) in enumerate(zip(positions, texts))]
+                    pieces = (tokenizer.convert_ids_to_tokens([toks[p] for p in positions]) if tokenizer is not None
+                              else [str(toks[p]) for p in positions])
+                    texts = [token_text(tokenizer, toks[p]) for p in positions]
+                    lines = [f"{rows_done + j}\t{source}\t{doc}\t{w}\t{p - cut}\t{toks[p]}\t{_escape(str(piece))}\t"
+                             f"{_escape(text)}\n"
+                             for j, (p, piece, text) in enumerate(zip(positions, pieces, texts))]
                 for i, acts in enumerate(captured):
                     rows = acts[b, positions].float().cpu().numpy().astype(np_dtype)
                     folders[i].add(rows, lines, None if whole else already + len(positions))

@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional
 __all__ = ["logit_lens", "LOGIT_LENS_FILE"]
 
 from .files import LOGIT_LENS as LOGIT_LENS_FILE
+from .windows import model_name, token_text
 
 
 def logit_lens(sae_or_run, model, tokenizer, top: int = 10, out: Optional[os.PathLike] = None,
@@ -35,7 +36,9 @@ def logit_lens(sae_or_run, model, tokenizer, top: int = 10, out: Optional[os.Pat
     Returns
     -------
     dict
-        ``{"model", "promoted": [[(token, logit), ...] per concept], "suppressed": [...]}``.
+        ``{"model", "decoded", "promoted": [[(token, logit), ...] per concept], "suppressed": [...]}``:
+        tokens as the tokenizer decodes them (``" the"``), the model's name (the run's provenance,
+        else :func:`mpsae.windows.model_name`).
     """
     import torch
 
@@ -58,9 +61,17 @@ def logit_lens(sae_or_run, model, tokenizer, top: int = 10, out: Optional[os.Pat
             lo = torch.topk(logits, top, dim=1, largest=False)
             for values, ids, dst in ((hi.values, hi.indices, promoted), (lo.values, lo.indices, suppressed)):
                 for v_row, i_row in zip(values.tolist(), ids.tolist()):
-                    dst.append([(t, round(v, 4)) for t, v in zip(tokenizer.convert_ids_to_tokens(i_row), v_row)])
-    name = getattr(getattr(model, "config", None), "_name_or_path", None)
-    result = {"model": name, "promoted": promoted, "suppressed": suppressed}
+                    dst.append([(token_text(tokenizer, t), round(v, 4)) for t, v in zip(i_row, v_row)])
+    # The model's name: the run's provenance when it records one, else the model's own.
+    name = None
+    if isinstance(sae_or_run, (str, os.PathLike)):
+        try:
+            from .model import load
+
+            name = load(sae_or_run).provenance.get("model")
+        except (ValueError, OSError):
+            name = None
+    result = {"model": name or model_name(model), "decoded": True, "promoted": promoted, "suppressed": suppressed}
     if out is None and isinstance(sae_or_run, (str, os.PathLike)) and os.path.isdir(sae_or_run):
         out = os.path.join(os.fspath(sae_or_run), LOGIT_LENS_FILE)
     if out is not None:

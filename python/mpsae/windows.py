@@ -11,8 +11,40 @@ from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["find_module", "hook_output", "documents", "looks_like_path", "check_token_ids", "windows", "padded",
+__all__ = ["model_name", "token_text", "find_module", "hook_output", "documents", "looks_like_path", "check_token_ids", "windows", "padded",
            "Progress"]
+
+
+def model_name(model) -> Optional[str]:
+    """The model's name as a researcher reads it, never a folder of this machine: a hub id
+    (``HuggingFaceTB/SmolLM2-135M``), else the name its file records (a GGUF's
+    ``general.name``), else its folder's name."""
+    config = getattr(model, "config", None)
+    name = getattr(config, "_name_or_path", None) or getattr(model, "name_or_path", None)
+    if name and not os.path.exists(str(name)):
+        return str(name)
+    recorded = getattr(config, "_model_name_or_path", None)
+    if recorded and not os.path.exists(str(recorded)):
+        return str(recorded)
+    if name:
+        return os.path.basename(str(name).rstrip("/")) or str(name)
+    return type(model).__name__
+
+
+def tokenizer_name(tokenizer, model=None) -> Optional[str]:
+    """The tokenizer's name (its hub id), or the model's name when it was read from a folder."""
+    name = getattr(tokenizer, "name_or_path", None)
+    if name and not os.path.exists(str(name)):
+        return str(name)
+    return model_name(model) if model is not None else (os.path.basename(str(name).rstrip("/")) if name else None)
+
+
+def token_text(tokenizer, token_id: int) -> str:
+    """A token as the tokenizer decodes it (``" the"``, ``"\\n"``), not its tokenizer piece
+    (``Ġthe``, ``Ċ``)."""
+    if tokenizer is None:
+        return str(token_id)
+    return tokenizer.decode([int(token_id)], clean_up_tokenization_spaces=False)
 
 
 def find_module(model, path: str):

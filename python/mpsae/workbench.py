@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional
 
 from . import _mpsae
 from .model import load
-from .windows import find_module, hook_output
+from .windows import find_module, hook_output, token_text
 
 __all__ = ["probe", "steer", "generate_steered", "compare", "steering_direction"]
 
@@ -26,13 +26,6 @@ def _sae(sae_or_run, device=None):
     from .splice import load_sae
 
     return load_sae(sae_or_run, device)
-
-
-def _token_text(tokenizer, token_id: int) -> str:
-    """A token as the tokenizer decodes it (``" the"``, ``"\\n"``), not its BPE piece."""
-    if tokenizer is None:
-        return str(token_id)
-    return tokenizer.decode([int(token_id)], clean_up_tokenization_spaces=False)
 
 
 def _activations(model, hook: str, input_ids):
@@ -126,7 +119,7 @@ def probe(model, sae_or_run, text: str, hook: str, *, tokenizer, top: int = 5,
             entry = summed.setdefault(j, [0.0, t + 1])
             entry[0] += v
         ranked = sorted(summed.items(), key=lambda kv: (-abs(kv[1][0]), kv[1][1]))[:top]
-        out.append({"position": p - first, "token_id": int(ids[p]), "token": _token_text(tokenizer, ids[p]),
+        out.append({"position": p - first, "token_id": int(ids[p]), "token": token_text(tokenizer, ids[p]),
                     "concepts": [{"concept": int(j), "value": float(v), "step": int(s)} for j, (v, s) in ranked]})
     return out
 

@@ -188,6 +188,12 @@ def test_real_text_and_image_data(tmp_path, cli, browser):
             browser.screenshot(SHOTS / "concepts-image.png")
         else:
             assert browser.js("document.querySelectorAll('#top .hit').length") >= 1
+            # Decoded text, not byte-level BPE pieces; every atom link carries a label.
+            text = browser.js("document.body.innerText")
+            assert "Ġ" not in text and "Ċ" not in text, text[:500]
+            links = browser.js("[...document.querySelectorAll('#nearest a')].map(a => a.textContent)")
+            assert links and all(len(l.split(" ", 1)) == 2 and l.split(" ", 1)[1].strip() for l in links), links
+            browser.screenshot(SHOTS / "concepts-text.png")
         assert browser.errors == []
 
 

@@ -68,7 +68,7 @@ def test_harvested_rows_equal_an_independent_forward_pass(smollm2, tmp_path):
     cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
     assert cos.min() >= 0.9999, cos.min()
     tsv = [l.split("\t") for l in (tmp_path / "h" / "tokens.tsv").read_text().splitlines()]
-    assert tsv[0] == ["row", "source", "doc", "window", "pos", "token_id", "token"]
+    assert tsv[0] == ["row", "source", "doc", "window", "pos", "token_id", "token", "text"]
     assert [int(l[5]) for l in tsv[1:256]] == wins[0][1][1:]
 
 
@@ -92,14 +92,19 @@ def test_a_harvest_folder_is_data_for_every_command(smollm2, tmp_path, cli):
     subprocess.run([cli, "concepts", "--model", str(run), "--data", str(folder), "--out", str(site)], check=True,
                    capture_output=True)
     table = (site / "data.js").read_text()
-    assert "Ġthe" in table  # the tokens came from the folder's tokens.tsv
+    # The tokens came from the folder's tokens.tsv, as the tokenizer decodes them (no BPE pieces).
+    assert " the " in " " + table.replace("\u00b7", " ") + " " and "Ġ" not in table and "Ċ" not in table
+    tsv = [l.split("\t") for l in (folder / "tokens.tsv").read_text().splitlines()[1:]]
+    assert all(t[7] == tok.decode([int(t[5])]).replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t")
+               for t in tsv[:200])
     # The tokens each concept promotes and suppresses through the unembedding, on its page.
     lens = mpsae.logit_lens(run, model, tok, top=5)
     assert len(lens["promoted"]) == 64 and len(lens["suppressed"][0]) == 5
     w_u = model.get_output_embeddings().weight.detach().double()
     atom = torch.from_numpy(mpsae.load(run).get_dictionary()[3]).double()
-    best = tok.convert_ids_to_tokens([int((w_u @ atom).argmax())])[0]
+    best = tok.decode([int((w_u @ atom).argmax())])
     assert lens["promoted"][3][0][0] == best
+    assert lens["model"] == "Smollm2 135M 8k Lc100K Mix1 Ep2" or "/" not in lens["model"]  # a name, not a path
     subprocess.run([cli, "concepts", "--model", str(run), "--data", str(folder), "--out", str(site)], check=True,
                    capture_output=True)
     from test_concepts import SHOTS, Browser
@@ -108,9 +113,13 @@ def test_a_harvest_folder_is_data_for_every_command(smollm2, tmp_path, cli):
     try:
         b.open((site / "concepts" / "3.html").as_uri())
         shown = b.js("Array.from(document.querySelectorAll('#promoted td.tok')).map(e => e.textContent)")
-        assert shown == [t for t, _ in lens["promoted"][3]]
+        from mpsae import _mpsae  # noqa: F401
+        assert [t.strip() or t for t in shown] == [(t.replace("\n", "↵").strip() or "␣" * len(t))
+                                                   for t, _ in lens["promoted"][3]]
         assert b.js("document.querySelectorAll('#suppressed tr').length") == 5
-        assert "Through the unembedding" in b.js("document.body.innerText")
+        page = b.js("document.body.innerText")
+        assert "Through the unembedding of " + lens["model"] in page and "site-packages" not in page
+        assert "Ġ" not in page and "Ċ" not in page
         b.js("document.getElementById('logits').scrollIntoView()")
         b.screenshot(SHOTS / "concept_logit_lens.png")
         assert not b.errors, b.errors

@@ -16,6 +16,10 @@ pub struct LogitLens {
     /// The model whose unembedding was used.
     #[serde(default)]
     pub model: Option<String>,
+    /// Whether the tokens are decoded text (`" the"`); older files hold tokenizer pieces, decoded
+    /// when read.
+    #[serde(default)]
+    pub decoded: bool,
     /// Per concept, the tokens with the largest `D_j · W_U`, largest first.
     pub promoted: Vec<Vec<(String, f32)>>,
     /// Per concept, the tokens with the smallest `D_j · W_U`, smallest first.
@@ -30,8 +34,19 @@ impl LogitLens {
             return Ok(None);
         }
         let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let lens: LogitLens = serde_json::from_str(&text)
+        let mut lens: LogitLens = serde_json::from_str(&text)
             .map_err(|e| Error::file(&path, format!("not a logit lens file: {e}")))?;
+        if !lens.decoded {
+            let bpe = lens.promoted.iter().chain(&lens.suppressed).flatten().any(|(t, _)| {
+                t.contains(['\u{120}', '\u{2581}', '\u{10A}'])
+            });
+            if bpe {
+                for (t, _) in lens.promoted.iter_mut().chain(lens.suppressed.iter_mut()).flatten() {
+                    *t = super::tokens::decode_piece(t, false);
+                }
+            }
+            lens.decoded = true;
+        }
         if lens.promoted.len() != c || lens.suppressed.len() != c {
             return Err(Error::file(
                 &path,

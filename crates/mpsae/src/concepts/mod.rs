@@ -127,10 +127,10 @@ pub fn analyze(
 /// For each token text, the concepts that fire on most of its rows (at most 8).
 fn index_tokens(t: &TokenTable, stats: &ConceptStats) -> Vec<(String, Vec<(u32, u64)>)> {
     let k = stats.k;
-    let mut by: HashMap<&str, HashMap<u32, u64>> = HashMap::new();
+    let mut by: HashMap<String, HashMap<u32, u64>> = HashMap::new();
     for (i, info) in t.rows.iter().enumerate() {
-        let RowInfo::Token { token, .. } = info else { continue };
-        let m = by.entry(token.as_str()).or_default();
+        let RowInfo::Token { .. } = info else { continue };
+        let m = by.entry(t.label(i)).or_default();
         let mut seen: Vec<u32> = Vec::with_capacity(k);
         for &a in &stats.atoms[i * k..(i + 1) * k] {
             if a != crate::model::Codes::NO_ATOM && !seen.contains(&a) && stats.code(i, a as usize) != 0.0 {
@@ -145,7 +145,7 @@ fn index_tokens(t: &TokenTable, stats: &ConceptStats) -> Vec<(String, Vec<(u32, 
             let mut v: Vec<(u32, u64)> = m.into_iter().collect();
             v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             v.truncate(8);
-            (tok.to_string(), v)
+            (tok, v)
         })
         .collect();
     out.sort();

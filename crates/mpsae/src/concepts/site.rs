@@ -5,7 +5,7 @@
 
 use super::stats::{value_bin, Concept, LOG_BINS, LOG_MAX, LOG_MIN};
 use super::svg::{bar_chart, esc, line_chart, Series};
-use super::tokens::RowInfo;
+use super::tokens::{label_of, RowInfo};
 use super::Analysis;
 use crate::train::EpochReport;
 use crate::{Error, Result};
@@ -24,7 +24,7 @@ th{cursor:pointer;background:#f3f4f6;position:sticky;top:0}th.sorted{color:#2563
 .ex{white-space:pre-wrap;margin:4px 0;padding:6px 8px;background:#fff;border:1px solid #e5e7eb;border-radius:4px;font-family:ui-monospace,monospace;font-size:13px}
 .ex .v{color:#6b7280;display:inline-block;min-width:70px}.tok{padding:1px 2px;border-radius:2px}
 .hit{outline:2px solid #111827}.pos{background:rgba(37,99,235,var(--a))}.neg{background:rgba(220,38,38,var(--a))}
-.rel a{margin-right:10px}.stats{color:#d1d5db}.img{display:inline-block;margin:6px;text-align:center;font-size:11px}
+.rel a{margin-right:10px}.lbl{color:#374151;font-size:12px}.stats{color:#d1d5db}.img{display:inline-block;margin:6px;text-align:center;font-size:11px}
 .crop{position:relative;display:inline-block}.crop img{width:160px;height:160px;image-rendering:pixelated}
 .mark{position:absolute;border:2px solid #facc15;box-sizing:border-box}
 #results{margin:6px 0;color:#374151}"#;
@@ -59,7 +59,8 @@ const SCRIPT: &str = r#"// The concept table: sort by a column, filter by text, 
     }
     const html = [];
     for (const r of rows.slice(0, 2000)) {
-      const n = hits ? ' <span class="note">(' + hits.get(r[0]) + ' rows)</span>' : '';
+      const c = hits ? hits.get(r[0]) : 0;
+      const n = hits ? ' <span class="note">(' + c + (c === 1 ? ' row' : ' rows') + ')</span>' : '';
       html.push('<tr data-concept="' + r[0] + '"><td><a href="concepts/' + r[0] + '.html">#' + r[0] + '</a>' + n +
         '</td><td>' + fmt(r[1], 5) + '</td><td>' + fmt(r[2], 4) + '</td><td>' + fmt(r[3], 2) + '</td><td>' +
         fmt(r[4], 2) + '</td><td>' + r[5].replace(/&/g, '&amp;').replace(/</g, '&lt;') + '</td></tr>');
@@ -113,13 +114,13 @@ pub fn write(
     let (d, c, k) = a.shape;
     let n = a.stats.rows;
     let label = |i: usize| a.tokens.as_ref().map_or(format!("row {i}"), |t| t.label(i));
-    // Concepts table data.
-    let rows: Vec<serde_json::Value> = a
+    // Each concept's top tokens (or images): the table's column, and the short label every link
+    // to the concept carries.
+    let tops: Vec<Vec<String>> = a
         .stats
         .concepts
         .iter()
-        .enumerate()
-        .map(|(j, s)| {
+        .map(|s| {
             let mut tops: Vec<String> = Vec::new();
             for &(_, i) in &s.top {
                 let l = match a.tokens.as_ref().and_then(|t| t.rows.get(i)) {
@@ -132,13 +133,26 @@ pub fn write(
                     tops.push(l);
                 }
             }
+            tops
+        })
+        .collect();
+    let concept_labels: Vec<String> = tops
+        .iter()
+        .map(|t| if t.is_empty() { "(never fires)".to_string() } else { t[..t.len().min(3)].join(" · ") })
+        .collect();
+    let rows: Vec<serde_json::Value> = a
+        .stats
+        .concepts
+        .iter()
+        .enumerate()
+        .map(|(j, s)| {
             serde_json::json!([
                 j,
                 s.frequency(n),
                 s.mean_abs(),
                 s.positive_share(),
                 s.mean_step(),
-                tops.join(" · ")
+                tops[j].join(" · ")
             ])
         })
         .collect();
@@ -271,14 +285,15 @@ pub fn write(
         .build()
         .map_err(|e| Error::invalid("threads", e.to_string()))?;
     writers.install(|| a.stats.concepts.par_iter().enumerate().try_for_each(|(j, s)| {
-        let body = concept_body(a, j, s, &image_rows, &copied);
+        let body = concept_body(a, j, s, &image_rows, &copied, &concept_labels);
         let header = format!(
-            "<a href=\"../index.html\">← all concepts</a> <h1>Concept #{j}</h1><div class=\"stats\">frequency {:.5} · mean |value| {:.4} · positive {:.0}% · mean step {:.2} · {} picks</div>",
+            "<a href=\"../index.html\">← all concepts</a> <h1>Concept #{j}: {}</h1><div class=\"stats\">frequency {:.5} · mean |value| {:.4} · positive {:.0}% · mean step {:.2} · {} picks</div>",
+            esc(&concept_labels[j]),
             s.frequency(n),
             s.mean_abs(),
             100.0 * s.positive_share(),
             s.mean_step(),
-            s.picks
+            s.picks,
         );
         save(&format!("concepts/{j}.html"), &page(&format!("{title}: concept #{j}"), "../", &header, &body))
     }))?;
@@ -369,6 +384,7 @@ fn concept_body(
     s: &Concept,
     image_rows: &HashMap<String, Vec<(u32, u32, usize)>>,
     copied: &HashMap<String, Option<String>>,
+    concept_labels: &[String],
 ) -> String {
     let mut b = String::new();
     let scale = s.top.first().map_or(1.0, |t| t.0.abs()).max(1e-9);
@@ -448,7 +464,13 @@ fn concept_body(
             s.push_str("<span class=\"note\">none</span>");
         }
         for (a, note) in v {
-            let _ = write!(s, "<a href=\"{a}.html\">#{a}</a><span class=\"note\">{note}</span> ");
+            let label = concept_labels.get(*a as usize).map(String::as_str).unwrap_or("");
+            let _ = write!(
+                s,
+                "<a href=\"{a}.html\" title=\"{}\">#{a} <span class=\"lbl\">{}</span></a><span class=\"note\">{note}</span> ",
+                esc(label),
+                esc(label)
+            );
         }
         s.push_str("</div>");
         s
@@ -481,7 +503,7 @@ fn concept_body(
         {
             let _ = write!(b, "<div><h3>{title}</h3><table id=\"{id}\"><tbody>");
             for (tok, v) in list {
-                let _ = write!(b, "<tr><td class=\"tok\">{}</td><td>{v:+.3}</td></tr>", esc(tok));
+                let _ = write!(b, "<tr><td class=\"tok\">{}</td><td>{v:+.3}</td></tr>", esc(&label_of(tok)));
             }
             b.push_str("</tbody></table></div>");
         }

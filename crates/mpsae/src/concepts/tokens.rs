@@ -16,7 +16,8 @@ pub enum RowInfo {
         window: String,
         /// Position in the window.
         pos: i64,
-        /// The token's text.
+        /// The token's text as the tokenizer decodes it (`" the"`, `"\n"`): the table's `text`
+        /// column, or its tokenizer piece decoded ([`decode_piece`]).
         token: String,
     },
     /// The patch at (`row`, `col`) of `image`.
@@ -35,8 +36,8 @@ pub enum RowInfo {
 pub struct TokenTable {
     /// One entry per data row.
     pub rows: Vec<RowInfo>,
-    /// Byte-level BPE tokens (`Ġ` marks a leading space), else WordPiece (`##` marks a
-    /// continuation, other tokens are separate words).
+    /// Whether the table's pieces were byte-level BPE or SentencePiece (`Ġ`/`▁` mark a leading
+    /// space), else WordPiece (`##` marks a continuation, other tokens are separate words).
     pub bpe: bool,
     /// Each row's (document, window) as a number, for contexts.
     windows: Vec<u32>,
@@ -59,6 +60,8 @@ impl TokenTable {
         let get = |names: &[&str]| names.iter().map(|n| col.get(n).copied()).collect::<Option<Vec<usize>>>();
         let (text_cols, image_cols) =
             (get(&["doc", "window", "pos", "token"]), get(&["image", "patch_row", "patch_col"]));
+        // A harvest records each token's decoded text; older tables only its piece.
+        let text_col = col.get("text").copied();
         if text_cols.is_none() && image_cols.is_none() {
             return Err(Error::file(
                 path,
@@ -81,18 +84,31 @@ impl TokenTable {
                 }
             } else {
                 let c = text_cols.as_ref().unwrap();
+                let token = match text_col {
+                    Some(t) => unescape(field(t)?),
+                    None => field(c[3])?.to_string(),
+                };
                 RowInfo::Token {
                     doc: field(c[0])?.to_string(),
                     window: field(c[1])?.to_string(),
                     pos: field(c[2])?.parse().map_err(|_| bad("pos is not a number"))?,
-                    token: field(c[3])?.to_string(),
+                    token,
                 }
             };
             rows.push(info);
         }
-        let bpe = rows
-            .iter()
-            .any(|r| matches!(r, RowInfo::Token { token, .. } if token.starts_with(['\u{120}', '\u{2581}'])));
+        let bpe = text_col.is_some()
+            || rows
+                .iter()
+                .any(|r| matches!(r, RowInfo::Token { token, .. } if token.starts_with(['\u{120}', '\u{2581}'])));
+        if text_col.is_none() {
+            let wordpiece = !bpe;
+            for r in rows.iter_mut() {
+                if let RowInfo::Token { token, .. } = r {
+                    *token = decode_piece(token, wordpiece);
+                }
+            }
+        }
         let mut ids: HashMap<(&str, &str), u32> = HashMap::new();
         let windows = rows
             .iter()
@@ -107,16 +123,13 @@ impl TokenTable {
         Ok(TokenTable { rows, bpe, windows })
     }
 
-    /// Row `i`'s token as text is written: its characters, and whether a space comes before it.
+    /// Row `i`'s token as text is written: its characters (newlines and tabs as visible marks),
+    /// and whether a space comes before it.
     pub fn display(&self, i: usize) -> (String, bool) {
         let Some(RowInfo::Token { token, .. }) = self.rows.get(i) else { return (self.label(i), true) };
-        let t = token.replace('\u{10A}', "↵").replace('\u{109}', "⇥");
-        if let Some(rest) = t.strip_prefix("##") {
-            (rest.to_string(), false)
-        } else if let Some(rest) = t.strip_prefix(['\u{120}', '\u{2581}']) {
-            (rest.to_string(), true)
-        } else {
-            (t, !self.bpe)
+        match token.strip_prefix(' ') {
+            Some(rest) if !rest.is_empty() => (visible(rest), true),
+            _ => (visible(token), false),
         }
     }
 
@@ -128,7 +141,7 @@ impl TokenTable {
     /// A short label of row `i` (its token, or image and patch).
     pub fn label(&self, i: usize) -> String {
         match self.rows.get(i) {
-            Some(RowInfo::Token { token, .. }) => token.clone(),
+            Some(RowInfo::Token { token, .. }) => label_of(token),
             Some(RowInfo::Patch { image, row, col }) => format!("{image} [{row},{col}]"),
             None => format!("row {i}"),
         }
@@ -146,6 +159,77 @@ impl TokenTable {
         let hi = (i + 1..(i + 1 + radius).min(self.rows.len())).take_while(|&j| same(j)).last().unwrap_or(i);
         (lo..=hi).collect()
     }
+}
+
+/// A token's text with what cannot be seen made visible: newlines `↵`, tabs `⇥`, carriage
+/// returns `␍`, and a token of spaces only as `␣`s.
+pub fn visible(text: &str) -> String {
+    if !text.is_empty() && text.chars().all(|c| c == ' ') {
+        return "␣".repeat(text.chars().count());
+    }
+    text.replace('\n', "↵").replace('\t', "⇥").replace('\r', "␍")
+}
+
+/// A token's short label (for lists of tokens): its visible text without the leading space.
+pub fn label_of(text: &str) -> String {
+    let t = text.trim_start_matches(' ');
+    if t.is_empty() {
+        visible(text)
+    } else {
+        visible(t)
+    }
+}
+
+/// A tsv field written with `\\`, `\t`, `\n`, `\r` escapes.
+fn unescape(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut chars = field.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+/// The text of a tokenizer piece: byte-level BPE (`Ġthe` -> `" the"`, `Ċ` -> `"\n"`, bytes of a
+/// character split over tokens as the replacement character), SentencePiece (`▁the` ->
+/// `" the"`), or, when `wordpiece`, WordPiece (`##ing` -> `"ing"`, other tokens `" word"`).
+pub fn decode_piece(piece: &str, wordpiece: bool) -> String {
+    if wordpiece {
+        return match piece.strip_prefix("##") {
+            Some(rest) => rest.to_string(),
+            None => format!(" {piece}"),
+        };
+    }
+    if piece.contains('\u{2581}') {
+        return piece.replace('\u{2581}', " ");
+    }
+    // GPT-2's byte-to-unicode map, reversed: printable bytes stand for themselves, the others
+    // (0-32, 127-160, 173) for 256 + their rank.
+    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let others: Vec<u8> = (0u32..256).filter(|&b| !printable(b)).map(|b| b as u8).collect();
+    let mut bytes = Vec::with_capacity(piece.len());
+    for c in piece.chars() {
+        let u = c as u32;
+        if u < 256 && printable(u) {
+            bytes.push(u as u8);
+        } else if (256..256 + others.len() as u32).contains(&u) {
+            bytes.push(others[(u - 256) as usize]);
+        } else {
+            // Not a byte-level piece: keep the character.
+            bytes.extend_from_slice(c.to_string().as_bytes());
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 #[cfg(test)]
@@ -171,7 +255,31 @@ mod tests {
                 assert_eq!(t.context(i, radius), want, "row {i}, radius {radius}");
             }
         }
-        assert_eq!(t.display(3), ("t3".to_string(), true));
+        assert_eq!(t.display(3), (" t3".trim().to_string(), true));
+    }
+
+    #[test]
+    fn pieces_and_texts_read_as_text() {
+        assert_eq!(decode_piece("\u{120}the", false), " the");
+        assert_eq!(decode_piece("\u{10A}", false), "\n");
+        assert_eq!(decode_piece("\u{120}\u{120}\u{120}", false), "   ");
+        // "据" (e6 8d ae) as byte-level characters.
+        assert_eq!(decode_piece("\u{e6}\u{12f}\u{ae}", false), "据");
+        assert_eq!(decode_piece("\u{2581}hello", false), " hello");
+        assert_eq!(decode_piece("##ing", true), "ing");
+        assert_eq!(visible("\n"), "↵");
+        assert_eq!(label_of("   "), "␣␣␣");
+        assert_eq!(label_of(" the"), "the");
+        let tsv = "row\tsource\tdoc\twindow\tpos\ttoken_id\ttoken\ttext\n\
+                   0\tm\t0\t0\t0\t504\tThe\tThe\n1\tm\t0\t0\t1\t2\t\u{120}cat\t cat\n2\tm\t0\t0\t2\t198\t\u{10A}\t\\n\n";
+        let t = TokenTable::parse(Path::new("t.tsv"), tsv).unwrap();
+        assert_eq!(t.display(1), ("cat".to_string(), true));
+        assert_eq!(t.display(2), ("↵".to_string(), false));
+        assert_eq!(t.label(2), "↵");
+        // The same from pieces alone (an older table).
+        let old = "row\tdoc\twindow\tpos\ttoken\n0\t0\t0\t0\tThe\n1\t0\t0\t1\t\u{120}cat\n2\t0\t0\t2\t\u{10A}\n";
+        let t = TokenTable::parse(Path::new("t.tsv"), old).unwrap();
+        assert_eq!((t.display(1), t.display(2), t.label(1)), (("cat".into(), true), ("↵".into(), false), "cat".into()));
     }
 
     #[test]
