@@ -1,7 +1,8 @@
 """The SAE in the model: how much of the model's next-token prediction survives when the SAE's
 reconstruction replaces a module's output (SAELens's "CE loss recovered").
 
-:func:`evaluate_in_model` runs the same windows three times: clean, with the hook's output
+:func:`evaluate_in_model` runs the same windows three times (each pass stopped at the output
+embedding, whose logits are then computed a chunk of positions at a time): clean, with the hook's output
 replaced by the SAE's reconstruction at the positions a harvest would read (every position but
 each window's first when ``exclude_first``), and with it zeroed there. The losses are the mean
 next-token cross-entropy of the predictions made from those positions (position ``p`` predicts
@@ -35,19 +36,25 @@ def load_sae(sae_or_run, device=None):
 
 def evaluate_in_model(model, sae_or_run, inputs, hook: str, *, tokenizer=None, context: int = 256,
                       batch_size: int = 8, prepend_bos: bool = True, exclude_first: bool = True,
-                      progress: bool = True) -> Dict[str, Any]:
+                      max_rows: Optional[int] = None, chunk: int = 128, progress: bool = True) -> Dict[str, Any]:
     """Splice the SAE into ``model`` at ``hook`` and measure what the model loses.
 
     Parameters
     ----------
     model : torch.nn.Module
-        A causal language model returning ``.logits`` (Hugging Face).
+        A causal language model with an output embedding (``get_output_embeddings()``: the
+        logits are that module applied to the last hidden state).
     sae_or_run : mpsae.torch.MpSAE or path
         The SAE, or a run folder, a model file, a SAELens folder.
     inputs, hook, tokenizer, context, batch_size, prepend_bos, exclude_first
         As :func:`mpsae.harvest` (the same windows and positions).
+    max_rows : int or None
+        Stop once this many rows (replaced positions) were evaluated (whole windows).
+    chunk : int
+        Positions whose log-probabilities are computed at once (memory: a few ``chunk x vocab``
+        float64 blocks; the model's full-vocabulary logits are never materialised).
     progress : bool
-        Progress on stderr.
+        Progress on stderr (rows and rows/s).
 
     Returns
     -------
@@ -57,24 +64,31 @@ def evaluate_in_model(model, sae_or_run, inputs, hook: str, *, tokenizer=None, c
         ``KL(clean || spliced)``), ``kl_div_score`` (``(kl_zero - kl_sae) / kl_zero``),
         ``explained_variance`` (SAEBench's: ``1 - Σ‖x - x̂‖² / Σ‖x - μ‖²`` over the rows replaced,
         ``μ`` the per-dimension mean; the library's one definition) and
-        ``explained_variance_per_step`` (the same after each pursuit step),
-        ``l0`` (codes per row), ``rows`` (replaced positions), ``predictions`` (losses averaged).
+        ``explained_variance_per_step`` (the same after each pursuit step), ``l0`` (codes per
+        row), ``rows`` (replaced positions), ``predictions`` (losses averaged).
     """
     import torch
-    import torch.nn.functional as F
 
     from .torch_pursuit import summed_codes
 
     module = find_module(model, hook)
+    head = model.get_output_embeddings()
+    if head is None:
+        raise ValueError("the model has no output embeddings (get_output_embeddings() is None): its logits are "
+                         "needed for the cross-entropy")
     device = next(model.parameters()).device
     sae = load_sae(sae_or_run, device)
     sae.sparse_codes = True
     cut = 1 if exclude_first else 0
     vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
     mode = {"what": "clean", "mask": None}
     stats = {"sse": 0.0, "sum": None, "sumsq": 0.0, "rows": 0, "nnz": 0, "energy": None}
-
     width = sae.dictionary.in_dimensions
+    hidden = {}
+
+    class _Skip(Exception):
+        """Raised at the output embedding: its input is all the losses need."""
 
     def splice(_module, _inputs, output):
         acts = hook_output(output, hook)
@@ -84,8 +98,6 @@ def evaluate_in_model(model, sae_or_run, inputs, hook: str, *, tokenizer=None, c
                              f"(shape {tuple(acts.shape)}): give the SAE trained at this hook")
         if mode["what"] == "clean":
             return None
-        if acts.dim() != 3:
-            raise ValueError(f"hook '{hook}' gives an output of shape {tuple(acts.shape)}, not [batch, tokens, d]")
         mask = mode["mask"]
         if mode["what"] == "zero":
             new = torch.where(mask.unsqueeze(-1), torch.zeros_like(acts), acts)
@@ -115,50 +127,76 @@ def evaluate_in_model(model, sae_or_run, inputs, hook: str, *, tokenizer=None, c
             return type(output)((new, *output[1:]))
         return new
 
-    handle = module.register_forward_hook(splice)
+    def grab_hidden(_module, args, kwargs):
+        if not mode.get("grab"):
+            return None  # our own call, for a chunk's logits
+        h = args[0] if args else next(iter(kwargs.values()))
+        hidden[mode["what"]] = h.detach()
+        raise _Skip()
+
+    handles = [module.register_forward_hook(splice),
+               head.register_forward_pre_hook(grab_hidden, with_kwargs=True)]
     was_training = model.training
     model.eval()
     totals = {"ce_clean": 0.0, "ce_sae": 0.0, "ce_zero": 0.0, "kl_sae": 0.0, "kl_zero": 0.0, "n": 0}
-    bar = Progress(progress, None, "evaluate")
+    bar = Progress(progress, max_rows, "evaluate")
+
+    def logprobs(h):
+        logits = head(h).double()
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        return torch.log_softmax(logits, dim=-1)
+
     try:
         batch: List = []
 
         def run(batch):
             ids, att, lengths = padded(batch, device)
-            width = max(lengths)
-            pos = torch.arange(width, device=device).unsqueeze(0)
+            w = max(lengths)
+            pos = torch.arange(w, device=device).unsqueeze(0)
             length = torch.tensor(lengths, device=device).unsqueeze(1)
             replaced = (pos >= cut) & (pos < length)
             predicts = replaced & (pos < length - 1)  # position p predicts token p + 1
             if not bool(predicts.any()):
                 return
             targets = ids[:, 1:][predicts[:, :-1]]
-            logp = {}
             with torch.no_grad():
                 for what in ("clean", "sae", "zero"):
-                    mode["what"], mode["mask"] = what, replaced
-                    logits = model(input_ids=ids, attention_mask=att).logits
-                    logp[what] = F.log_softmax(logits[:, :-1][predicts[:, :-1]].double(), dim=-1)
-            n = int(targets.shape[0])
-            for what in ("clean", "sae", "zero"):
-                totals[f"ce_{what}"] += float(-logp[what].gather(1, targets.unsqueeze(1)).sum())
-            p_clean = logp["clean"].exp()
-            for what in ("sae", "zero"):
-                totals[f"kl_{what}"] += float((p_clean * (logp["clean"] - logp[what])).sum())
-            totals["n"] += n
-            bar.update(totals["n"])
+                    mode["what"], mode["mask"], mode["grab"] = what, replaced, True
+                    try:
+                        model(input_ids=ids, attention_mask=att)
+                    except _Skip:
+                        pass
+                    finally:
+                        mode["grab"] = False
+                h = {what: hidden[what][:, :-1][predicts[:, :-1]] for what in ("clean", "sae", "zero")}
+                # Losses a chunk of positions at a time: three chunk x vocab blocks at most.
+                for s in range(0, targets.shape[0], chunk):
+                    tgt = targets[s:s + chunk].unsqueeze(1)
+                    lp_clean = logprobs(h["clean"][s:s + chunk])
+                    p_clean = lp_clean.exp()
+                    totals["ce_clean"] += float(-lp_clean.gather(1, tgt).sum())
+                    for what in ("sae", "zero"):
+                        lp = logprobs(h[what][s:s + chunk])
+                        totals[f"ce_{what}"] += float(-lp.gather(1, tgt).sum())
+                        totals[f"kl_{what}"] += float((p_clean * (lp_clean - lp)).sum())
+            totals["n"] += int(targets.shape[0])
+            bar.update(stats["rows"])
 
         for win in windows(inputs, tokenizer, context, prepend_bos, vocab):
             batch.append(win)
             if len(batch) == batch_size:
                 run(batch)
                 batch = []
-        if batch:
+                if max_rows is not None and stats["rows"] >= max_rows:
+                    break
+        if batch and not (max_rows is not None and stats["rows"] >= max_rows):
             run(batch)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
         model.train(was_training)
-        bar.close(totals["n"])
+        bar.close(stats["rows"])
     n = totals["n"]
     if n == 0:
         raise ValueError("the inputs gave no prediction to evaluate (windows too short)")

@@ -260,6 +260,6 @@ def test_an_epoch_cut_by_a_step_budget_is_reported_once_when_continued(tmp_path,
     before = snapshot(run)
     r = subprocess.run(base + ["--steps", "8", "--resume"], capture_output=True, text=True)
     assert r.returncode == 0 and "nothing to train: the run has done its budget of 8 steps" in r.stderr
-    assert _metrics(run) == m
+    assert _metrics(run) == m  # floats read back exactly (serde_json's float_roundtrip)
     assert {k: v for k, v in snapshot(run).items() if k != "model.safetensors"} == \
         {k: v for k, v in before.items() if k != "model.safetensors"}

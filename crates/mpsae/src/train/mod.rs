@@ -459,7 +459,8 @@ impl Trainer {
             reports.push(r);
         }
         self.sync_external(&mut external)?;
-        if rank == 0 {
+        // A call that trained nothing (a finished run resumed) leaves its checkpoint as it was.
+        if rank == 0 && self.progress.step > start_step {
             self.write_checkpoint(observer)?;
         }
         Ok(reports)
