@@ -1,5 +1,5 @@
 """``python -m mpsae harvest ...``, ``python -m mpsae evaluate-in-model ...``, ``python -m mpsae
-logit-lens ...`` and ``python -m mpsae probe ...``: the model-side commands (they need torch and transformers), as shells over :func:`mpsae.harvest` and
+logit-lens ...``, ``python -m mpsae probe ...`` and ``python -m mpsae serve ...``: the model-side commands (they need torch and transformers), as shells over :func:`mpsae.harvest` and
 :func:`mpsae.evaluate_in_model`."""
 from __future__ import annotations
 
@@ -82,11 +82,30 @@ def main(argv=None) -> int:
     pr.add_argument("--json", action="store_true", help="print the probe as JSON instead of a table")
     pr.add_argument("--model-dtype", default="float32")
     pr.add_argument("--device", default="cpu")
+    sv = sub.add_parser("serve", help="the live workbench on localhost: probe text, steer the model")
+    sv.add_argument("run", help="the run folder (its concepts/ site is linked from each concept)")
+    sv.add_argument("--model", required=True, help="Hugging Face model name or folder")
+    sv.add_argument("--gguf-file", help="a GGUF file in that folder")
+    sv.add_argument("--hook", required=True, help="module path, e.g. model.layers.14")
+    sv.add_argument("--site", help="a concept browser folder other than RUN/concepts")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    sv.add_argument("--port", type=int, default=8765, help="port (0: any free one)")
+    sv.add_argument("--model-dtype", default="float32")
+    sv.add_argument("--device", default="cpu")
     a = ap.parse_args(argv)
     try:
         import mpsae
 
         model, tok = _load(a.model, a.gguf_file, a.model_dtype, a.device)
+        if a.command == "serve":
+            from .serve import Workbench, serve
+
+            bench = Workbench(a.run, model, tok, a.hook, site=a.site)
+            try:
+                serve(bench, a.host, a.port, ready=lambda line: print(line, flush=True))
+            except KeyboardInterrupt:
+                pass
+            return 0
         if a.command == "probe":
             rows = mpsae.probe(model, a.sae, a.text, a.hook, tokenizer=tok, top=a.top)
             if a.json:
