@@ -31,7 +31,7 @@ from typing import Optional, Tuple
 
 import torch
 
-__all__ = ["pursuit", "decode", "dense_codes", "summed_codes", "choose_strategy", "memory_budget",
+__all__ = ["pursuit", "decode", "matmul_precision", "dense_codes", "summed_codes", "choose_strategy", "memory_budget",
            "STRATEGIES"]
 
 #: Ways to get each step's correlations: "auto" (cost rule), "gram", "plain".
@@ -71,15 +71,53 @@ def choose_strategy(n: int, c: int, d: int, k: int, budget: int, itemsize: int =
     return "gram" if fits and gram_cost < plain_cost else "plain"
 
 
+_PRECISIONS = {"ieee": "ieee", "highest": "ieee", "tf32": "tf32", "high": "tf32", "bf16": "bf16", "medium": "bf16"}
+
+
+def _setting(read) -> Optional[str]:
+    """One precision setting, None when unset (or unreadable: torch raises when the legacy and the
+    new APIs were mixed)."""
+    try:
+        value = read()
+    except (RuntimeError, AttributeError):
+        return None
+    return _PRECISIONS.get(str(value).lower()) if value not in (None, "none") else None
+
+
+def matmul_precision(device: torch.device) -> str:
+    """How float32 products run on ``device``: ``"ieee"``, ``"tf32"`` or ``"bf16"``. Reads torch's
+    current API (``torch.backends.cuda.matmul.fp32_precision``, ``torch.backends.mkldnn.matmul
+    .fp32_precision``, then ``torch.backends.fp32_precision``) and, where it is unset, the legacy
+    one (``torch.get_float32_matmul_precision``, ``allow_tf32``); never raises (torch does when both
+    APIs were used)."""
+    b = torch.backends
+    if device.type == "cuda":
+        backend = getattr(getattr(b, "cuda", None), "matmul", None)
+    elif device.type == "cpu":
+        backend = getattr(getattr(b, "mkldnn", None), "matmul", None)
+    else:
+        backend = None
+    for read in (lambda: backend.fp32_precision, lambda: b.fp32_precision):
+        found = _setting(read)
+        if found is not None:
+            return found
+    if device.type == "cpu":
+        return "ieee"  # the legacy settings are about CUDA products
+    legacy = _setting(torch.get_float32_matmul_precision) or "ieee"
+    if legacy == "ieee" and _setting(lambda: "tf32" if b.cuda.matmul.allow_tf32 else "ieee") == "tf32":
+        return "tf32"
+    return legacy
+
+
 def _matmul_eps(device: torch.device, dtype: torch.dtype) -> float:
     """Relative rounding unit of a product on this device: TF32 (10 bits) or bf16 (7 bits)
-    where float32 products may use them, else the dtype's own."""
+    where float32 products may use them (:func:`matmul_precision`), else the dtype's own."""
     eps = torch.finfo(dtype).eps
-    if dtype == torch.float32 and device.type != "cpu":
-        precision = torch.get_float32_matmul_precision()
-        if precision == "medium":
+    if dtype == torch.float32:
+        precision = matmul_precision(device)
+        if precision == "bf16":
             return max(eps, 2.0 ** -7)
-        if precision == "high" or getattr(torch.backends.cuda.matmul, "allow_tf32", False):
+        if precision == "tf32":
             return max(eps, 2.0 ** -10)
     return eps
 

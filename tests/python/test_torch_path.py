@@ -261,3 +261,28 @@ def test_ddp_on_the_device_path_matches_one_process(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     a, b = torch.load(out), torch.load(one)
     assert torch.allclose(a["dictionary._weights"], b["dictionary._weights"], atol=1e-6)
+
+
+def test_the_new_precision_api_neither_crashes_nor_is_ignored():
+    """torch >= 2.9's fp32_precision (the setting torch recommends) used to make every forward
+    raise (the legacy getter refuses once the new API is set). On CPU the flag has no effect on
+    the products, so the forward and backward are checked to run, and the precision read for a
+    CUDA device to be TF32."""
+    matmul = torch.backends.cuda.matmul
+    if not hasattr(matmul, "fp32_precision"):
+        pytest.skip("this torch has no fp32_precision API")
+    before = matmul.fp32_precision
+    try:
+        matmul.fp32_precision = "tf32"
+        assert torch_pursuit.matmul_precision(torch.device("cuda")) == "tf32"
+        assert torch_pursuit._matmul_eps(torch.device("cuda"), torch.float32) == 2.0 ** -10
+        assert torch_pursuit.matmul_precision(torch.device("cpu")) in ("ieee", "tf32", "bf16")
+        m = mt.MpSAE(16, 32, k=3, path="torch")
+        x = torch.randn(40, 16, requires_grad=True)
+        residual, codes, x_hat = m(x)
+        ((x - x_hat) ** 2).mean().backward()
+        assert x.grad is not None and m.dictionary._weights.grad is not None
+        matmul.fp32_precision = "ieee"
+        assert torch_pursuit.matmul_precision(torch.device("cuda")) == "ieee"
+    finally:
+        matmul.fp32_precision = before
