@@ -73,7 +73,7 @@ function showPicks(row) {
     a.className = 'concept';
     a.dataset.concept = c.concept;
     a.textContent = '#' + c.concept + ' ' + (c.value >= 0 ? '+' : '') + c.value.toFixed(3) + ' (step ' + c.step + ')';
-    if (SITE) a.href = '/site/concepts/' + c.concept + '.html';
+    if (SITE) a.href = '/site/concept.html#' + c.concept;
     a.addEventListener('click', () => { document.getElementById('concept').value = c.concept; });
     picks.appendChild(a);
   }

@@ -89,10 +89,44 @@ def test_the_cli_writes_the_comparison_the_browser_shows(run, tmp_path, cli):
     assert (run / "compare.json").exists()
     subprocess.run([cli, "concepts", "--model", str(run), "--data", str(DATA / "smollm2_l15_public.npy"), "--out",
                     str(tmp_path / "site")], check=True, capture_output=True)
-    page = (tmp_path / "site" / "concepts" / f"{perm[5]}.html").read_text()
+    shard = (tmp_path / "site" / "shards" / f"{perm[5] // 256}.js").read_text()
+    entries = json.loads(shard[shard.index(", ") + 2:shard.rindex(");")])
+    page = entries[str(perm[5])][1]
     assert "In b.safetensors" in page and "one-to-one match: atom #5 (cosine 1.000)" in page
     # Other widths do not compare.
     m = mpsae.MpSAE(16, 8, k=2)
     m.save(tmp_path / "w16.safetensors")
     r = subprocess.run([cli, "compare", str(run), str(tmp_path / "w16.safetensors")], capture_output=True, text=True)
     assert r.returncode == 1 and "widths 576 and 16" in r.stderr
+
+
+def test_a_neuronpedia_export_holds_every_feature_in_its_import_layout(run, tmp_path, cli):
+    import gzip
+
+    out = tmp_path / "np"
+    r = subprocess.run([cli, "export", str(run), "--format", "neuronpedia", "--out", str(out), "--data",
+                        str(DATA / "smollm2_l15_public.npy"), "--tokens", str(DATA / "smollm2_l15_public.tokens.tsv"),
+                        "--top", "5"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    source = __import__("pathlib").Path(r.stdout.strip())
+    assert source.parent.parent == out and source.name == "0-mpsae-64"
+    for name in ("release.jsonl", "model.jsonl", "sourceset.jsonl", "source.jsonl"):
+        json.loads((source / name).read_text())
+    features = [json.loads(l) for l in gzip.decompress((source / "features" / "batch-0.jsonl.gz").read_bytes())
+                .decode().splitlines()]
+    assert [f["index"] for f in features] == [str(j) for j in range(64)]
+    acts = [json.loads(l) for l in gzip.decompress((source / "activations" / "batch-0.jsonl.gz").read_bytes())
+            .decode().splitlines()]
+    assert acts and all(len(a["tokens"]) == len(a["values"]) for a in acts)
+    for a in acts:
+        assert a["values"][a["maxValueTokenIndex"]] == pytest.approx(a["maxValue"], rel=1e-6)
+        assert not any("Ġ" in t for t in a["tokens"])  # decoded text
+    alive = [f for f in features if f["frac_nonzero"] > 0]
+    assert alive and all(sum(f["freq_hist_data_bar_heights"]) > 0 for f in alive)
+    assert all(len(f["topkCosSimIndices"]) > 0 for f in features)
+    assert mpsae.load(source / "saelens").nb_concepts == 64
+    # An export does not overwrite a folder that holds something, unless forced.
+    r = subprocess.run([cli, "export", str(run), "--format", "neuronpedia", "--out", str(out), "--data",
+                        str(DATA / "smollm2_l15_public.npy"), "--tokens", str(DATA / "smollm2_l15_public.tokens.tsv")],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "is not empty" in r.stderr

@@ -146,8 +146,11 @@ def test_demo_site_in_a_real_browser(tmp_path, cli, browser):
     # Opening a concept shows its top examples with the highlighted token.
     first = shown[0]
     browser.js(f"document.querySelector('tr[data-concept=\"{first}\"] a').click()")
-    time.sleep(0.5)
-    assert browser.js("location.pathname").endswith(f"/concepts/{first}.html")
+    for _ in range(100):  # the page loads the concept's shard
+        if browser.js("document.querySelectorAll('#top .ex').length"):
+            break
+        time.sleep(0.05)
+    assert browser.js("location.pathname").endswith("/concept.html") and browser.js("location.hash") == f"#{first}"
     assert browser.js("document.querySelectorAll('#top .ex').length") >= 1
     # Every example has its token highlighted, shaded by the concept's (positive) value.
     examples = browser.js("document.querySelectorAll('#top .ex').length")
@@ -155,6 +158,15 @@ def test_demo_site_in_a_real_browser(tmp_path, cli, browser):
     assert len(hits) == examples and all("pos" in h for h in hits), hits
     assert browser.js("document.querySelectorAll('svg.chart').length") == 2
     browser.screenshot(SHOTS / "concepts-concept.png")
+    # A link to another concept opens it in the same page.
+    other = browser.js("document.querySelector('#nearest a').getAttribute('href')")
+    browser.js("document.querySelector('#nearest a').click()")
+    for _ in range(100):
+        if browser.js("location.hash") == other.split("concept.html")[1] and \
+                browser.js("document.querySelector('h1').textContent").startswith("Concept " + other.split("concept.html")[1]):
+            break
+        time.sleep(0.05)
+    assert browser.js("document.querySelector('h1').textContent").startswith("Concept " + other.split("concept.html")[1])
     assert browser.errors == []
 
 
@@ -180,7 +192,7 @@ def test_real_text_and_image_data(tmp_path, cli, browser):
         browser.open((site / "index.html").as_uri())
         assert browser.js("document.querySelectorAll('#concepts tbody tr').length") == 128
         top = browser.js("document.querySelector('#concepts tbody tr').dataset.concept")
-        browser.open((site / "concepts" / f"{top}.html").as_uri())
+        browser.open((site / "concept.html").as_uri() + f"#{top}")
         if name.startswith("dinov2"):
             assert browser.js("document.querySelectorAll('#top .img svg').length") >= 1
             assert browser.js("document.querySelectorAll('#top .crop img').length") >= 1

@@ -111,7 +111,7 @@ def test_a_harvest_folder_is_data_for_every_command(smollm2, tmp_path, cli):
 
     b = Browser(tmp_path)
     try:
-        b.open((site / "concepts" / "3.html").as_uri())
+        b.open((site / "concept.html").as_uri() + "#3")
         shown = b.js("Array.from(document.querySelectorAll('#promoted td.tok')).map(e => e.textContent)")
         from mpsae import _mpsae  # noqa: F401
         assert [t.strip() or t for t in shown] == [(t.replace("\n", "↵").strip() or "␣" * len(t))

@@ -68,9 +68,8 @@ def test_probe_click_and_steer_in_the_served_page(tmp_path, cli):
         browser.screenshot(SHOTS / "workbench-probe.png")
         first = concepts[0]
         browser.js("document.querySelector('#picks a.concept').click()")
-        wait_for(browser, f"location.pathname.endsWith('/site/concepts/{first}.html') && "
-                          "document.readyState === 'complete'")
-        assert f"Concept #{first}" in browser.js("document.querySelector('h1').textContent")
+        wait_for(browser, f"location.pathname.endsWith('/site/concept.html') && location.hash === '#{first}' && "
+                          f"document.querySelector('h1').textContent.startsWith('Concept #{first}:')")
         # Steer with that concept, hard: the steered text differs from the unsteered one.
         browser.open(url)
         browser.js(f"document.getElementById('concept').value = '{first}'")

@@ -42,21 +42,56 @@ pub struct ConceptsArgs {
     engine: EngineArgs,
 }
 
-/// Runs `mpsae concepts`.
-pub fn run(a: ConceptsArgs) -> CliResult<()> {
-    let mut model = load(&a.model)?;
-    model.set_engine(a.engine.engine()?);
-    let data = open_data(&a.data, a.tensor.as_deref(), false, true)?;
-    let tokens = match (&a.tokens, a.data.is_empty()) {
+/// The concept browser's analysis of `model` (loaded from `model_path`) on `data`: every
+/// concept's statistics, its logit lens and its comparison when the run has them. Shared by
+/// `mpsae concepts` and `mpsae export --format neuronpedia`.
+pub fn analysis(
+    model_path: &std::path::Path,
+    model: &mut mpsae::MpSae,
+    data_files: &[PathBuf],
+    tensor: Option<&str>,
+    tokens: Option<&PathBuf>,
+    top: usize,
+    batch_size: usize,
+) -> CliResult<mpsae::concepts::Analysis> {
+    let data = open_data(data_files, tensor, false, true)?;
+    let tokens = match (tokens, data_files.is_empty()) {
         (Some(p), _) => Some(TokenTable::read(p).map_err(msg)?),
         (None, true) => {
             Some(TokenTable::parse("minilm_l3_demo.tokens.tsv".as_ref(), DEMO_TOKENS).map_err(msg)?)
         }
         // A harvest folder brings its token table.
         (None, false) => {
-            mpsae::data::harvest::tokens_of(&a.data).map(|p| TokenTable::read(&p)).transpose().map_err(msg)?
+            mpsae::data::harvest::tokens_of(data_files).map(|p| TokenTable::read(&p)).transpose().map_err(msg)?
         }
     };
+    let bar = if crate::common::is_terminal() {
+        let b = ProgressBar::new(data.rows() as u64);
+        b.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} rows {per_sec} ETA {eta}").unwrap());
+        Some(b)
+    } else {
+        None
+    };
+    let opts = ConceptOptions { top, batch_size, ..ConceptOptions::default() };
+    let mut analysis = analyze(model, &data, tokens, &opts, &mut |done| {
+        if let Some(b) = &bar {
+            b.set_position(done as u64);
+        }
+    })
+    .map_err(msg)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    analysis.logit_lens =
+        mpsae::concepts::logit_lens::LogitLens::read(model_path, model.nb_concepts()).map_err(msg)?;
+    analysis.comparison = mpsae::compare::read(model_path, model.nb_concepts()).map_err(msg)?;
+    Ok(analysis)
+}
+
+/// Runs `mpsae concepts`.
+pub fn run(a: ConceptsArgs) -> CliResult<()> {
+    let mut model = load(&a.model)?;
+    model.set_engine(a.engine.engine()?);
     if let Some(dir) = &a.images {
         if !dir.is_dir() {
             return Err(format!("{}: no such images folder", dir.display()));
@@ -66,29 +101,11 @@ pub fn run(a: ConceptsArgs) -> CliResult<()> {
     if metrics.is_none() {
         eprintln!("note: no metrics.jsonl beside the model: the overview has no training curves");
     }
-    let bar = if crate::common::is_terminal() {
-        let b = ProgressBar::new(data.rows() as u64);
-        b.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} rows {per_sec} ETA {eta}").unwrap());
-        Some(b)
-    } else {
-        None
-    };
-    let opts = ConceptOptions { top: a.top, batch_size: a.batch_size, ..ConceptOptions::default() };
     let t0 = std::time::Instant::now();
-    let mut analysis = analyze(&mut model, &data, tokens, &opts, &mut |done| {
-        if let Some(b) = &bar {
-            b.set_position(done as u64);
-        }
-    })
-    .map_err(msg)?;
-    if let Some(b) = bar {
-        b.finish_and_clear();
-    }
+    let analysis =
+        analysis(&a.model, &mut model, &a.data, a.tensor.as_deref(), a.tokens.as_ref(), a.top, a.batch_size)?;
     let t1 = std::time::Instant::now();
     let title = format!("mpsae concepts: {}", a.model.display());
-    analysis.logit_lens =
-        mpsae::concepts::logit_lens::LogitLens::read(&a.model, model.nb_concepts()).map_err(msg)?;
-    analysis.comparison = mpsae::compare::read(&a.model, model.nb_concepts()).map_err(msg)?;
     site::write(&analysis, metrics.as_deref(), a.images.as_deref(), &a.out, &title).map_err(msg)?;
     if std::env::var_os("MPSAE_TIMING").is_some() {
         eprintln!("analysis {:.2} s, site {:.2} s", (t1 - t0).as_secs_f64(), t1.elapsed().as_secs_f64());

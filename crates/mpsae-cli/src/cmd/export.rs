@@ -8,6 +8,10 @@ use std::path::PathBuf;
 pub enum ExportFormat {
     /// SAELens's folder: cfg.json (architecture matching_pursuit) and sae_weights.safetensors.
     Saelens,
+    /// Neuronpedia's import layout: the SAELens weights plus gzipped JSONL batches of feature
+    /// dashboards (top activations with tokens and values, logit lens, histograms), from the
+    /// concept browser's analysis of --data.
+    Neuronpedia,
 }
 
 /// Arguments of `mpsae export`.
@@ -25,6 +29,15 @@ pub struct ExportArgs {
     /// one is complete).
     #[arg(long)]
     force: bool,
+    /// Neuronpedia: the activation files (or harvest folder) the dashboards are made from.
+    #[arg(long, num_args = 1..)]
+    data: Vec<PathBuf>,
+    /// Neuronpedia: the rows' token table (default: the harvest folder's).
+    #[arg(long)]
+    tokens: Option<PathBuf>,
+    /// Neuronpedia: top activations per feature.
+    #[arg(long, default_value_t = 20)]
+    top: usize,
 }
 
 /// Runs `mpsae export`: a shell over [`mpsae::io::saelens::export`].
@@ -32,6 +45,22 @@ pub fn run(a: ExportArgs) -> CliResult<()> {
     let mut model = load(&a.model)?;
     match a.format {
         ExportFormat::Saelens => mpsae::io::saelens::export(&mut model, &a.out, a.force).map_err(msg)?,
+        ExportFormat::Neuronpedia => {
+            if a.data.is_empty() {
+                return Err("--format neuronpedia needs --data: the rows the dashboards are made from".into());
+            }
+            let analysis = crate::cmd::concepts::analysis(
+                &a.model,
+                &mut model,
+                &a.data,
+                None,
+                a.tokens.as_ref(),
+                a.top,
+                mpsae::defaults::ENCODE_BATCH_SIZE,
+            )?;
+            let source = mpsae::concepts::neuronpedia::export(&analysis, &mut model, &a.out, a.force, 8).map_err(msg)?;
+            println!("{}", source.display());
+        }
     }
     eprintln!("wrote {} ({:?})", a.out.display(), a.format);
     Ok(())

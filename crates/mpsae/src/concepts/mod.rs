@@ -6,6 +6,7 @@
 //! run's metrics into pages that open from the file system, with charts drawn here ([`svg`]).
 
 pub mod logit_lens;
+pub mod neuronpedia;
 pub mod site;
 pub mod stats;
 pub mod svg;

@@ -29,6 +29,63 @@ th{cursor:pointer;background:#f3f4f6;position:sticky;top:0}th.sorted{color:#2563
 .mark{position:absolute;border:2px solid #facc15;box-sizing:border-box}
 #results{margin:6px 0;color:#374151}"#;
 
+/// Concepts per shard of the concept pages' data.
+pub const SHARD: usize = 256;
+
+/// The one concept page: reads the concept from the location's hash, loads its shard (a script,
+/// so the site opens from the file system) and shows it; following a link to another concept
+/// changes the hash.
+const CONCEPT_SCRIPT: &str = r#"// The concept page: concept.html#N shows concept N from shards/(N / SHARD).js.
+(function () {
+  const loaded = new Map();
+  const waiting = new Map();
+  window.mpsaeShard = function (k, entries) {
+    loaded.set(k, entries);
+    (waiting.get(k) || []).forEach(f => f());
+    waiting.delete(k);
+  };
+  function shard(k, then) {
+    if (loaded.has(k)) return then();
+    if (!waiting.has(k)) {
+      waiting.set(k, []);
+      const s = document.createElement('script');
+      s.src = 'shards/' + k + '.js';
+      s.onerror = () => show(null, 'the data of this concept could not be read (shards/' + k + '.js)');
+      document.head.appendChild(s);
+    }
+    waiting.get(k).push(then);
+  }
+  function show(entry, note) {
+    const box = document.getElementById('concept');
+    const header = document.querySelector('header');
+    if (entry) {
+      header.innerHTML = entry[0];
+      box.innerHTML = entry[1];
+      document.title = TITLE + ': ' + header.querySelector('h1').textContent;
+    } else {
+      box.innerHTML = '<p class="note" id="missing">' + note + '</p>';
+    }
+    window.scrollTo(0, 0);
+  }
+  function render() {
+    const j = parseInt(location.hash.replace(/^#/, ''), 10);
+    if (!(j >= 0 && j < CONCEPTS_TOTAL)) {
+      document.getElementById('title').textContent = 'No concept';
+      return show(null, 'give a concept number after # (0 to ' + (CONCEPTS_TOTAL - 1) + ')');
+    }
+    const k = Math.floor(j / SHARD);
+    shard(k, () => {
+      const entry = loaded.get(k)[String(j)];
+      if (entry) return show(entry);
+      document.getElementById('title').textContent = 'Concept #' + j;
+      show(null, 'This concept never fires on these rows (dead): it has no examples.');
+    });
+  }
+  window.addEventListener('hashchange', render);
+  render();
+})();
+"#;
+
 const SCRIPT: &str = r#"// The concept table: sort by a column, filter by text, search a token.
 (function () {
   const table = document.getElementById('concepts');
@@ -61,7 +118,7 @@ const SCRIPT: &str = r#"// The concept table: sort by a column, filter by text, 
     for (const r of rows.slice(0, 2000)) {
       const c = hits ? hits.get(r[0]) : 0;
       const n = hits ? ' <span class="note">(' + c + (c === 1 ? ' row' : ' rows') + ')</span>' : '';
-      html.push('<tr data-concept="' + r[0] + '"><td><a href="concepts/' + r[0] + '.html">#' + r[0] + '</a>' + n +
+      html.push('<tr data-concept="' + r[0] + '"><td><a href="concept.html#' + r[0] + '">#' + r[0] + '</a>' + n +
         '</td><td>' + fmt(r[1], 5) + '</td><td>' + fmt(r[2], 4) + '</td><td>' + fmt(r[3], 2) + '</td><td>' +
         fmt(r[4], 2) + '</td><td>' + r[5].replace(/&/g, '&amp;').replace(/</g, '&lt;') + '</td></tr>');
     }
@@ -102,7 +159,9 @@ pub fn write(
     out: &Path,
     title: &str,
 ) -> Result<()> {
-    std::fs::create_dir_all(out.join("concepts")).map_err(|e| Error::io(out, e))?;
+    std::fs::create_dir_all(out.join("shards")).map_err(|e| Error::io(out, e))?;
+    // A site written by an older version had one page per concept: gone, so no stale page stays.
+    let _ = std::fs::remove_dir_all(out.join("concepts"));
     // Plain writes: the site is regenerated whole from the model, and one fsync per page (16384
     // of them at c = 16384) would cost more than the analysis.
     let save = |name: &str, text: &str| {
@@ -271,32 +330,56 @@ pub fn write(
                         let dst_name = image.replace(['/', '\\'], "_");
                         std::fs::create_dir_all(out.join("images")).ok()?;
                         std::fs::copy(dir.join(image), out.join("images").join(&dst_name)).ok()?;
-                        Some(format!("../images/{dst_name}"))
+                        Some(format!("images/{dst_name}"))
                     });
                 }
             }
         }
     }
-    // The pages, in parallel: creating thousands of small files waits on the file system more than
-    // it computes, so more writers than cores (8).
+    // The concept pages: one page, concept.html#N, filled from shards of SHARD concepts each
+    // (shards/K.js, loaded as scripts so the site opens from the file system); a dead concept is
+    // listed in the index but has no entry (its page says so).
     use rayon::prelude::*;
-    let writers = rayon::ThreadPoolBuilder::new()
-        .num_threads(8)
-        .build()
-        .map_err(|e| Error::invalid("threads", e.to_string()))?;
-    writers.install(|| a.stats.concepts.par_iter().enumerate().try_for_each(|(j, s)| {
-        let body = concept_body(a, j, s, &image_rows, &copied, &concept_labels);
-        let header = format!(
-            "<a href=\"../index.html\">← all concepts</a> <h1>Concept #{j}: {}</h1><div class=\"stats\">frequency {:.5} · mean |value| {:.4} · positive {:.0}% · mean step {:.2} · {} picks</div>",
-            esc(&concept_labels[j]),
-            s.frequency(n),
-            s.mean_abs(),
-            100.0 * s.positive_share(),
-            s.mean_step(),
-            s.picks,
-        );
-        save(&format!("concepts/{j}.html"), &page(&format!("{title}: concept #{j}"), "../", &header, &body))
-    }))?;
+    let shards: Vec<usize> = (0..c.div_ceil(SHARD)).collect();
+    shards
+        .par_iter()
+        .try_for_each(|&k| -> Result<()> {
+            let mut entries = serde_json::Map::new();
+            for j in k * SHARD..((k + 1) * SHARD).min(c) {
+                let s = &a.stats.concepts[j];
+                if s.top.is_empty() {
+                    continue;
+                }
+                let body = concept_body(a, j, s, &image_rows, &copied, &concept_labels);
+                let header = format!(
+                    "<a href=\"index.html\">← all concepts</a> <h1>Concept #{j}: {}</h1><div class=\"stats\">frequency {:.5} · mean |value| {:.4} · positive {:.0}% · mean step {:.2} · {} picks</div>",
+                    esc(&concept_labels[j]),
+                    s.frequency(n),
+                    s.mean_abs(),
+                    100.0 * s.positive_share(),
+                    s.mean_step(),
+                    s.picks,
+                );
+                entries.insert(j.to_string(), serde_json::json!([header, body]));
+            }
+            let text = format!("mpsaeShard({k}, {});\n", js(&serde_json::Value::Object(entries)));
+            save(&format!("shards/{k}.js"), &text)
+        })?;
+    save(
+        "concept.html",
+        &page(
+            &format!("{title}: concept"),
+            "",
+            "<a href=\"index.html\">← all concepts</a> <h1 id=\"title\">Concept</h1><div class=\"stats\" id=\"stats\"></div>",
+            &format!(
+                "<div id=\"concept\"><p class=\"note\">loading...</p></div>\
+                 <script>const SHARD = {SHARD}; const CONCEPTS_TOTAL = {c}; const TITLE = {};</script>\
+                 <script src=\"concept.js\"></script>",
+                js(&serde_json::Value::String(title.to_string()))
+            ),
+        ),
+    )?;
+    save("concept.js", CONCEPT_SCRIPT)?;
     Ok(())
 }
 
@@ -467,7 +550,7 @@ fn concept_body(
             let label = concept_labels.get(*a as usize).map(String::as_str).unwrap_or("");
             let _ = write!(
                 s,
-                "<a href=\"{a}.html\" title=\"{}\">#{a} <span class=\"lbl\">{}</span></a><span class=\"note\">{note}</span> ",
+                "<a href=\"concept.html#{a}\" title=\"{}\">#{a} <span class=\"lbl\">{}</span></a><span class=\"note\">{note}</span> ",
                 esc(label),
                 esc(label)
             );
