@@ -34,6 +34,23 @@ def load_sae(sae_or_run, device=None):
     return sae.to(device) if device is not None else sae
 
 
+def _blocks_before(model, hook: str) -> List[Any]:
+    """The blocks of the model's list of blocks up to and including ``hook`` when ``hook`` is
+    one of them (``model.layers.14``: blocks 0..14), else none."""
+    import torch
+
+    parent, _, index = hook.rpartition(".")
+    if not index.isdigit():
+        return []
+    try:
+        container = find_module(model, parent)
+    except ValueError:
+        return []
+    if not isinstance(container, torch.nn.ModuleList) or int(index) >= len(container):
+        return []
+    return list(container[:int(index) + 1])
+
+
 def evaluate_in_model(model, sae_or_run, inputs, hook: str, *, tokenizer=None, context: int = 256,
                       batch_size: int = 8, prepend_bos: bool = True, exclude_first: bool = True,
                       max_rows: Optional[int] = None, chunk: int = 128, progress: bool = True) -> Dict[str, Any]:
@@ -134,8 +151,21 @@ def evaluate_in_model(model, sae_or_run, inputs, hook: str, *, tokenizer=None, c
         hidden[mode["what"]] = h.detach()
         raise _Skip()
 
+    # The layers up to the hook compute the same in the three passes: when the hook is a block of
+    # the model's list of blocks, the spliced and zeroed passes reuse the clean pass's outputs of
+    # those blocks instead of computing them again.
+    blocks = _blocks_before(model, hook)
+    cached: Dict[int, Any] = {}
+
+    def keep(i):
+        def fn(_m, _a, output):
+            if mode["what"] == "clean":
+                cached[i] = output
+        return fn
+
     handles = [module.register_forward_hook(splice),
                head.register_forward_pre_hook(grab_hidden, with_kwargs=True)]
+    handles += [b.register_forward_hook(keep(i)) for i, b in enumerate(blocks)]
     was_training = model.training
     model.eval()
     totals = {"ce_clean": 0.0, "ce_sae": 0.0, "ce_zero": 0.0, "kl_sae": 0.0, "kl_zero": 0.0, "n": 0}
@@ -163,12 +193,17 @@ def evaluate_in_model(model, sae_or_run, inputs, hook: str, *, tokenizer=None, c
             with torch.no_grad():
                 for what in ("clean", "sae", "zero"):
                     mode["what"], mode["mask"], mode["grab"] = what, replaced, True
+                    if what != "clean":
+                        for i, b in enumerate(blocks):
+                            b.forward = (lambda out: (lambda *a, **k: out))(cached[i])
                     try:
-                        model(input_ids=ids, attention_mask=att)
+                        model(input_ids=ids, attention_mask=att, use_cache=False)
                     except _Skip:
                         pass
                     finally:
                         mode["grab"] = False
+                        for b in blocks:
+                            b.__dict__.pop("forward", None)
                 h = {what: hidden[what][:, :-1][predicts[:, :-1]] for what in ("clean", "sae", "zero")}
                 # Losses a chunk of positions at a time: three chunk x vocab blocks at most.
                 for s in range(0, targets.shape[0], chunk):

@@ -4,7 +4,7 @@ use mpsae::data::{DataOptions, Dataset, NonFinite, Source};
 use mpsae::kernels::bf16::Products;
 use mpsae::kernels::gram::Precision;
 use mpsae::kernels::pursuit::Strategy;
-use mpsae::{Settings, MpSae};
+use mpsae::{MpSae, Settings};
 use std::path::{Path, PathBuf};
 
 /// The CLI's error: one line for the user.

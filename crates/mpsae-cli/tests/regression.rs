@@ -19,8 +19,23 @@ fn the_demo_run_gives_the_pinned_weights() {
     let out = dir.join("run");
     let o = out.to_str().unwrap();
     ok(&[
-        "train", "--concepts", "128", "-k", "4", "--steps", "6", "--batch-size", "256", "--center", "--scale",
-        "--lr", "5e-3", "--out", o, "--progress", "quiet",
+        "train",
+        "--concepts",
+        "128",
+        "-k",
+        "4",
+        "--steps",
+        "6",
+        "--batch-size",
+        "256",
+        "--center",
+        "--scale",
+        "--lr",
+        "5e-3",
+        "--out",
+        o,
+        "--progress",
+        "quiet",
     ]);
     let pinned = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../testdata/regression/demo_c128_k4_s6_center_scale.safetensors");

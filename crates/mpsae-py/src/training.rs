@@ -44,7 +44,10 @@ pub fn options<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
 #[pyfunction]
 pub fn defaults<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
     let json = py.import("json")?;
-    json.call_method1("loads", (serde_json::Value::Object(mpsae::run::options::keyword_defaults()).to_string(),))
+    json.call_method1(
+        "loads",
+        (serde_json::Value::Object(mpsae::run::options::keyword_defaults()).to_string(),),
+    )
 }
 
 fn provenance_from(json: Option<&str>) -> PyResult<Provenance> {

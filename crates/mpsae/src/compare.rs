@@ -64,7 +64,10 @@ pub fn compare(a: &mut MpSae, b: &mut MpSae, other: &str) -> Result<Comparison> 
     if b.input_dim() != d {
         return Err(Error::invalid(
             "compare",
-            format!("the dictionaries have widths {d} and {}: only atoms of one space compare", b.input_dim()),
+            format!(
+                "the dictionaries have widths {d} and {}: only atoms of one space compare",
+                b.input_dim()
+            ),
         ));
     }
     let (ca, cb) = (a.nb_concepts(), b.nb_concepts());
@@ -222,7 +225,13 @@ mod tests {
 
     fn brute(rows: usize, cols: usize, cost: &dyn Fn(usize, usize) -> f64) -> f64 {
         // Every injective map of rows into columns.
-        fn go(i: usize, rows: usize, cols: usize, used: &mut Vec<bool>, cost: &dyn Fn(usize, usize) -> f64) -> f64 {
+        fn go(
+            i: usize,
+            rows: usize,
+            cols: usize,
+            used: &mut Vec<bool>,
+            cost: &dyn Fn(usize, usize) -> f64,
+        ) -> f64 {
             if i == rows {
                 return 0.0;
             }

@@ -34,13 +34,13 @@ pub mod run;
 pub mod train;
 
 pub use config::{Device, EncoderKind, SaeConfig};
-pub use mpsae_kernels::backend::Settings;
 pub use error::{Error, Result};
 pub use model::{
     Codes, EncodeOptions, Encoded, Forward, Gradients, MpSae, Normalization, Preprocess, Provenance,
     TrainingPass,
 };
 pub use mpsae_kernels as kernels;
+pub use mpsae_kernels::backend::Settings;
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../../../README.md")]

@@ -8,7 +8,7 @@ use mpsae::kernels::backward::tree_sum;
 use mpsae::kernels::Par;
 use mpsae::model::ShardSpec;
 use mpsae::train::batch_share;
-use mpsae::{Device, Settings, MpSae, SaeConfig};
+use mpsae::{Device, MpSae, SaeConfig, Settings};
 use proptest::prelude::*;
 use std::num::NonZeroUsize;
 use std::path::Path;

@@ -7,7 +7,7 @@
 
 use mpsae::criterion::{Criterion, CriterionInput, CriterionOutput, Mse, Revive};
 use mpsae::kernels::pursuit::Strategy;
-use mpsae::{Settings, MpSae, Normalization, SaeConfig};
+use mpsae::{MpSae, Normalization, SaeConfig, Settings};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -7,13 +7,13 @@
 //! the system BLAS (when present) and on the `gemm` crate.
 
 use mpsae::criterion::{Criterion, Mse, Revive};
-use mpsae::io::state_dict::{read_model, model_to_bytes, read_tensors, Tensor};
+use mpsae::io::state_dict::{model_to_bytes, read_model, read_tensors, Tensor};
 use mpsae::kernels::bf16::Products;
 use mpsae::kernels::gram::Precision;
 use mpsae::kernels::pursuit::Strategy;
 use mpsae::kernels::Par;
 use mpsae::optim::{clip_gradients, Adam, AdamParams};
-use mpsae::{Device, Settings, MpSae, Normalization, SaeConfig};
+use mpsae::{Device, MpSae, Normalization, SaeConfig, Settings};
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 
 use mpsae::io::state_dict::{read_model, save_model};
 use mpsae::kernels::pursuit::Strategy;
-use mpsae::{Settings, MpSae, Normalization, SaeConfig};
+use mpsae::{MpSae, Normalization, SaeConfig, Settings};
 use proptest::prelude::*;
 
 fn model(d: usize, c: usize, k: usize, seed: u64, strategy: Strategy) -> MpSae {

@@ -1,8 +1,8 @@
 //! Library-owned runs: the lock, resume checks, metrics, and the streamed codes file.
 
 use mpsae::data::{DataOptions, Dataset};
-use mpsae::io::state_dict::read_tensors;
 use mpsae::encode::{encode_dataset, CodesFormat};
+use mpsae::io::state_dict::read_tensors;
 use mpsae::run::{describe_data, PreprocessChoice, Run, RunConfig, LOCK_FILE};
 use mpsae::train::{Silent, TrainOptions, Trainer};
 use mpsae::{Codes, EncodeOptions, MpSae, SaeConfig};

@@ -8,7 +8,7 @@ use mpsae::kernels::matmul::{gram, matmul_abt};
 use mpsae::kernels::pursuit::Strategy;
 use mpsae::kernels::Par;
 use mpsae::optim::{clip_gradients, Adam, AdamParams};
-use mpsae::{Settings, MpSae, SaeConfig};
+use mpsae::{MpSae, SaeConfig, Settings};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use std::path::PathBuf;

@@ -22,7 +22,8 @@ pub struct CompareArgs {
 /// Runs `mpsae compare`: a shell over [`mpsae::compare::compare`].
 pub fn run(a: CompareArgs) -> CliResult<()> {
     let (mut ma, mut mb) = (load(&a.a)?, load(&a.b)?);
-    let name = a.b.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| a.b.display().to_string());
+    let name =
+        a.b.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| a.b.display().to_string());
     let cmp = mpsae::compare::compare(&mut ma, &mut mb, &name).map_err(msg)?;
     if a.json {
         println!("{}", serde_json::to_string(&cmp).map_err(msg)?);

@@ -61,9 +61,10 @@ pub fn analysis(
             Some(TokenTable::parse("minilm_l3_demo.tokens.tsv".as_ref(), DEMO_TOKENS).map_err(msg)?)
         }
         // A harvest folder brings its token table.
-        (None, false) => {
-            mpsae::data::harvest::tokens_of(data_files).map(|p| TokenTable::read(&p)).transpose().map_err(msg)?
-        }
+        (None, false) => mpsae::data::harvest::tokens_of(data_files)
+            .map(|p| TokenTable::read(&p))
+            .transpose()
+            .map_err(msg)?,
     };
     let bar = if crate::common::is_terminal() {
         let b = ProgressBar::new(data.rows() as u64);

@@ -58,7 +58,8 @@ pub fn run(a: ExportArgs) -> CliResult<()> {
                 a.top,
                 mpsae::defaults::ENCODE_BATCH_SIZE,
             )?;
-            let source = mpsae::concepts::neuronpedia::export(&analysis, &mut model, &a.out, a.force, 8).map_err(msg)?;
+            let source = mpsae::concepts::neuronpedia::export(&analysis, &mut model, &a.out, a.force, 8)
+                .map_err(msg)?;
             println!("{}", source.display());
         }
     }

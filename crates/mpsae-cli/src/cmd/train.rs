@@ -156,8 +156,7 @@ fn open(a: &TrainArgs, writer: bool) -> CliResult<Session> {
     } else {
         a.data.iter().map(|p| p.display().to_string()).collect()
     };
-    let mut request =
-        SessionRequest::new(options, a.options.given.keys().cloned().collect(), Spelling::Cli);
+    let mut request = SessionRequest::new(options, a.options.given.keys().cloned().collect(), Spelling::Cli);
     request.out = Some(a.out.clone());
     request.resume = a.resume;
     request.force = a.force;

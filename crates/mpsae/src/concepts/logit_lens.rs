@@ -37,9 +37,12 @@ impl LogitLens {
         let mut lens: LogitLens = serde_json::from_str(&text)
             .map_err(|e| Error::file(&path, format!("not a logit lens file: {e}")))?;
         if !lens.decoded {
-            let bpe = lens.promoted.iter().chain(&lens.suppressed).flatten().any(|(t, _)| {
-                t.contains(['\u{120}', '\u{2581}', '\u{10A}'])
-            });
+            let bpe = lens
+                .promoted
+                .iter()
+                .chain(&lens.suppressed)
+                .flatten()
+                .any(|(t, _)| t.contains(['\u{120}', '\u{2581}', '\u{10A}']));
             if bpe {
                 for (t, _) in lens.promoted.iter_mut().chain(lens.suppressed.iter_mut()).flatten() {
                     *t = super::tokens::decode_piece(t, false);

@@ -83,42 +83,43 @@ fn histogram(h: &[u64]) -> (Vec<f64>, Vec<f64>) {
 /// anything, unless `force`; written under a temporary name and renamed into place). Returns the
 /// source folder (`out/MODEL/SOURCE`).
 pub fn export(a: &Analysis, model: &mut MpSae, out: &Path, force: bool, context: usize) -> Result<PathBuf> {
-    let occupied = std::fs::read_dir(out).map(|mut e| e.next().is_some()).unwrap_or(false);
-    if occupied && !force {
-        return Err(Error::file(out, "is not empty: give another folder, or replace it with --force"));
-    }
-    let tokens = a
-        .tokens
-        .as_ref()
-        .filter(|t| !t.is_images())
-        .ok_or_else(|| Error::invalid("neuronpedia", "the export needs the rows' tokens (a harvest folder or --tokens)"))?;
+    let tokens = a.tokens.as_ref().filter(|t| !t.is_images()).ok_or_else(|| {
+        Error::invalid("neuronpedia", "the export needs the rows' tokens (a harvest folder or --tokens)")
+    })?;
     let p = model.provenance().clone();
     let model_id = slug(p.model.as_deref().unwrap_or("model"));
     let (_, c, _) = a.shape;
     let set = format!("mpsae-{}", if c % 1024 == 0 { format!("{}k", c / 1024) } else { c.to_string() });
     let source_id = format!("{}-{set}", p.layer.unwrap_or(0));
-    let name = out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "export".into());
-    let parent = out.parent().filter(|q| !q.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let tmp = parent.join(format!(".{name}.tmp{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    let root = tmp.join(&model_id).join(&source_id);
-    let written = (|| -> Result<()> {
+    crate::io::atomic::write_folder(out, force, |tmp| {
+        let root = tmp.join(&model_id).join(&source_id);
         std::fs::create_dir_all(root.join("features")).map_err(|e| Error::io(&root, e))?;
         std::fs::create_dir_all(root.join("activations")).map_err(|e| Error::io(&root, e))?;
         let now = "1970-01-01T00:00:00";
         let hook = p.hook.clone().unwrap_or_default();
-        jsonl(&root.join("release.jsonl"), &json!({"name": set, "description": format!("mpsae MP-SAE, {c} concepts at {hook}"),
-            "creatorName": CREATOR, "creatorId": CREATOR, "visibility": "PUBLIC", "urls": [], "createdAt": now}))?;
-        jsonl(&root.join("model.jsonl"), &json!({"id": model_id, "instruct": model_id.contains("instruct"),
+        jsonl(
+            &root.join("release.jsonl"),
+            &json!({"name": set, "description": format!("mpsae MP-SAE, {c} concepts at {hook}"),
+            "creatorName": CREATOR, "creatorId": CREATOR, "visibility": "PUBLIC", "urls": [], "createdAt": now}),
+        )?;
+        jsonl(
+            &root.join("model.jsonl"),
+            &json!({"id": model_id, "instruct": model_id.contains("instruct"),
             "creatorId": CREATOR, "displayName": p.model, "displayNameShort": p.model, "dimension": model.input_dim(),
-            "createdAt": now, "updatedAt": now}))?;
-        jsonl(&root.join("sourceset.jsonl"), &json!({"modelId": model_id, "name": set, "creatorId": CREATOR,
+            "createdAt": now, "updatedAt": now}),
+        )?;
+        jsonl(
+            &root.join("sourceset.jsonl"),
+            &json!({"modelId": model_id, "name": set, "creatorId": CREATOR,
             "creatorName": CREATOR, "releaseName": set, "visibility": "PUBLIC",
-            "description": format!("{hook} - {c} concepts (mpsae)"), "createdAt": now}))?;
-        jsonl(&root.join("source.jsonl"), &json!({"id": source_id, "modelId": model_id, "setName": set,
+            "description": format!("{hook} - {c} concepts (mpsae)"), "createdAt": now}),
+        )?;
+        jsonl(
+            &root.join("source.jsonl"),
+            &json!({"id": source_id, "modelId": model_id, "setName": set,
             "creatorId": CREATOR, "hasDashboards": true, "visibility": "PUBLIC",
-            "num_tokens_in_prompt": p.context, "createdAt": now}))?;
+            "num_tokens_in_prompt": p.context, "createdAt": now}),
+        )?;
         let n = a.stats.rows;
         for (b, start) in (0..c).step_by(BATCH).enumerate() {
             let mut features = Vec::new();
@@ -168,25 +169,7 @@ pub fn export(a: &Analysis, model: &mut MpSae, out: &Path, force: bool, context:
             gz_lines(&root.join("activations").join(format!("batch-{b}.jsonl.gz")), &activations)?;
         }
         crate::io::saelens::export(model, &root.join("saelens"), true)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    let old = parent.join(format!(".{name}.old{}", std::process::id()));
-    let had = out.exists();
-    if had {
-        std::fs::rename(out, &old).map_err(|e| Error::io(out, e))?;
-    }
-    if let Err(e) = std::fs::rename(&tmp, out) {
-        if had {
-            let _ = std::fs::rename(&old, out);
-        }
-        return Err(Error::io(out, e));
-    }
-    if had {
-        let _ = std::fs::remove_dir_all(&old);
-    }
+    })?;
     Ok(out.join(model_id).join(source_id))
 }
 

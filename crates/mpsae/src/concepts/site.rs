@@ -265,13 +265,8 @@ pub fn write(
         );
     }
     body.push_str("<div class=\"charts\">");
-    let ev: Vec<(f64, f64)> = a
-        .stats
-        .explained_variance_per_step
-        .iter()
-        .enumerate()
-        .map(|(t, &v)| ((t + 1) as f64, v))
-        .collect();
+    let ev: Vec<(f64, f64)> =
+        a.stats.explained_variance_per_step.iter().enumerate().map(|(t, &v)| ((t + 1) as f64, v)).collect();
     body.push_str(&line_chart(
         "explained variance after each pursuit step",
         "step",
@@ -569,7 +564,9 @@ fn concept_body(
             Some(m) => {
                 let _ = write!(b, "one-to-one match: atom #{} (cosine {:.3})", m.atom, m.cosine);
             }
-            None => b.push_str("<span class=\"note\">no one-to-one match (the other run has fewer atoms)</span>"),
+            None => {
+                b.push_str("<span class=\"note\">no one-to-one match (the other run has fewer atoms)</span>")
+            }
         }
         let best = &cmp.best[j];
         let _ = write!(

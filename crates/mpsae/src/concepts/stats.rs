@@ -2,8 +2,8 @@
 //! O(c·top + c·samples + distinct parent/child pairs) plus the rows' sparse codes (n·k, kept for
 //! the contexts of the examples), never the n x c codes.
 
-use crate::model::Codes;
 use crate::metrics::ReconstructionSums;
+use crate::model::Codes;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::{Ordering, Reverse};
@@ -280,7 +280,10 @@ impl Accumulator {
             rows: self.rows,
             k: self.k,
             concepts: self.concepts,
-            explained_variance_per_step: self.sums.map(|s| s.explained_variance_per_step()).unwrap_or_default(),
+            explained_variance_per_step: self
+                .sums
+                .map(|s| s.explained_variance_per_step())
+                .unwrap_or_default(),
             atoms: self.atoms,
             values: self.values,
         }

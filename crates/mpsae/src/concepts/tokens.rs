@@ -98,9 +98,9 @@ impl TokenTable {
             rows.push(info);
         }
         let bpe = text_col.is_some()
-            || rows
-                .iter()
-                .any(|r| matches!(r, RowInfo::Token { token, .. } if token.starts_with(['\u{120}', '\u{2581}'])));
+            || rows.iter().any(
+                |r| matches!(r, RowInfo::Token { token, .. } if token.starts_with(['\u{120}', '\u{2581}'])),
+            );
         if text_col.is_none() {
             let wordpiece = !bpe;
             for r in rows.iter_mut() {
@@ -277,9 +277,13 @@ mod tests {
         assert_eq!(t.display(2), ("↵".to_string(), false));
         assert_eq!(t.label(2), "↵");
         // The same from pieces alone (an older table).
-        let old = "row\tdoc\twindow\tpos\ttoken\n0\t0\t0\t0\tThe\n1\t0\t0\t1\t\u{120}cat\n2\t0\t0\t2\t\u{10A}\n";
+        let old =
+            "row\tdoc\twindow\tpos\ttoken\n0\t0\t0\t0\tThe\n1\t0\t0\t1\t\u{120}cat\n2\t0\t0\t2\t\u{10A}\n";
         let t = TokenTable::parse(Path::new("t.tsv"), old).unwrap();
-        assert_eq!((t.display(1), t.display(2), t.label(1)), (("cat".into(), true), ("↵".into(), false), "cat".into()));
+        assert_eq!(
+            (t.display(1), t.display(2), t.label(1)),
+            (("cat".into(), true), ("↵".into(), false), "cat".into())
+        );
     }
 
     #[test]

@@ -23,5 +23,8 @@ pub fn load_model(path: &Path) -> Result<MpSae> {
     if saelens::is_saelens(path) {
         return saelens::import(path);
     }
-    Err(Error::file(&file, "no such model file (give a run folder, a .safetensors model file or a SAELens folder)"))
+    Err(Error::file(
+        &file,
+        "no such model file (give a run folder, a .safetensors model file or a SAELens folder)",
+    ))
 }

@@ -39,41 +39,7 @@ pub fn is_saelens(dir: &Path) -> bool {
 /// unless `force`; the folder is written under a temporary name beside it and renamed into place,
 /// so a failure never leaves a half-written folder (nor touches the old one).
 pub fn export(model: &mut MpSae, dir: &Path, force: bool) -> Result<()> {
-    let occupied = std::fs::read_dir(dir).map(|mut e| e.next().is_some()).unwrap_or(false);
-    if occupied && !force {
-        return Err(Error::file(dir, "is not empty: give another folder, or replace it with --force (force=True)"));
-    }
-    if dir.exists() && !dir.is_dir() {
-        return Err(Error::file(dir, "is a file, not a folder"));
-    }
-    let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "export".into());
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let tmp = parent.join(format!(".{name}.tmp{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let written = write_folder(model, &tmp);
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    // Swap: the old folder aside, the new one in, then the old one removed.
-    let old = parent.join(format!(".{name}.old{}", std::process::id()));
-    let had = dir.exists();
-    if had {
-        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
-    }
-    if let Err(e) = std::fs::rename(&tmp, dir) {
-        if had {
-            let _ = std::fs::rename(&old, dir);
-        }
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(Error::io(dir, e));
-    }
-    if had {
-        let _ = std::fs::remove_dir_all(&old);
-    }
-    Ok(())
+    crate::io::atomic::write_folder(dir, force, |tmp| write_folder(model, tmp))
 }
 
 /// Writes `cfg.json` and the weights of `model` into the folder `dir`.
@@ -134,9 +100,11 @@ pub fn import(dir: &Path) -> Result<MpSae> {
     }
     let size = |key: &str| -> Result<usize> {
         match cfg.get(key) {
-            Some(v) => v.as_u64().filter(|&n| n > 0).map(|n| n as usize).ok_or_else(|| {
-                Error::file(&cfg_path, format!("'{key}' is {v}, not a positive integer"))
-            }),
+            Some(v) => v
+                .as_u64()
+                .filter(|&n| n > 0)
+                .map(|n| n as usize)
+                .ok_or_else(|| Error::file(&cfg_path, format!("'{key}' is {v}, not a positive integer"))),
             None => Err(Error::file(&cfg_path, format!("has no '{key}'"))),
         }
     };
@@ -149,7 +117,10 @@ pub fn import(dir: &Path) -> Result<MpSae> {
     };
     let wpath = dir.join(WEIGHTS_FILE);
     if !wpath.is_file() {
-        return Err(Error::file(&wpath, "no such file: a SAELens folder holds cfg.json and sae_weights.safetensors"));
+        return Err(Error::file(
+            &wpath,
+            "no such file: a SAELens folder holds cfg.json and sae_weights.safetensors",
+        ));
     }
     let bytes = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
     let (mut tensors, _) = read_tensors(&wpath, &bytes)?;

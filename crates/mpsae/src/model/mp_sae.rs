@@ -1,8 +1,8 @@
 //! `MpSae`: overcomplete's `MpSAE`, with the same numbers and a sparse, Gram-accelerated engine.
 
 use crate::config::{Device, EncoderKind, SaeConfig};
-use crate::Settings;
 use crate::model::{Codes, Normalization, Preprocess, Provenance};
+use crate::Settings;
 use crate::{Error, Result};
 use mpsae_kernels::backend::{self, Backend, DictionaryUse, PursuitRun};
 use mpsae_kernels::memory::huge_vec;

@@ -224,7 +224,10 @@ impl RunOptions {
         for (name, value) in given {
             let Some(s) = spec(name) else {
                 let known: Vec<&str> = OPTIONS.iter().map(|s| s.name).collect();
-                return Err(Error::invalid("option", format!("unknown option '{name}' (known: {})", known.join(", "))));
+                return Err(Error::invalid(
+                    "option",
+                    format!("unknown option '{name}' (known: {})", known.join(", ")),
+                ));
             };
             all.insert(s.name.to_string(), value.clone());
         }

@@ -10,9 +10,9 @@
 use crate::data::Dataset;
 use crate::run::options::{Group, OPTIONS};
 use crate::run::{RunConfig, RunOptions};
-use serde_json::Value;
 use crate::train::Trainer;
 use crate::{Error, Result};
+use serde_json::Value;
 
 /// How option names are spelt in messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,7 +12,9 @@
 use crate::data::Dataset;
 use crate::model::Provenance;
 use crate::run::{describe_data, ResumeRequest, Run, RunOptions, Spelling};
-use crate::train::{checkpoint, EpochReport, ExternalStep, Observer, Reducer, StepReport, Trainer, CHECKPOINT_FILE};
+use crate::train::{
+    checkpoint, EpochReport, ExternalStep, Observer, Reducer, StepReport, Trainer, CHECKPOINT_FILE,
+};
 use crate::{Error, Result, Settings};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -169,13 +171,23 @@ impl Session {
             let (step, planned) = (trainer.progress.step, trainer.planned_steps(rows));
             if step >= planned {
                 let more = match (trainer.options.steps, r.spelling) {
-                    (Some(s), Spelling::Cli) => format!("its budget of {s} steps; raise --steps (with --allow-changes)"),
-                    (Some(s), Spelling::Python) => format!("its budget of {s} steps; raise steps= (with allow_changes=True)"),
+                    (Some(s), Spelling::Cli) => {
+                        format!("its budget of {s} steps; raise --steps (with --allow-changes)")
+                    }
+                    (Some(s), Spelling::Python) => {
+                        format!("its budget of {s} steps; raise steps= (with allow_changes=True)")
+                    }
                     (None, Spelling::Cli) => {
-                        format!("its {}; raise --epochs (with --allow-changes)", epochs(trainer.options.epochs))
+                        format!(
+                            "its {}; raise --epochs (with --allow-changes)",
+                            epochs(trainer.options.epochs)
+                        )
                     }
                     (None, Spelling::Python) => {
-                        format!("its {}; raise epochs= (with allow_changes=True)", epochs(trainer.options.epochs))
+                        format!(
+                            "its {}; raise epochs= (with allow_changes=True)",
+                            epochs(trainer.options.epochs)
+                        )
                     }
                 };
                 notes.push(format!("nothing to train: the run has done {more} to train more"));
@@ -215,7 +227,11 @@ impl Session {
 
     /// [`Session::run`] as one of several processes: first checks that every process holds the
     /// same data, options and state (the error names what differs), then trains with `reducer`.
-    pub fn run_shared(&mut self, observer: &mut dyn Observer, reducer: &mut dyn Reducer) -> Result<Vec<EpochReport>> {
+    pub fn run_shared(
+        &mut self,
+        observer: &mut dyn Observer,
+        reducer: &mut dyn Reducer,
+    ) -> Result<Vec<EpochReport>> {
         self.check_agreement(reducer)?;
         let mut w = MetricsWriter { run: self.run.as_ref(), inner: observer, error: None };
         let reports = self.trainer.run_shared(&self.data, &mut w, reducer);
@@ -255,7 +271,10 @@ impl Session {
                     .unwrap_or("?");
                 return Err(Error::invalid(
                     "processes",
-                    format!("rank {rank} sees other {key} than rank 0: {} against {}", other[key], first[key]),
+                    format!(
+                        "rank {rank} sees other {key} than rank 0: {} against {}",
+                        other[key], first[key]
+                    ),
                 ));
             }
         }
@@ -267,8 +286,12 @@ impl Session {
     pub fn interrupted_message(&self, step: u64, checkpointed: bool) -> String {
         let how = if checkpointed { "the checkpoint holds it" } else { "no checkpoint was written" };
         let cont = match (&self.out, self.spelling) {
-            (Some(o), Spelling::Cli) => format!("; continue with: mpsae train --resume --out {}", o.display()),
-            (Some(o), Spelling::Python) => format!("; continue with resume=True, out={:?}", o.display().to_string()),
+            (Some(o), Spelling::Cli) => {
+                format!("; continue with: mpsae train --resume --out {}", o.display())
+            }
+            (Some(o), Spelling::Python) => {
+                format!("; continue with resume=True, out={:?}", o.display().to_string())
+            }
             (None, _) => String::new(),
         };
         format!("interrupted after step {step} ({how}){cont}")

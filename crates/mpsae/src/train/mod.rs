@@ -244,7 +244,10 @@ impl Trainer {
         let acc = if partial {
             self.progress.acc.clone()
         } else {
-            std::mem::replace(&mut self.progress.acc, EpochAccumulator { alive: vec![false; c], ..Default::default() })
+            std::mem::replace(
+                &mut self.progress.acc,
+                EpochAccumulator { alive: vec![false; c], ..Default::default() },
+            )
         };
         let b = acc.batches.max(1) as f64;
         let detailed = self.options.detailed_stats.then(|| DetailedStats {
@@ -288,11 +291,8 @@ impl Trainer {
     /// Whether the last epoch report is a partial one of the epoch in progress (a step budget cut
     /// it short): a run that continues the epoch drops it, and reports the whole epoch once.
     pub fn continues_partial_epoch(&self, rows: usize) -> bool {
-        let last_partial = self
-            .progress
-            .epochs
-            .last()
-            .is_some_and(|r| r.partial && r.epoch == self.progress.epoch + 1);
+        let last_partial =
+            self.progress.epochs.last().is_some_and(|r| r.partial && r.epoch == self.progress.epoch + 1);
         last_partial && self.progress.step < self.planned_steps(rows)
     }
 
@@ -453,7 +453,8 @@ impl Trainer {
             }
         }
         // A step budget may end mid-epoch: report the partial epoch (when this call trained in it).
-        if self.progress.step > start_step && (self.progress.acc.batches > 0 || self.progress.acc.skipped > 0) {
+        if self.progress.step > start_step && (self.progress.acc.batches > 0 || self.progress.acc.skipped > 0)
+        {
             let r = self.finish_epoch(epoch_start.elapsed().as_secs_f64(), true);
             observer.on_epoch(&r);
             reports.push(r);

@@ -162,10 +162,7 @@ impl TrainOptions {
             return Err(Error::invalid("eps", format!("{} must be >= 0", self.eps)));
         }
         if !(self.clip >= 0.0 && self.clip.is_finite()) {
-            return Err(Error::invalid(
-                "clip",
-                format!("{} must be >= 0 (0 turns clipping off)", self.clip),
-            ));
+            return Err(Error::invalid("clip", format!("{} must be >= 0 (0 turns clipping off)", self.clip)));
         }
         if !self.gradient_shards.is_power_of_two() || self.gradient_shards > 1024 {
             return Err(Error::invalid(
