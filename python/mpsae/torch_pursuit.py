@@ -26,8 +26,9 @@ and ``dL/dx = gr``, ``dL/dD = dD + mask·dDm``.
 """
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -90,6 +91,8 @@ def matmul_precision(device: torch.device) -> str:
     .fp32_precision``, then ``torch.backends.fp32_precision``) and, where it is unset, the legacy
     one (``torch.get_float32_matmul_precision``, ``allow_tf32``); never raises (torch does when both
     APIs were used)."""
+    if _EMULATED["precision"] is not None:
+        return _EMULATED["precision"]
     b = torch.backends
     if device.type == "cuda":
         backend = getattr(getattr(b, "cuda", None), "matmul", None)
@@ -107,6 +110,60 @@ def matmul_precision(device: torch.device) -> str:
     if legacy == "ieee" and _setting(lambda: "tf32" if b.cuda.matmul.allow_tf32 else "ieee") == "tf32":
         return "tf32"
     return legacy
+
+
+#: Unit roundoff of the operands of a float32 product in each precision: TF32 keeps 10 mantissa
+#: bits (u = 2^-11), bf16 7 (u = 2^-8); float32's own operands enter exactly.
+_OPERAND_UNIT = {"ieee": 0.0, "tf32": 2.0 ** -11, "bf16": 2.0 ** -8}
+
+#: Set by :func:`emulate_products` (tests): the precision whose rounding the products emulate.
+_EMULATED: Dict[str, Optional[str]] = {"precision": None}
+
+
+@contextlib.contextmanager
+def emulate_products(precision: str):
+    """Within the block, the pursuit's products round their operands as ``precision`` ("tf32",
+    "bf16") would, on any device: the reduced-precision paths tested where the hardware (a GPU's
+    TF32) is absent."""
+    if precision not in ("tf32", "bf16"):
+        raise ValueError(f"precision '{precision}': emulate tf32 or bf16")
+    before = _EMULATED["precision"]
+    _EMULATED["precision"] = precision
+    try:
+        yield
+    finally:
+        _EMULATED["precision"] = before
+
+
+def _round_mantissa(t: torch.Tensor, bits: int) -> torch.Tensor:
+    """float32 ``t`` rounded to ``bits`` explicit mantissa bits (to nearest, ties to even)."""
+    shift = 23 - bits
+    i = t.contiguous().view(torch.int32)
+    bias = ((i >> shift) & 1) + ((1 << (shift - 1)) - 1)
+    return ((i + bias) >> shift << shift).view(torch.float32)
+
+
+def _products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b.T``: the pursuit's dense products (under :func:`emulate_products`, of rounded
+    operands)."""
+    emulated = _EMULATED["precision"]
+    if emulated is not None and a.dtype == torch.float32:
+        bits = 10 if emulated == "tf32" else 7
+        return _round_mantissa(a, bits) @ _round_mantissa(b, bits).T
+    return a @ b.T
+
+
+def product_bound(d: int, dtype: torch.dtype, precision: str) -> float:
+    """``γ`` with ``|computed x·y - x·y| <= γ‖x‖‖y‖`` for a product of length ``d`` whose operands
+    are rounded as ``precision`` says (unit roundoff ``u``) and summed in float32:
+    ``(1 + δ_x)(1 + δ_y) - 1 <= 2u + u²`` for each term (Cauchy-Schwarz over the terms), plus the
+    float32 summation of ``d`` terms, ``(d + 2)·2^-24·(1 + u)²`` (the margin of 2 covers the
+    rounding of the result). In float32 (``u = 0``) it is the former ``(d + 2)·eps`` bound."""
+    eps = torch.finfo(dtype).eps
+    u = _OPERAND_UNIT.get(precision, 0.0) if dtype == torch.float32 else 0.0
+    if u == 0.0:
+        return (d + 2) * eps
+    return 2 * u + u * u + (d + 2) * 2.0 ** -24 * (1 + u) ** 2
 
 
 def _matmul_eps(device: torch.device, dtype: torch.dtype) -> float:
@@ -127,13 +184,18 @@ def _no_nan(a: torch.Tensor) -> torch.Tensor:
 
 
 def _tile_pursuit(x: torch.Tensor, dm: torch.Tensor, gram: Optional[torch.Tensor], k: int,
-                  eps_mm: float, atom_norm: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+                  precision: str, atom_norm: torch.Tensor,
+                  gram_precision: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Pursuit of one tile of rows: ``(atoms, values, residual, rechecked picks)``."""
     n, d = x.shape
     eps = torch.finfo(x.dtype).eps
-    gamma = (d + 2) * eps_mm
+    gamma = product_bound(d, x.dtype, precision)
+    gamma_gram = product_bound(d, x.dtype, gram_precision)
+    # Re-checks in float64 when the products round their operands (a float64 product never uses
+    # TF32 or bf16, whatever torch's setting), else in the products' own dtype.
+    exact_dtype = torch.float64 if precision != "ieee" and x.dtype == torch.float32 else x.dtype
     r = x.clone()
-    a = _no_nan(x @ dm.T)
+    a = _no_nan(_products(x, dm))
     x_norm = torch.linalg.vector_norm(x, dim=1)
     err = gamma * x_norm * atom_norm  # bound on |a - r·Dm| entry by entry
     atoms = torch.empty(n, k, dtype=torch.int64, device=x.device)
@@ -154,7 +216,7 @@ def _tile_pursuit(x: torch.Tensor, dm: torch.Tensor, gram: Optional[torch.Tensor
         rows = torch.nonzero(near).squeeze(1)
         if rows.numel():
             rechecks += int(rows.numel())
-            exact = r[rows] @ dm.T
+            exact = (r[rows].to(exact_dtype) @ dm.to(exact_dtype).T)
             close = a[rows] >= (best[rows] - guard[rows]).unsqueeze(1)
             exact = exact.masked_fill_(~close | torch.isnan(exact), -float("inf"))
             j = j.clone()
@@ -169,10 +231,10 @@ def _tile_pursuit(x: torch.Tensor, dm: torch.Tensor, gram: Optional[torch.Tensor
                 torch.index_select(gram, 0, j, out=rows_of_g)
                 a.addcmul_(rows_of_g, v.unsqueeze(1), value=-1.0)
                 # The Gram entries' product error, and the subtraction's rounding.
-                err = err + v.abs() * gamma * atom_norm * atom_norm \
+                err = err + v.abs() * gamma_gram * atom_norm * atom_norm \
                     + 2 * eps * (x_norm * atom_norm + v.abs() * atom_norm * atom_norm)
             else:
-                a = _no_nan(r @ dm.T)
+                a = _no_nan(_products(r, dm))
                 err = gamma * torch.linalg.vector_norm(r, dim=1) * atom_norm
     return atoms, values, r, rechecks
 
@@ -204,8 +266,17 @@ def pursuit(x: torch.Tensor, dm: torch.Tensor, k: int, strategy: str = "auto",
     with torch.no_grad():
         if strategy == "auto":
             strategy = choose_strategy(n, c, d, k, budget, item)
+        precision = matmul_precision(x.device) if x.dtype == torch.float32 else "ieee"
+        # A Gram matrix made here is exact to float32 whatever the products' precision (float64
+        # products when they would round their operands: c²·d once, against k·n·c updates that
+        # would otherwise carry the products' error); one the caller kept has the products'.
+        gram_precision = precision
         if strategy == "gram" and gram is None and k > 1:
-            gram = dm @ dm.T
+            if precision != "ieee":
+                gram = (dm.double() @ dm.double().T).to(dm.dtype)
+                gram_precision = "ieee"
+            else:
+                gram = _products(dm, dm)
         if strategy != "gram":
             gram = None
         elif gram is not None and not torch.isfinite(gram.sum()):  # a NaN or inf entry makes the sum one
@@ -220,14 +291,13 @@ def pursuit(x: torch.Tensor, dm: torch.Tensor, k: int, strategy: str = "auto",
         norms = torch.linalg.vector_norm(dm, dim=1)
         norms = norms[torch.isfinite(norms)]  # an atom with NaN never gets picked: no bound from it
         atom_norm = norms.max() if norms.numel() else torch.zeros((), dtype=x.dtype, device=x.device)
-        eps_mm = _matmul_eps(x.device, x.dtype)
         atoms = torch.empty(n, k, dtype=torch.int64, device=x.device)
         values = torch.empty(n, k, dtype=x.dtype, device=x.device)
         residual = torch.empty_like(x)
         rechecks = 0
         for s in range(0, n, tile):
             e = min(n, s + tile)
-            a, v, r, rc = _tile_pursuit(x[s:e], dm, gram, k, eps_mm, atom_norm)
+            a, v, r, rc = _tile_pursuit(x[s:e], dm, gram, k, precision, atom_norm, gram_precision)
             atoms[s:e], values[s:e], residual[s:e] = a, v, r
             rechecks += rc
     if stats is not None:

@@ -286,3 +286,32 @@ def test_the_new_precision_api_neither_crashes_nor_is_ignored():
         assert torch_pursuit.matmul_precision(torch.device("cuda")) == "ieee"
     finally:
         matmul.fp32_precision = before
+
+
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+@pytest.mark.parametrize("strategy", ["gram", "plain"])
+def test_reduced_precision_products_keep_the_float32_picks(precision, strategy):
+    """Products of operands rounded to TF32's 10 or bf16's 7 mantissa bits (emulated on CPU, as a
+    GPU computes them under fp32_precision="tf32"): the bound per precision sends near ties to
+    float64 re-checks, so the picks and values are those of float32 products; on SmolLM2 rows
+    (d = 576) and an SAE trained on them, under a quarter of the picks are re-checked with TF32
+    (a Gram matrix made by the pursuit is exact to float32: its products run in float64)."""
+    rows = np.load(DATA / "smollm2_l15_public.npy").astype(np.float32)
+    sae, _ = mpsae.train(rows, 2048, 16, epochs=3, batch_size=1024, lr=5e-3, progress=False)
+    sae.eval()
+    dm = torch.from_numpy(sae.get_dictionary())
+    x = torch.from_numpy(rows[:1024])
+    want_atoms, want_values, want_r = torch_pursuit.pursuit(x, dm, 16, strategy)
+    stats = PursuitStats()
+    with torch_pursuit.emulate_products(precision):
+        assert torch_pursuit.matmul_precision(torch.device("cpu")) == precision
+        atoms, values, r = torch_pursuit.pursuit(x, dm, 16, strategy, stats=stats)
+    assert torch.equal(atoms, want_atoms), f"{(atoms != want_atoms).sum()} picks differ"
+    assert torch.equal(values, want_values) and torch.equal(r, want_r)
+    share = stats.rechecks / atoms.numel()
+    print(f"{precision} {strategy}: {100 * share:.1f}% of picks re-checked")
+    if precision == "tf32":
+        assert share < 0.25, share
+    # The bound itself, per precision (d = 576).
+    assert torch_pursuit.product_bound(576, torch.float32, "ieee") == 578 * 2.0 ** -23
+    assert torch_pursuit.product_bound(576, torch.float32, "tf32") < 1.1e-3 < 0.56  # the former (d+2)·2^-10
