@@ -42,18 +42,24 @@ def close(got, want, atol, rtol=1e-5):
     np.testing.assert_allclose(got.detach().numpy(), want, atol=atol, rtol=rtol)
 
 
-@pytest.mark.parametrize("route", ["engine", "torch"])
+@pytest.mark.parametrize("route", ["engine", "torch", "torch-tf32", "torch-bf16"])
 @pytest.mark.parametrize("path", FORWARD, ids=lambda p: p.name)
 def test_forward_backward_golden_files_through_autograd(path, route, monkeypatch):
+    """Every golden file through autograd on the engine and the device path, and on the device
+    path with TF32 and bf16 products (emulated: operands rounded to 10 and 7 mantissa bits)."""
+    from mpsae import torch_pursuit
+
     t, info = load_fixture(path)
-    monkeypatch.setenv("MPSAE_TORCH_PATH", route)
+    monkeypatch.setenv("MPSAE_TORCH_PATH", route.split("-")[0])
     m = model_for(t, info)
     if "dropout_mask" in t:
         mask = torch.from_numpy(t["dropout_mask"])
         monkeypatch.setattr(torch, "bernoulli", lambda p, *a, **k: mask.clone())
     x = torch.from_numpy(t["x"]).requires_grad_(True)
-    residual, codes, x_hat = m(x)
-    assert m.path == route
+    precision = route.split("-")[1] if "-" in route else None
+    with torch_pursuit.emulate_products(precision) if precision else __import__("contextlib").nullcontext():
+        residual, codes, x_hat = m(x)
+    assert m.path == route.split("-")[0]
     crit = revive if "revive_mask" in t else (lambda x, xh, r, z, D: (x - xh).square().mean())
     loss = crit(x, x_hat, residual, codes, m.get_dictionary())
     loss.backward()
