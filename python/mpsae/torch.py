@@ -215,7 +215,7 @@ class Preprocess(nn.Module):
         # The state dict defines the preprocessing: present keys create the buffers, absent ones
         # remove them (a plain overcomplete state dict has none). The library checks them first
         # (shapes, finiteness, scale > 0), as it checks a model file.
-        if self.width is not None:
+        if getattr(self, "width", None) is not None:  # modules pickled before it existed have none
             check_preprocess(state_dict.get(prefix + "mean"), state_dict.get(prefix + "scale"), self.width)
         for name in ("mean", "scale"):
             key = prefix + name
