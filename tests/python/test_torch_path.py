@@ -315,3 +315,23 @@ def test_reduced_precision_products_keep_the_float32_picks(precision, strategy):
     # The bound itself, per precision (d = 576).
     assert torch_pursuit.product_bound(576, torch.float32, "ieee") == 578 * 2.0 ** -23
     assert torch_pursuit.product_bound(576, torch.float32, "tf32") < 1.1e-3 < 0.56  # the former (d+2)·2^-10
+
+
+def test_the_gpu_bench_runs_on_a_cpu_in_its_small_form():
+    """`python bench/gpu.py --device cpu` (the command a GPU session runs): one JSON line per case
+    and precision, the device path's picks equal to float32 products', then the table."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    r = subprocess.run([sys.executable, str(REPO / "bench" / "gpu.py"), "--device", "cpu", "--steps", "1"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+    mine = [row for row in rows if row["lib"] == "mpsae"]
+    assert {(row["c"], row["precision"]) for row in mine} == {(c, p) for c in (1024, 4096)
+                                                              for p in ("float32", "tf32", "bf16")}
+    assert all(row["picks_equal_float32"] and row["step_s"] > 0 and row["syncs_per_step"] >= 0 for row in mine)
+    assert "| d | c | k | b | precision |" in r.stdout
