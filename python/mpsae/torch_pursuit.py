@@ -205,8 +205,12 @@ def _tile_pursuit(x: torch.Tensor, dm: torch.Tensor, gram: Optional[torch.Tensor
     rows_of_g = torch.empty(n, c, dtype=x.dtype, device=x.device) if gram is not None and k > 1 else None
     for t in range(k):
         if c > 1:
-            top = torch.topk(a, 2, dim=1)
-            best, second, j = top.values[:, 0], top.values[:, 1], top.indices[:, 0]
+            # The best and the runner-up by a max and a masked max (two passes over the
+            # correlations, cheaper than a top-2; the first index on ties).
+            best, j = a.max(dim=1)
+            a.scatter_(1, j.unsqueeze(1), -float("inf"))
+            second = a.max(dim=1).values
+            a.scatter_(1, j.unsqueeze(1), best.unsqueeze(1))
         else:
             best, j = a[:, 0], torch.zeros(n, dtype=torch.int64, device=x.device)
             second = torch.full_like(best, -float("inf"))
