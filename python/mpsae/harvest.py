@@ -275,11 +275,10 @@ def harvest(model, inputs, hook: Union[str, Sequence[str]], out, *, tokenizer=No
 def _forget(dirs: List[str]) -> None:
     """Removes the folders ``dirs`` that a failed harvest created (their token headers)."""
     for d in dirs:
-        for name in (TOKENS_FILE,):
-            try:
-                os.remove(os.path.join(d, name))
-            except OSError:
-                pass
+        try:
+            os.remove(os.path.join(d, TOKENS_FILE))
+        except OSError:
+            pass
     for d in sorted(dirs, key=len, reverse=True):
         try:
             os.rmdir(d)
@@ -302,7 +301,6 @@ def _harvest_into(folders, model, inputs, hooks, modules, tokenizer, context, ba
         warnings.warn(f"{out} already holds {rows_done} rows (max_rows={max_rows}): nothing added; "
                       "give a larger max_rows to extend it", stacklevel=3)
         return folders[0].info
-    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
     source = os.path.basename(str(name).rstrip("/")) if name else type(model).__name__
     captured: List[Optional[Any]] = [None] * len(hooks)
 
@@ -318,7 +316,7 @@ def _harvest_into(folders, model, inputs, hooks, modules, tokenizer, context, ba
     was_training = model.training
     model.eval()
     np_dtype = np.float16 if dtype == "float16" else np.float32
-    all_windows = _image_units(inputs, image_names) if images else windows(inputs, tokenizer, context, prepend_bos, vocab)
+    all_windows = _image_units(inputs, image_names) if images else windows(inputs, tokenizer, context, prepend_bos)
     bar = Progress(progress, max_rows)
     bar.update(rows_done)
     skip_positions = [partial]  # positions of the first window a resumed harvest already holds

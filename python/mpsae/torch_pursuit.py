@@ -166,19 +166,6 @@ def product_bound(d: int, dtype: torch.dtype, precision: str) -> float:
     return 2 * u + u * u + (d + 2) * 2.0 ** -24 * (1 + u) ** 2
 
 
-def _matmul_eps(device: torch.device, dtype: torch.dtype) -> float:
-    """Relative rounding unit of a product on this device: TF32 (10 bits) or bf16 (7 bits)
-    where float32 products may use them (:func:`matmul_precision`), else the dtype's own."""
-    eps = torch.finfo(dtype).eps
-    if dtype == torch.float32:
-        precision = matmul_precision(device)
-        if precision == "bf16":
-            return max(eps, 2.0 ** -7)
-        if precision == "tf32":
-            return max(eps, 2.0 ** -10)
-    return eps
-
-
 def _no_nan(a: torch.Tensor) -> torch.Tensor:
     return a.masked_fill_(torch.isnan(a), -float("inf"))
 
@@ -205,8 +192,8 @@ def _tile_pursuit(x: torch.Tensor, dm: torch.Tensor, gram: Optional[torch.Tensor
     rows_of_g = torch.empty(n, c, dtype=x.dtype, device=x.device) if gram is not None and k > 1 else None
     for t in range(k):
         if c > 1:
-            # The best and the runner-up by a max and a masked max (two passes over the
-            # correlations, cheaper than a top-2; the first index on ties).
+            # The best and the runner-up by a max and a masked max: the first index on ties, as
+            # the engine (a top-2 does not promise which tied index comes first).
             best, j = a.max(dim=1)
             a.scatter_(1, j.unsqueeze(1), -float("inf"))
             second = a.max(dim=1).values

@@ -137,9 +137,10 @@ def _ids(doc, i: int) -> List[int]:
     return [int(t) for t in values]
 
 
-def check_token_ids(docs: List[List[int]], vocab_size: Optional[int]) -> None:
-    """Every id in ``[0, vocab_size)`` (or >= 0 when the vocabulary size is unknown)."""
-    for i, ids in enumerate(docs):
+def check_token_ids(docs: List[List[int]], vocab_size: Optional[int], first: int = 0) -> None:
+    """Every id in ``[0, vocab_size)`` (or >= 0 when the vocabulary size is unknown); documents
+    are numbered from ``first`` in the message."""
+    for i, ids in enumerate(docs, start=first):
         bad = [t for t in ids if t < 0 or (vocab_size is not None and t >= vocab_size)]
         if bad:
             where = f"the vocabulary of {vocab_size}" if vocab_size is not None else "the vocabulary"
@@ -166,9 +167,7 @@ def windows(inputs, tokenizer=None, context: int = 256, prepend_bos: bool = True
     for doc_i, doc in enumerate(docs):
         ids = doc if as_ids else tokenizer(doc, add_special_tokens=False)["input_ids"]
         if vocab_size is not None:
-            bad = [t for t in ids if not 0 <= t < vocab_size]
-            if bad:
-                raise ValueError(f"document {doc_i}: token id {bad[0]} is outside the vocabulary of {vocab_size}")
+            check_token_ids([ids], vocab_size, first=doc_i)
         step = context - (1 if bos is not None else 0)
         for w, start in enumerate(range(0, len(ids), step)):
             chunk = list(ids[start:start + step])

@@ -37,40 +37,36 @@ impl ReconstructionSums {
     /// Adds `n x d` rows `x`, their reconstructions `x_hat` and their pursuit's `n x k` residual
     /// energies.
     pub fn add(&mut self, x: &[f32], x_hat: &[f32], energy: &[f32]) {
-        let d = self.sum_x.len().max(1);
-        let k = self.energy.len();
-        for (row, rec) in x.chunks(d).zip(x_hat.chunks(d)) {
-            self.rows += 1.0;
-            for ((s, &a), &b) in self.sum_x.iter_mut().zip(row).zip(rec) {
-                *s += a as f64;
-                self.sum_x2 += a as f64 * a as f64;
-                self.sse += ((a - b) as f64).powi(2);
-            }
-        }
-        if k > 0 {
-            for (t, e) in self.energy.iter_mut().enumerate() {
-                *e += energy.iter().skip(t).step_by(k).map(|&v| v as f64).sum::<f64>();
-            }
-        }
+        self.add_rows(x);
+        self.sse += x.iter().zip(x_hat).map(|(&a, &b)| ((a - b) as f64).powi(2)).sum::<f64>();
+        self.add_energy(energy);
     }
 
     /// Adds `n x d` rows `x` whose pursuit left the `n x k` residual energies `energy` (the last
     /// step's is `‖x - x̂‖²`), when the reconstructions themselves are not at hand.
     pub fn add_energies(&mut self, x: &[f32], energy: &[f32]) {
-        let d = self.sum_x.len().max(1);
+        self.add_rows(x);
         let k = self.energy.len();
-        for row in x.chunks(d) {
+        if k > 0 {
+            self.sse += energy.iter().skip(k - 1).step_by(k).map(|&v| v as f64).sum::<f64>();
+        }
+        self.add_energy(energy);
+    }
+
+    fn add_rows(&mut self, x: &[f32]) {
+        for row in x.chunks(self.sum_x.len().max(1)) {
             self.rows += 1.0;
             for (s, &a) in self.sum_x.iter_mut().zip(row) {
                 *s += a as f64;
                 self.sum_x2 += a as f64 * a as f64;
             }
         }
-        if k > 0 {
-            for (t, e) in self.energy.iter_mut().enumerate() {
-                *e += energy.iter().skip(t).step_by(k).map(|&v| v as f64).sum::<f64>();
-            }
-            self.sse += energy.iter().skip(k - 1).step_by(k).map(|&v| v as f64).sum::<f64>();
+    }
+
+    fn add_energy(&mut self, energy: &[f32]) {
+        let k = self.energy.len();
+        for (t, e) in self.energy.iter_mut().enumerate() {
+            *e += energy.iter().skip(t).step_by(k).map(|&v| v as f64).sum::<f64>();
         }
     }
 
@@ -146,28 +142,33 @@ impl ReconstructionSums {
         self.sse / self.entries().max(1.0)
     }
 
-    /// overcomplete's `r2_score` over these rows (global scalar mean, `+ 1e-6`).
-    pub fn r2(&self) -> f64 {
+    /// `mean((x - mean(x))²)` over all entries, with the global scalar mean (the reference's).
+    pub fn scalar_variance(&self) -> f64 {
         let nd = self.entries().max(1.0);
         let mean = self.sum_x.iter().sum::<f64>() / nd;
-        let var = (self.sum_x2 / nd - mean * mean).max(0.0);
-        1.0 - self.sse / nd / (var + 1e-6)
+        (self.sum_x2 / nd - mean * mean).max(0.0)
+    }
+
+    /// overcomplete's `r2_score` over these rows (global scalar mean, `+ 1e-6`).
+    pub fn r2(&self) -> f64 {
+        1.0 - self.mse() / (self.scalar_variance() + 1e-6)
     }
 }
 
 /// `r2_score(x, x_hat) = 1 - mean((x - x_hat)²) / (mean((x - mean(x))²) + 1e-6)`, where `mean(x)`
-/// is the **global scalar** mean over all entries (the reference's definition).
+/// is the **global scalar** mean over all entries (the reference's definition;
+/// [`ReconstructionSums::r2`] over the entries).
 pub fn r2_score(x: &[f32], x_hat: &[f32]) -> f64 {
-    let n = x.len().max(1) as f64;
-    let ss_res = x.iter().zip(x_hat).map(|(&a, &b)| ((a - b) as f64).powi(2)).sum::<f64>() / n;
-    1.0 - ss_res / (variance_scalar(x) + 1e-6)
+    let mut sums = ReconstructionSums::new(1, 0);
+    sums.add(x, x_hat, &[]);
+    sums.r2()
 }
 
-/// `mean((x - mean(x))²)` with the global scalar mean.
+/// `mean((x - mean(x))²)` with the global scalar mean ([`ReconstructionSums::scalar_variance`]).
 pub fn variance_scalar(x: &[f32]) -> f64 {
-    let n = x.len().max(1) as f64;
-    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-    x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n
+    let mut sums = ReconstructionSums::new(1, 0);
+    sums.add(x, x, &[]);
+    sums.scalar_variance()
 }
 
 /// Average number of codes with `|code| >= threshold` per row (`l0_eps(z, 0).sum()`; the
@@ -179,20 +180,6 @@ pub fn l0_per_row(codes: &Codes, threshold: f32) -> f64 {
     let total: usize =
         (0..codes.n).map(|i| codes.row_dense(i).iter().filter(|(_, v)| v.abs() >= threshold).count()).sum();
     total as f64 / codes.n as f64
-}
-
-/// Explained variance after each pursuit step `1..=k`: `1 - mean(r_t²) / (var(x) + 1e-6)`, the R2
-/// of the partial reconstruction after `t` steps (the last one equals the model's R2 up to
-/// rounding). `energy` is the pursuit's `n x k` squared residual norms.
-pub fn explained_variance_per_step(x: &[f32], energy: &[f32], k: usize) -> Vec<f64> {
-    let nd = x.len().max(1) as f64;
-    let var = variance_scalar(x) + 1e-6;
-    (0..k)
-        .map(|t| {
-            let sum: f64 = energy.iter().skip(t).step_by(k.max(1)).map(|&e| e as f64).sum();
-            1.0 - sum / nd / var
-        })
-        .collect()
 }
 
 /// `1 - mean(alive)` of an alive mask (0 for an empty one).
@@ -294,11 +281,18 @@ mod tests {
     }
 
     #[test]
-    fn explained_variance_per_step_is_partial_r2() {
-        let x = [1.0, -1.0, 1.0, -1.0]; // n = 2, d = 2, var = 1
-        let energy = [1.0, 0.5, 2.0, 0.0]; // k = 2: step 1 sum 3, step 2 sum 0.5
-        let ev = explained_variance_per_step(&x, &energy, 2);
-        assert!((ev[0] - (1.0 - 0.75 / (1.0 + 1e-6))).abs() < 1e-9);
-        assert!((ev[1] - (1.0 - 0.125 / (1.0 + 1e-6))).abs() < 1e-9);
+    fn explained_variance_is_the_fields_with_a_per_dimension_mean() {
+        // Rows [1, -1] and [-1, 1]: per-dimension mean 0, Σ‖x - μ‖² = 4. k = 2: the residual
+        // energies sum to 3 after step 1 and 0.5 after step 2 (the reconstruction's).
+        let x = [1.0, -1.0, -1.0, 1.0];
+        let energy = [1.0, 0.5, 2.0, 0.0];
+        let mut sums = ReconstructionSums::new(2, 2);
+        sums.add_energies(&x, &energy);
+        let ev = sums.explained_variance_per_step();
+        assert!((ev[0] - 0.25).abs() < 1e-12 && (ev[1] - 0.875).abs() < 1e-12, "{ev:?}");
+        assert!((sums.explained_variance() - 0.875).abs() < 1e-12);
+        // A centring and a scaling leave it unchanged.
+        let p = Preprocess { mean: Some(vec![0.5, -2.0]), scale: Some(3.0) };
+        assert!((sums.to_data_space(&p).explained_variance() - 0.875).abs() < 1e-12);
     }
 }

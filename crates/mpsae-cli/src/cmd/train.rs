@@ -2,7 +2,7 @@
 
 use crate::common::{msg, open_data, CliResult, EngineArgs};
 use crate::progress::{ProgressMode, Reporter};
-use mpsae::run::options::{Kind, OptionSpec};
+use mpsae::run::options::{DefaultValue, Kind, OptionSpec};
 use mpsae::run::{recorded_data, RunOptions, Session, SessionRequest, Spelling, OPTIONS};
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
@@ -89,7 +89,7 @@ impl clap::FromArgMatches for TableOptions {
             }
             let v = match s.kind {
                 // `--no-NAME` turns off a switch that is on by default.
-                Kind::Switch => json!(m.get_flag(s.name) != (s.flag() != s.name.replace('_', "-"))),
+                Kind::Switch => json!(m.get_flag(s.name) != matches!(s.default, DefaultValue::Bool(true))),
                 Kind::Integer | Kind::OptionalInteger => json!(m.get_one::<u64>(s.name).copied()),
                 Kind::Number | Kind::OptionalNumber => json!(m.get_one::<f64>(s.name).copied()),
                 Kind::Name => json!(m.get_one::<String>(s.name).cloned()),

@@ -21,7 +21,7 @@ use crate::config::SaeConfig;
 use crate::data::Dataset;
 use crate::io::atomic::write_atomic;
 use crate::io::state_dict::save_model;
-use crate::model::{MpSae, Normalization, Preprocess, Provenance};
+use crate::model::{Preprocess, Provenance};
 use crate::train::{checkpoint, EpochReport, TrainOptions, Trainer, CHECKPOINT_FILE};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -298,76 +298,6 @@ pub fn read_metrics(dir: &Path) -> Result<Option<Vec<EpochReport>>> {
         out.push(serde_json::from_str(line).map_err(|e| Error::file(&path, format!("line {}: {e}", i + 1)))?);
     }
     Ok(Some(out))
-}
-
-/// Everything that defines a new run except the data's width, which the data gives.
-#[derive(Clone, Debug)]
-pub struct RunRecipe {
-    /// Number of concepts.
-    pub concepts: usize,
-    /// Pursuit steps.
-    pub k: usize,
-    /// Dropout over atoms while training.
-    pub dropout: Option<f32>,
-    /// Dictionary normalisation.
-    pub normalization: Normalization,
-    /// Train the multiplier.
-    pub use_multiplier: bool,
-    /// Seed of the initialisation and the dropout masks (the data order has `options.seed`).
-    pub seed: u64,
-    /// Training options.
-    pub options: TrainOptions,
-    /// Preprocessing.
-    pub preprocess: PreprocessChoice,
-    /// Names of the data files, for `config.json`.
-    pub data_names: Vec<String>,
-    /// Tensor read from `.safetensors` files.
-    pub tensor: Option<String>,
-    /// Non-finite rows were left out.
-    pub skip_nonfinite: bool,
-    /// Where the activations came from (empty when unknown).
-    pub provenance: Provenance,
-}
-
-impl RunRecipe {
-    /// The trainer of a new run on `data`, and the configuration its folder records.
-    pub fn trainer(&self, data: &Dataset) -> Result<(Trainer, RunConfig)> {
-        let settings = crate::Settings::default();
-        crate::resources::MemoryPlan::training(
-            self.concepts,
-            data.dim(),
-            self.k,
-            self.options.batch_size.min(data.rows()),
-            self.options.gradient_shards,
-            settings.par.degree(),
-            settings.gram_precision.bytes(),
-            settings.memory_budget,
-        )
-        .check("training")?;
-        let mut cfg = SaeConfig::new(data.dim(), self.concepts);
-        cfg.k = self.k;
-        cfg.dropout = self.dropout;
-        cfg.normalization = self.normalization.clone();
-        cfg.use_multiplier = self.use_multiplier;
-        let mut model = MpSae::new(cfg, self.seed)?;
-        model.set_preprocess(preprocess_for(data, self.preprocess))?;
-        model.set_provenance(self.provenance.clone());
-        let trainer = Trainer::new(model, self.options.clone())?;
-        let config = RunConfig {
-            mpsae_version: env!("CARGO_PKG_VERSION").to_string(),
-            model: trainer.model.config().clone(),
-            train: trainer.options.clone(),
-            data: self.data_names.clone(),
-            tensor: self.tensor.clone(),
-            skip_nonfinite: self.skip_nonfinite,
-            rows: data.rows(),
-            skipped_rows: data.stats().skipped,
-            preprocess: self.preprocess,
-            files: describe_data(data)?,
-            provenance: self.provenance.clone(),
-        };
-        Ok((trainer, config))
-    }
 }
 
 /// The preprocessing of a new run on `data`.

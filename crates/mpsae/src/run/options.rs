@@ -8,9 +8,12 @@
 //! line by `--no-NAME` (`--no-shuffle`).
 
 use crate::config::SaeConfig;
+use crate::data::Dataset;
 use crate::defaults as d;
+use crate::model::MpSae;
 use crate::model::{Normalization, Provenance};
-use crate::run::{PreprocessChoice, RunConfig, RunRecipe};
+use crate::run::{describe_data, preprocess_for, PreprocessChoice, RunConfig};
+use crate::train::Trainer;
 use crate::train::{CriterionChoice, ScheduleOptions, TrainOptions};
 use crate::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -332,27 +335,48 @@ impl RunOptions {
         Ok(cfg)
     }
 
-    /// The recipe of a new run with these options on the data named `data_names`.
-    pub fn recipe(
+    /// The trainer of a new run with these options on `data` (named `data_names` in its
+    /// `config.json`), and the configuration its folder records. The memory a step needs is
+    /// checked first.
+    pub fn new_run(
         &self,
+        data: &Dataset,
         data_names: Vec<String>,
         tensor: Option<String>,
         skip_nonfinite: bool,
         provenance: Provenance,
-    ) -> Result<RunRecipe> {
-        Ok(RunRecipe {
-            concepts: self.nb_concepts,
-            k: self.k,
-            dropout: self.dropout,
-            normalization: self.normalization()?,
-            use_multiplier: self.use_multiplier,
-            seed: self.seed,
-            options: self.train_options()?,
-            preprocess: PreprocessChoice { center: self.center, scale: self.scale },
-            data_names,
+    ) -> Result<(Trainer, RunConfig)> {
+        let options = self.train_options()?;
+        let settings = crate::Settings::default();
+        crate::resources::MemoryPlan::training(
+            self.nb_concepts,
+            data.dim(),
+            self.k,
+            options.batch_size.min(data.rows()),
+            options.gradient_shards,
+            settings.par.degree(),
+            settings.gram_precision.bytes(),
+            settings.memory_budget,
+        )
+        .check("training")?;
+        let preprocess = PreprocessChoice { center: self.center, scale: self.scale };
+        let mut model = MpSae::new(self.model_config(data.dim())?, self.seed)?;
+        model.set_preprocess(preprocess_for(data, preprocess))?;
+        model.set_provenance(provenance.clone());
+        let trainer = Trainer::new(model, options)?;
+        let config = RunConfig {
+            mpsae_version: env!("CARGO_PKG_VERSION").to_string(),
+            model: trainer.model.config().clone(),
+            train: trainer.options.clone(),
+            data: data_names,
             tensor,
             skip_nonfinite,
+            rows: data.rows(),
+            skipped_rows: data.stats().skipped,
+            preprocess,
+            files: describe_data(data)?,
             provenance,
-        })
+        };
+        Ok((trainer, config))
     }
 }

@@ -142,13 +142,13 @@ impl Session {
                 (run, trainer)
             }
             (dir, false) => {
-                let recipe = r.options.recipe(
+                let (trainer, config) = r.options.new_run(
+                    &data,
                     r.data_names.clone(),
                     r.tensor.clone(),
                     r.skip_nonfinite,
                     r.provenance.clone(),
                 )?;
-                let (trainer, config) = recipe.trainer(&data)?;
                 let run = match dir {
                     Some(d) if r.writer => Some(Run::create(d, config, r.force)?),
                     _ => None,

@@ -190,9 +190,4 @@ impl TrainOptions {
     pub fn batches_per_epoch(&self, rows: usize) -> u64 {
         rows.div_ceil(self.batch_size) as u64
     }
-
-    /// Total steps of the run on `rows` rows.
-    pub fn total_steps(&self, rows: usize) -> u64 {
-        self.steps.unwrap_or(self.epochs as u64 * self.batches_per_epoch(rows))
-    }
 }
