@@ -28,16 +28,12 @@ import numpy as np
 from . import _mpsae
 from .files import HARVEST as HARVEST_FILE
 from .files import TOKENS as TOKENS_FILE
-from .windows import (Progress, check_token_ids, documents, find_module, hook_output, model_name, padded, token_text,
+from .windows import (HookReader, Progress, check_token_ids, documents, find_module, model_name, padded, token_lines,
                       tokenizer_name, windows)
 
 __all__ = ["harvest", "windows", "find_module", "HARVEST_FILE", "TOKENS_FILE"]
 TOKENS_HEADER = "row\tsource\tdoc\twindow\tpos\ttoken_id\ttoken\ttext\n"
 IMAGES_HEADER = "row\tsource\timage\tpatch\tpatch_row\tpatch_col\n"
-
-
-class _Stop(Exception):
-    """Raised by the last hook: the layers after it are not needed."""
 
 
 def _layer_of(hook: str) -> Optional[int]:
@@ -59,10 +55,6 @@ def _image_units(images, names):
         raise ValueError(f"{len(names)} image names for {images.shape[0]} images")
     for i in range(images.shape[0]):
         yield i, (names[i] if names is not None else f"image_{i:06d}"), images[i]
-
-
-def _escape(token: str) -> str:
-    return token.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def _atomic_write(path: str, write) -> None:
@@ -302,16 +294,7 @@ def _harvest_into(folders, model, inputs, hooks, modules, tokenizer, context, ba
                       "give a larger max_rows to extend it", stacklevel=3)
         return folders[0].info
     source = os.path.basename(str(name).rstrip("/")) if name else type(model).__name__
-    captured: List[Optional[Any]] = [None] * len(hooks)
-
-    def make_hook(i):
-        def fn(_module, _inputs, output):
-            captured[i] = hook_output(output, hooks[i]).detach()
-            if all(c is not None for c in captured):
-                raise _Stop()
-        return fn
-
-    handles = [m.register_forward_hook(make_hook(i)) for i, m in enumerate(modules)]
+    reader = HookReader(model, hooks)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -327,27 +310,11 @@ def _harvest_into(folders, model, inputs, hooks, modules, tokenizer, context, ba
 
         def run(batch):
             nonlocal rows_done
-            captured[:] = [None] * len(hooks)
             if images:
-                pixels = torch.stack([img for _, _, img in batch]).to(device)
-                width = None
+                captured = reader.read(pixel_values=torch.stack([img for _, _, img in batch]).to(device))
             else:
                 ids, mask, lengths = padded(batch, device)
-                width = max(lengths)
-            with torch.no_grad():
-                try:
-                    if images:
-                        model(pixel_values=pixels)
-                    else:
-                        model(input_ids=ids, attention_mask=mask)
-                except _Stop:
-                    pass
-            if any(c is None for c in captured):
-                raise ValueError(f"hook '{hooks[captured.index(None)]}' produced no output in the forward pass")
-            for i, acts in enumerate(captured):
-                if acts.dim() != 3 or acts.shape[0] != len(batch) or (width is not None and acts.shape[1] != width):
-                    raise ValueError(f"hook '{hooks[i]}' gives an output of shape {tuple(acts.shape)}, "
-                                     f"not [batch, tokens, d] = [{len(batch)}, {width or 'tokens'}, d]")
+                captured = reader.read(max(lengths), input_ids=ids, attention_mask=mask)
             cut = 1 if exclude_first else 0
             stop = False
             for b, (doc, w, toks) in enumerate(batch):
@@ -373,12 +340,7 @@ def _harvest_into(folders, model, inputs, hooks, modules, tokenizer, context, ba
                              f"{(p - cut) // side if grid else 0}\t{(p - cut) % side if grid else p - cut}\n"
                              for j, p in enumerate(positions)]
                 else:
-                    pieces = (tokenizer.convert_ids_to_tokens([toks[p] for p in positions]) if tokenizer is not None
-                              else [str(toks[p]) for p in positions])
-                    texts = [token_text(tokenizer, toks[p]) for p in positions]
-                    lines = [f"{rows_done + j}\t{source}\t{doc}\t{w}\t{p - cut}\t{toks[p]}\t{_escape(str(piece))}\t"
-                             f"{_escape(text)}\n"
-                             for j, (p, piece, text) in enumerate(zip(positions, pieces, texts))]
+                    lines = token_lines(tokenizer, source, rows_done, doc, w, toks, positions, cut)
                 for i, acts in enumerate(captured):
                     rows = acts[b, positions].float().cpu().numpy().astype(np_dtype)
                     folders[i].add(rows, lines, None if whole else already + len(positions))
@@ -412,8 +374,7 @@ def _harvest_into(folders, model, inputs, hooks, modules, tokenizer, context, ba
         for f in folders:
             f.flush(complete=True)
     finally:
-        for h in handles:
-            h.remove()
+        reader.close()
         model.train(was_training)
         bar.close(rows_done - start_rows)
     return folders[0].info

@@ -12,7 +12,7 @@ from typing import Any, Iterator, List, Optional, Tuple
 import numpy as np
 
 __all__ = ["model_name", "token_text", "find_module", "hook_output", "documents", "looks_like_path", "check_token_ids", "windows", "padded",
-           "Progress"]
+           "Progress", "HookReader", "escape", "token_lines"]
 
 
 def model_name(model) -> Optional[str]:
@@ -187,6 +187,71 @@ def padded(batch, device):
         ids[b, :len(toks)] = torch.tensor(toks)
         mask[b, :len(toks)] = 1
     return ids.to(device), mask.to(device), lengths
+
+
+class _Stop(Exception):
+    """Raised by the last hook of a :class:`HookReader`: the layers after it are not needed."""
+
+
+class HookReader:
+    """Reads the outputs of modules of ``model`` (``hooks``: module paths) in a forward pass,
+    which stops once the last of them has run. Hooks are registered until :meth:`close`."""
+
+    def __init__(self, model, hooks: List[str]):
+        self.hooks = list(hooks)
+        modules = [find_module(model, h) for h in self.hooks]
+        self.model = model
+        self.captured: List[Any] = [None] * len(self.hooks)
+        self.handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(modules)]
+
+    def _hook(self, i: int):
+        def fn(_module, _inputs, output):
+            self.captured[i] = hook_output(output, self.hooks[i]).detach()
+            if all(c is not None for c in self.captured):
+                raise _Stop()
+        return fn
+
+    def read(self, width: Optional[int] = None, **inputs) -> List[Any]:
+        """The hooks' outputs (``[batch, tokens, d]`` tensors) of ``model(**inputs)``; ``width``:
+        the tokens each must have (None: any)."""
+        import torch
+
+        self.captured[:] = [None] * len(self.hooks)
+        batch = next(iter(inputs.values())).shape[0]
+        with torch.no_grad():
+            try:
+                self.model(**inputs)
+            except _Stop:
+                pass
+        if any(c is None for c in self.captured):
+            raise ValueError(f"hook '{self.hooks[self.captured.index(None)]}' produced no output in the forward pass")
+        for i, acts in enumerate(self.captured):
+            if acts.dim() != 3 or acts.shape[0] != batch or (width is not None and acts.shape[1] != width):
+                raise ValueError(f"hook '{self.hooks[i]}' gives an output of shape {tuple(acts.shape)}, "
+                                 f"not [batch, tokens, d] = [{batch}, {width or 'tokens'}, d]")
+        out, self.captured = self.captured, [None] * len(self.hooks)
+        return out
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+def escape(token: str) -> str:
+    """A token for a ``tokens.tsv`` cell: tabs, newlines and backslashes escaped."""
+    return token.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def token_lines(tokenizer, source: str, first_row: int, doc: int, window: int, toks: List[int],
+                positions: List[int], cut: int) -> List[str]:
+    """The ``tokens.tsv`` lines (``row, source, doc, window, pos, token_id, token, text``) of the
+    rows at ``positions`` of a window, numbered from ``first_row``."""
+    pieces = (tokenizer.convert_ids_to_tokens([toks[p] for p in positions]) if tokenizer is not None
+              else [str(toks[p]) for p in positions])
+    texts = [token_text(tokenizer, toks[p]) for p in positions]
+    return [f"{first_row + j}\t{source}\t{doc}\t{window}\t{p - cut}\t{toks[p]}\t{escape(str(piece))}\t"
+            f"{escape(text)}\n" for j, (p, piece, text) in enumerate(zip(positions, pieces, texts))]
 
 
 class Progress:

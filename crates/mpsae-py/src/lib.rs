@@ -8,6 +8,7 @@ mod errors;
 mod kernels;
 mod lock;
 mod model;
+mod stream;
 mod training;
 
 use pyo3::prelude::*;
@@ -18,6 +19,7 @@ fn _mpsae(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<model::Model>()?;
     m.add_class::<training::StreamTrainer>()?;
     m.add_class::<lock::FolderLock>()?;
+    m.add_class::<stream::StreamRun>()?;
     m.add_function(wrap_pyfunction!(training::train, m)?)?;
     m.add_function(wrap_pyfunction!(training::evaluate, m)?)?;
     m.add_function(wrap_pyfunction!(training::reconstruction_metrics, m)?)?;

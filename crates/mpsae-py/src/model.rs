@@ -47,6 +47,15 @@ pub fn engine_for(pool: &Option<Arc<rayon::ThreadPool>>) -> mpsae::Settings {
     mpsae::Settings { par, ..mpsae::Settings::default() }
 }
 
+/// A Python model holding a copy of `m` (its preprocessing, provenance and engine settings).
+pub fn model_copy(m: &mpsae::MpSae, pool: Option<Arc<rayon::ThreadPool>>) -> PyResult<Model> {
+    let bytes = mpsae::io::state_dict::model_to_bytes(m, &[]).py()?;
+    let (mut copy, _) =
+        mpsae::io::state_dict::model_from_bytes(std::path::Path::new("<model>"), &bytes, None).py()?;
+    copy.set_engine(*m.engine());
+    Ok(Model { inner: copy, pool })
+}
+
 /// An MP-SAE (the engine's `MpSae`, which carries its preprocessing and provenance).
 #[pyclass(module = "mpsae._mpsae")]
 pub struct Model {

@@ -2,7 +2,7 @@
 //! `StreamTrainer` (batches as a model produces them), both over the library's trainer.
 
 use crate::errors::IntoPy;
-use crate::model::{engine_for, pool, run_in, Model};
+use crate::model::{engine_for, model_copy, pool, run_in, Model};
 use mpsae::data::{DataOptions, Dataset, Elem, NonFinite, Source};
 use mpsae::run::{RunOptions, Session, SessionRequest, Spelling};
 use mpsae::train::{
@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 /// The options given as Python keywords (a JSON object, by name; `null`: none for an optional
 /// one): the library's table fills in the rest and checks the names.
-fn options_from(given: &str) -> PyResult<(RunOptions, Vec<String>)> {
+pub(crate) fn options_from(given: &str) -> PyResult<(RunOptions, Vec<String>)> {
     let map: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(given).map_err(|e| PyValueError::new_err(format!("invalid options: {e}")))?;
     let options = RunOptions::with_given(&map).py()?;
@@ -50,7 +50,7 @@ pub fn defaults<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
     )
 }
 
-fn provenance_from(json: Option<&str>) -> PyResult<Provenance> {
+pub(crate) fn provenance_from(json: Option<&str>) -> PyResult<Provenance> {
     match json {
         None => Ok(Provenance::default()),
         Some(j) => {
@@ -111,7 +111,7 @@ fn open_data(
 }
 
 /// A report (step or epoch) as a Python dict of its JSON fields.
-fn report_dict<'py>(py: Python<'py>, r: &impl serde::Serialize) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn report_dict<'py>(py: Python<'py>, r: &impl serde::Serialize) -> PyResult<Bound<'py, PyAny>> {
     let json = serde_json::to_string(r).expect("report serialises");
     py.import("json")?.call_method1("loads", (json,))
 }
@@ -234,10 +234,10 @@ pub fn train<'py>(
 /// The maths of each step done by a Python object (the PyTorch device path,
 /// `mpsae.torch_train`): `start(state)`, `step(batch, lr) -> (stats, finite, grad_norm)`,
 /// `state() -> state` (see `mpsae.torch_train.Stepper`).
-struct PyStepper {
-    obj: PyObject,
+pub(crate) struct PyStepper {
+    pub(crate) obj: PyObject,
     /// The first Python error: the run stops and it is raised.
-    error: Option<PyErr>,
+    pub(crate) error: Option<PyErr>,
 }
 
 impl PyStepper {
@@ -316,10 +316,10 @@ impl mpsae::train::ExternalStep for PyStepper {
 /// does the same for its whole process) in its heap instead of unmapping them, so the next step
 /// does not fault them in again; dropped, it restores glibc's defaults and hands the free heap
 /// back to the kernel, so the Python process does not keep that memory afterwards.
-struct HeapForTraining;
+pub(crate) struct HeapForTraining;
 
 impl HeapForTraining {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         #[cfg(all(target_os = "linux", target_env = "gnu"))]
         // SAFETY: mallopt only sets glibc's allocator parameters (thread-safe in glibc).
         unsafe {
@@ -350,7 +350,7 @@ pub struct StreamTrainer {
     pool: Option<std::sync::Arc<rayon::ThreadPool>>,
 }
 
-fn reports_list<'py>(py: Python<'py>, reports: &[StepReport]) -> PyResult<Vec<Bound<'py, PyAny>>> {
+pub(crate) fn reports_list<'py>(py: Python<'py>, reports: &[StepReport]) -> PyResult<Vec<Bound<'py, PyAny>>> {
     reports.iter().map(|r| report_dict(py, r)).collect()
 }
 
@@ -475,12 +475,7 @@ impl StreamTrainer {
 
     /// A copy of the current model (with its preprocessing and provenance).
     fn model(&self) -> PyResult<Model> {
-        let m = &self.stream.trainer.model;
-        let bytes = mpsae::io::state_dict::model_to_bytes(m, &[]).py()?;
-        let (mut copy, _) =
-            mpsae::io::state_dict::model_from_bytes(std::path::Path::new("<model>"), &bytes, None).py()?;
-        copy.set_engine(*m.engine());
-        Ok(Model { inner: copy, pool: self.pool.clone() })
+        model_copy(&self.stream.trainer.model, self.pool.clone())
     }
 }
 

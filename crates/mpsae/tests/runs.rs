@@ -40,6 +40,7 @@ fn config(data: &Dataset, options: &TrainOptions) -> RunConfig {
         preprocess: PreprocessChoice::default(),
         provenance: Default::default(),
         files: describe_data(data).unwrap(),
+        stream: None,
     }
 }
 

@@ -10,12 +10,14 @@ pub mod lock;
 pub mod options;
 mod resume;
 mod session;
+mod stream;
 
 pub use crate::io::MODEL_FILE;
 pub use lock::{RunLock, LOCK_FILE};
 pub use options::{RunOptions, OPTIONS};
 pub use resume::{ResumeRequest, Spelling};
 pub use session::{recorded_data, Session, SessionRequest};
+pub use stream::{StreamRequest, StreamRun};
 
 use crate::config::SaeConfig;
 use crate::data::Dataset;
@@ -100,6 +102,10 @@ pub struct RunConfig {
     /// Where the activations came from (empty when unknown).
     #[serde(default, skip_serializing_if = "Provenance::is_empty")]
     pub provenance: Provenance,
+    /// For a run fed by a stream ([`StreamRun`]): what defines the stream (model, hook,
+    /// inputs, windows, shuffling), which a resumed run must be fed again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<serde_json::Value>,
 }
 
 impl RunConfig {

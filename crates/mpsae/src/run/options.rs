@@ -346,24 +346,9 @@ impl RunOptions {
         skip_nonfinite: bool,
         provenance: Provenance,
     ) -> Result<(Trainer, RunConfig)> {
-        let options = self.train_options()?;
-        let settings = crate::Settings::default();
-        crate::resources::MemoryPlan::training(
-            self.nb_concepts,
-            data.dim(),
-            self.k,
-            options.batch_size.min(data.rows()),
-            options.gradient_shards,
-            settings.par.degree(),
-            settings.gram_precision.bytes(),
-            settings.memory_budget,
-        )
-        .check("training")?;
+        let mut trainer = self.new_trainer(data.dim(), data.rows(), &provenance)?;
         let preprocess = PreprocessChoice { center: self.center, scale: self.scale };
-        let mut model = MpSae::new(self.model_config(data.dim())?, self.seed)?;
-        model.set_preprocess(preprocess_for(data, preprocess))?;
-        model.set_provenance(provenance.clone());
-        let trainer = Trainer::new(model, options)?;
+        trainer.model.set_preprocess(preprocess_for(data, preprocess))?;
         let config = RunConfig {
             mpsae_version: env!("CARGO_PKG_VERSION").to_string(),
             model: trainer.model.config().clone(),
@@ -376,7 +361,59 @@ impl RunOptions {
             preprocess,
             files: describe_data(data)?,
             provenance,
+            stream: None,
         };
         Ok((trainer, config))
+    }
+
+    /// A new run fed by a stream of rows of width `input_dim` (its preprocessing, when asked for,
+    /// is estimated from the stream's first rows: [`crate::train::PreprocessPlan`]): the trainer and
+    /// the run's configuration, `stream` recorded as what defines the stream.
+    pub fn new_stream_run(
+        &self,
+        input_dim: usize,
+        data_name: String,
+        provenance: Provenance,
+        stream: serde_json::Value,
+    ) -> Result<(Trainer, RunConfig)> {
+        // The stream is read once, in its own order (its shuffle buffer's).
+        let once = RunOptions { epochs: 1, shuffle: false, ..self.clone() };
+        let trainer = once.new_trainer(input_dim, self.batch_size, &provenance)?;
+        let config = RunConfig {
+            mpsae_version: env!("CARGO_PKG_VERSION").to_string(),
+            model: trainer.model.config().clone(),
+            train: trainer.options.clone(),
+            data: vec![data_name],
+            tensor: None,
+            skip_nonfinite: false,
+            rows: 0,
+            skipped_rows: 0,
+            preprocess: PreprocessChoice { center: self.center, scale: self.scale },
+            files: Vec::new(),
+            provenance,
+            stream: Some(stream),
+        };
+        Ok((trainer, config))
+    }
+
+    /// The trainer of a new run on rows of width `d` (`rows` of them at most in a batch), after
+    /// the memory check; its model has no preprocessing yet.
+    fn new_trainer(&self, d: usize, rows: usize, provenance: &Provenance) -> Result<Trainer> {
+        let options = self.train_options()?;
+        let settings = crate::Settings::default();
+        crate::resources::MemoryPlan::training(
+            self.nb_concepts,
+            d,
+            self.k,
+            options.batch_size.min(rows),
+            options.gradient_shards,
+            settings.par.degree(),
+            settings.gram_precision.bytes(),
+            settings.memory_budget,
+        )
+        .check("training")?;
+        let mut model = MpSae::new(self.model_config(d)?, self.seed)?;
+        model.set_provenance(provenance.clone());
+        Trainer::new(model, options)
     }
 }

@@ -103,6 +103,14 @@ impl ResumeRequest {
                 ),
             ));
         }
+        self.apply_options(config, trainer)
+    }
+
+    /// The options half of [`ResumeRequest::apply`] (a run fed by a stream checks its stream
+    /// instead of data files): model options never change; training options that differ are
+    /// refused unless changes are allowed, then applied to `trainer`.
+    pub fn apply_options(&self, config: &RunConfig, trainer: &mut Trainer) -> Result<Vec<String>> {
+        let sp = self.spelling;
         let run = RunOptions::of_run(config, &trainer.options).to_map();
         let asked = self.options.to_map();
         let mut merged = run.clone();

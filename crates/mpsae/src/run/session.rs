@@ -304,28 +304,38 @@ impl Session {
             Some(run) => Some(run.save_model(&self.trainer)?),
             None => None,
         };
-        let last = reports.last();
-        Ok(json!({
-            "model": model_file.map(|p| p.display().to_string()),
-            "steps": self.trainer.progress.step,
-            "skipped_steps": self.trainer.progress.total_bad,
-            "rows": self.data.rows(),
-            "d": self.data.dim(),
-            "concepts": self.trainer.model.nb_concepts(),
-            "k": self.trainer.model.config().k,
-            "loss": last.map(|r| r.avg_loss),
-            "explained_variance": last.map(|r| r.explained_variance),
-            "explained_variance_per_step": last.map(|r| r.explained_variance_per_step.clone()),
-            "r2": last.map(|r| r.r2),
-            "l0": last.map(|r| r.l0),
-            "dead_ratio": last.map(|r| r.dead_ratio),
-        }))
+        Ok(run_summary(&self.trainer, model_file, self.data.rows() as u64, reports.last()))
     }
 
     /// The run folder, if any.
     pub fn dir(&self) -> Option<&Path> {
         self.run.as_ref().map(Run::dir)
     }
+}
+
+/// The summary a front end prints at a run's end: the model file, steps, rows, shape and the last
+/// epoch's metrics (`last`: the last epoch this call trained).
+pub(crate) fn run_summary(
+    trainer: &Trainer,
+    model: Option<PathBuf>,
+    rows: u64,
+    last: Option<&EpochReport>,
+) -> Value {
+    json!({
+        "model": model.map(|p| p.display().to_string()),
+        "steps": trainer.progress.step,
+        "skipped_steps": trainer.progress.total_bad,
+        "rows": rows,
+        "d": trainer.model.input_dim(),
+        "concepts": trainer.model.nb_concepts(),
+        "k": trainer.model.config().k,
+        "loss": last.map(|r| r.avg_loss),
+        "explained_variance": last.map(|r| r.explained_variance),
+        "explained_variance_per_step": last.map(|r| r.explained_variance_per_step.clone()),
+        "r2": last.map(|r| r.r2),
+        "l0": last.map(|r| r.l0),
+        "dead_ratio": last.map(|r| r.dead_ratio),
+    })
 }
 
 /// Writes every epoch's report to the run's `metrics.jsonl`, then passes everything on.

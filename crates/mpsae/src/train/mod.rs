@@ -16,7 +16,9 @@ mod stream;
 pub use checkpoint::CHECKPOINT_FILE;
 pub use options::{CriterionChoice, ScheduleOptions, TrainOptions};
 pub use reduce::{batch_share, BatchShare, Reducer, SingleProcess};
-pub use report::{DetailedStats, EpochAccumulator, EpochReport, Observer, Progress, Silent, StepReport};
+pub use report::{
+    DetailedStats, EpochAccumulator, EpochReport, Observer, Progress, Silent, StepReport, StreamPosition,
+};
 pub use stream::{PreprocessPlan, StreamTrainer};
 
 use crate::criterion::Criterion;
@@ -75,6 +77,7 @@ impl Trainer {
                 total_bad: 0,
                 acc: EpochAccumulator { alive: vec![false; c], ..Default::default() },
                 epochs: Vec::new(),
+                stream: None,
             },
             checkpoint_dir: None,
         })
@@ -99,15 +102,43 @@ impl Trainer {
     /// preprocessed with the model's preprocessing, trained on at the learning rate of the
     /// schedule (over `options.steps`), and the step counted.
     pub fn step_on_rows(&mut self, x: &[f32]) -> Result<StepReport> {
+        self.step_on_rows_with(x, None)
+    }
+
+    /// [`Trainer::step_on_rows`], the maths done by `external` when given (the PyTorch device
+    /// path; it must have been started with [`ExternalStep::start`]).
+    pub fn step_on_rows_with(
+        &mut self,
+        x: &[f32],
+        external: Option<&mut dyn ExternalStep>,
+    ) -> Result<StepReport> {
         self.model.train();
         let mut xp = x.to_vec();
         self.model.preprocess().apply(&mut xp, self.model.input_dim());
         let total = self.options.steps.unwrap_or(u64::MAX);
         let lr = self.lr_at(self.progress.step, total);
-        let criterion = self.options.criterion.build();
-        let report = self.step(&xp, criterion.as_ref(), lr)?;
+        let report = match external {
+            Some(ext) => {
+                self.model.rows_of(&xp)?;
+                let (stats, finite, grad_norm) = ext.step(&xp, lr)?;
+                self.record_external(stats, finite, lr, grad_norm)?
+            }
+            None => {
+                let criterion = self.options.criterion.build();
+                self.step(&xp, criterion.as_ref(), lr)?
+            }
+        };
         self.progress.step += 1;
         Ok(report)
+    }
+
+    /// Ends the current epoch where it stands (a stream's end): its report, recorded with the
+    /// run's epochs; the next step starts a new epoch.
+    pub fn end_epoch(&mut self, seconds: f64) -> EpochReport {
+        let report = self.finish_epoch(seconds, false);
+        self.progress.epoch += 1;
+        self.progress.batch_in_epoch = 0;
+        report
     }
 
     /// One training step on the batch `x` (already preprocessed) on one process: the three

@@ -150,4 +150,16 @@ pub struct Progress {
     /// Reports of the epochs finished so far (a resumed run's metrics are exactly these).
     #[serde(default)]
     pub epochs: Vec<EpochReport>,
+    /// Where a run fed by a stream stands in it (`None` for a run on data files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<StreamPosition>,
+}
+
+/// How far a run fed by a stream ([`crate::run::StreamRun`]) has read it.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StreamPosition {
+    /// Rows of the stream taken so far (trained on).
+    pub rows: u64,
+    /// Whether the stream was read to its end and the run finished.
+    pub finished: bool,
 }

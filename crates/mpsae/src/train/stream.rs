@@ -2,7 +2,7 @@
 //! preprocessing given or estimated from the first batches.
 
 use crate::model::{Preprocess, PreprocessEstimate};
-use crate::train::{StepReport, Trainer};
+use crate::train::{ExternalStep, StepReport, Trainer};
 use crate::{Error, Result};
 
 /// How a streaming trainer gets its preprocessing.
@@ -75,6 +75,15 @@ impl StreamTrainer {
     /// the estimate sets the model's preprocessing and trains on every kept batch in order. Returns
     /// the reports of the steps taken.
     pub fn step(&mut self, x: &[f32]) -> Result<Vec<StepReport>> {
+        self.step_with(x, None)
+    }
+
+    /// [`StreamTrainer::step`], each step's maths done by `external` when given.
+    pub fn step_with(
+        &mut self,
+        x: &[f32],
+        external: Option<&mut dyn ExternalStep>,
+    ) -> Result<Vec<StepReport>> {
         self.trainer.model.rows_of(x)?;
         if let Some(p) = &mut self.pending {
             p.estimate.add(x);
@@ -82,21 +91,34 @@ impl StreamTrainer {
             if p.estimate.rows() < p.rows {
                 return Ok(Vec::new());
             }
-            return self.flush();
+            return self.flush_with(external);
         }
-        Ok(vec![self.trainer.step_on_rows(x)?])
+        Ok(vec![self.trainer.step_on_rows_with(x, external)?])
     }
 
     /// Makes the estimate from the rows seen so far (if one is pending) and trains on the kept
     /// batches; returns the reports of the steps taken.
     pub fn flush(&mut self) -> Result<Vec<StepReport>> {
+        self.flush_with(None)
+    }
+
+    /// [`StreamTrainer::flush`], each step's maths done by `external` when given.
+    pub fn flush_with(&mut self, mut external: Option<&mut dyn ExternalStep>) -> Result<Vec<StepReport>> {
         let Some(p) = self.pending.take() else { return Ok(Vec::new()) };
         if p.estimate.rows() == 0 {
             self.pending = Some(p);
             return Err(Error::invalid("preprocessing", "no rows seen yet to estimate it from"));
         }
         self.trainer.model.set_preprocess(p.estimate.finish(p.center, p.scale))?;
-        p.batches.iter().map(|b| self.trainer.step_on_rows(b)).collect()
+        let mut reports = Vec::with_capacity(p.batches.len());
+        for b in &p.batches {
+            let ext: Option<&mut dyn ExternalStep> = match &mut external {
+                Some(e) => Some(&mut **e),
+                None => None,
+            };
+            reports.push(self.trainer.step_on_rows_with(b, ext)?);
+        }
+        Ok(reports)
     }
 
     /// Refuses to checkpoint while batches wait for the estimate (they would be lost).
