@@ -123,20 +123,23 @@ def _sae_list(saes, hooks: List[str]) -> List[Dict[str, Any]]:
     for s in saes:
         if "c" in s:
             s["nb_concepts"] = s.pop("c")
+        k, c = s.get("k", defaults["k"]), s.get("nb_concepts", defaults["nb_concepts"])
+        label = s.get("name") or f"k{k}_c{c}"
         for key in ("epochs", "shuffle"):
             if key in s:
-                raise ValueError(f"SAE {s.get('name', s)}: {key}= does not apply to a stream (it is read once, in the "
-                                 "order of its shuffle buffer: shuffle_buffer=, shuffle_seed=)")
+                raise ValueError(f"SAE {label}: {key}= does not apply to a stream (it is read once, in the order of "
+                                 "its shuffle buffer: shuffle_buffer=, shuffle_seed=)")
         hook = s.get("hook")
         if hook is None:
             if len(hooks) > 1:
-                raise ValueError(f"SAE {s}: say which hook it reads (hook=, one of {hooks})")
+                raise ValueError(f"SAE {label}: say which hook it reads (hook=, one of {', '.join(hooks)})")
             s["hook"] = hooks[0]
         elif hook not in hooks:
-            raise ValueError(f"SAE {s.get('name', s)}: hook '{hook}' is not one of the hooks read ({', '.join(hooks)})")
+            raise ValueError(f"SAE {label}: hook '{hook}' is not one of the hooks read ({', '.join(hooks)})")
         if not s.get("name"):
-            k, c = s.get("k", defaults["k"]), s.get("nb_concepts", defaults["nb_concepts"])
-            s["name"] = f"k{k}_c{c}" if len(hooks) == 1 else f"{s['hook']}_k{k}_c{c}"
+            s["name"] = label if len(hooks) == 1 else f"{s['hook']}_{label}"
+        if os.sep in str(s["name"]) or str(s["name"]) in (".", ".."):
+            raise ValueError(f"SAE name '{s['name']}': give a folder name, not a path")
         names.append(s["name"])
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

@@ -458,3 +458,55 @@ def test_steering_changes_the_text_and_zero_does_not(smollm2, trained):
     with pytest.raises(ValueError, match="concept 100000 is not in"):
         with mpsae.steer(model, trained, HOOK, {100000: 1.0}):
             pass
+
+
+def test_streaming_two_saes_equals_harvest_then_train_and_resumes_bit_for_bit(smollm2, tmp_path):
+    """Issue 30's proof on SmolLM2: k=8 and k=32 from one pass equal harvest-then-train on the same
+    windows (shuffle buffer off), and a stream interrupted and resumed (shuffle buffer on) equals
+    an uninterrupted one."""
+    model, tok = smollm2
+    kw = dict(tokenizer=tok, context=64, batch_size=4, max_rows=1500, progress=False)
+    saes = [dict(k=8, nb_concepts=256, batch_size=256, checkpoint_every=2),
+            dict(k=32, nb_concepts=256, batch_size=200, checkpoint_every=3)]
+    out = mpsae.train_from_model(model, text(), HOOK, saes, out=tmp_path / "s", shuffle_buffer=0, **kw)
+    assert [out[n]["rows"] for n in ("k8_c256", "k32_c256")] == [1500, 1500]
+    mpsae.harvest(model, text(), HOOK, tmp_path / "h", dtype="float32", **kw)
+    for s in saes:
+        m, _ = mpsae.train(tmp_path / "h", shuffle=False, epochs=1, progress=False, **s)
+        run = mpsae.load(tmp_path / "s" / f"k{s['k']}_c256")
+        np.testing.assert_array_equal(run.state_dict()["dictionary._weights"], m.state_dict()["dictionary._weights"])
+        assert run.provenance["hook"] == HOOK and "smollm2" in run.provenance["model"].lower()
+    shuffled = dict(kw, shuffle_buffer=512, shuffle_seed=3)
+    mpsae.train_from_model(model, text(), HOOK, saes, out=tmp_path / "a", **shuffled)
+    steps = []
+
+    def ctrl_c(report):
+        steps.append(report)
+        if len(steps) == 9:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        mpsae.train_from_model(model, text(), HOOK, saes, out=tmp_path / "b", callback=ctrl_c, **shuffled)
+    mpsae.train_from_model(model, text(), HOOK, saes, out=tmp_path / "b", resume=True, **shuffled)
+    for name in ("k8_c256", "k32_c256"):
+        a, b = (mpsae.load(tmp_path / d / name).state_dict()["dictionary._weights"] for d in ("a", "b"))
+        np.testing.assert_array_equal(a, b)
+        # Shuffled: another order than the stream's, so other weights than the unshuffled run.
+        assert not np.array_equal(a, mpsae.load(tmp_path / "s" / name).state_dict()["dictionary._weights"])
+
+
+def test_python_m_mpsae_train_from_model(tmp_path):
+    saes = tmp_path / "saes.toml"
+    saes.write_text("[[sae]]\nk = 32\nnb_concepts = 128\nname = \"wide\"\n")
+    cmd = [sys.executable, "-m", "mpsae", "train-from-model", "--model", FOLDER, "--gguf-file", GGUF,
+           "--inputs", str(REPO / "README.md"), "--hook", HOOK, "--context", "64", "--max-rows", "300",
+           "--sae", "k=8,c=128,batch_size=100", "--saes", str(saes), "--out", str(tmp_path / "runs"), "--quiet"]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    info = json.loads(r.stdout.strip().splitlines()[-1])
+    assert set(info) == {"k8_c128", "wide"} and info["wide"]["k"] == 32 and info["k8_c128"]["steps"] == 3
+    assert (tmp_path / "runs" / "wide" / "model.safetensors").exists()
+    bad = subprocess.run(cmd[:cmd.index("--sae")] + ["--sae", "k=8,c=128,hook=model.layers.3", "--out",
+                                                     str(tmp_path / "x")], capture_output=True, text=True)
+    last = bad.stderr.strip().splitlines()[-1]
+    assert bad.returncode == 1 and last.startswith("error: SAE k8_c128: hook 'model.layers.3' is not one of"), last

@@ -291,7 +291,11 @@ impl StreamRun {
             self.stream.trainer.progress.stream = Some(StreamPosition { rows: self.rows, finished: true });
             checkpoint::save(&self.stream.trainer, &self.run.dir().join(CHECKPOINT_FILE))?;
         }
-        let model = self.run.save_model(&self.stream.trainer)?;
+        // A finished run resumed keeps its model file as it is.
+        let model = match (report.is_none() && self.run.model_path().exists(), self.run.model_path()) {
+            (true, path) => path,
+            (false, _) => self.run.save_model(&self.stream.trainer)?,
+        };
         let summary = run_summary(&self.stream.trainer, Some(model), self.rows, report.as_ref());
         Ok((report, summary))
     }
