@@ -25,13 +25,15 @@ __all__ = ["Pursuit", "PursuitStats", "EngineOps", "TorchOps", "engine_can_run"]
 
 class PursuitStats:
     """What one pursuit did: ``path`` ("engine" or "torch"), ``strategy``, ``tile_rows``,
-    ``rechecks`` (picks re-checked with exact products)."""
+    ``rechecks`` (near ties re-checked with exact products; a 0-d tensor in capturable mode) and
+    ``recheck_rows`` (the rows per step the re-check buffer held)."""
 
     def __init__(self) -> None:
         self.path = "none"
         self.strategy = "none"
         self.tile_rows = 0
         self.rechecks = 0
+        self.recheck_rows = 0
 
     def __repr__(self) -> str:
         return (f"PursuitStats(path={self.path!r}, strategy={self.strategy!r}, tile_rows={self.tile_rows}, "
@@ -82,18 +84,49 @@ def _no_autocast(device: torch.device):
 
 
 class TorchOps:
-    """Torch operations on any device: ``strategy`` ("auto", "gram", "plain") and a kept Gram
-    matrix of the encode dictionary (or None)."""
+    """Torch operations on any device.
+
+    Parameters
+    ----------
+    strategy : "auto", "gram" or "plain"
+    gram : tensor or None
+        A kept Gram matrix of the encode dictionary (:func:`mpsae.torch_pursuit.gram_matrix`).
+    plans : dict or None
+        The caller's plans by shape (:class:`mpsae.torch_pursuit.Plan`, made on first use and
+        kept, so the strategy and tiles are decided once per run and shape).
+    deterministic : bool
+        The backward's dictionary gradient summed in a fixed order (bitwise repeatable on any
+        device).
+    capturable : bool
+        No host round trip in the forward (CUDA graphs, ``torch.compile(fullgraph=True)``).
+    """
 
     name = "torch"
 
-    def __init__(self, strategy: str = "auto", gram: Optional[torch.Tensor] = None) -> None:
+    def __init__(self, strategy: str = "auto", gram: Optional[torch.Tensor] = None, plans: Optional[dict] = None,
+                 deterministic: bool = False, capturable: bool = False) -> None:
         self.strategy = strategy
         self.gram = gram
+        self.plans = {} if plans is None else plans
+        self.deterministic = deterministic
+        self.capturable = capturable
+
+    def plan(self, x, enc, k) -> torch_pursuit.Plan:
+        """The kept plan of this shape (made on first use)."""
+        key = (tuple(x.shape), tuple(enc.shape), k, x.dtype, x.device, self.strategy, self.gram is not None,
+               torch_pursuit.matmul_precision(x.device))
+        plan = self.plans.get(key)
+        if plan is None:
+            n, d = x.shape
+            plan = torch_pursuit.make_plan(n, enc.shape[0], d, k, x.device, x.dtype, self.strategy,
+                                           gram_held=self.gram is not None)
+            self.plans[key] = plan
+        return plan
 
     def pursuit(self, x, enc, k, stats):
         with _no_autocast(x.device):
-            return torch_pursuit.pursuit(x, enc, k, self.strategy, self.gram, stats=stats)
+            return torch_pursuit.pursuit(x, enc, k, self.strategy, self.gram, stats=stats, plan=self.plan(x, enc, k),
+                                         capturable=self.capturable)
 
     def decode(self, dec, atoms, values):
         with _no_autocast(dec.device):
@@ -105,7 +138,7 @@ class TorchOps:
     def backward(self, x, residual, dec, mask, atoms, values, g_x_hat, g_residual, g_values, input_gradient):
         with _no_autocast(residual.device):
             return torch_pursuit.backward(residual, dec, mask, atoms, values, g_x_hat, g_residual, g_values,
-                                          input_gradient)
+                                          input_gradient, deterministic=self.deterministic)
 
 
 class Pursuit(torch.autograd.Function):

@@ -292,7 +292,16 @@ class MpSAE(nn.Module):
         Which pursuit runs: the Rust engine (CPU float32 only), torch operations (any device), or
         the engine where it can and torch elsewhere ("auto"). None: ``MPSAE_TORCH_PATH`` or "auto".
     strategy : "auto", "gram" or "plain"
-        The torch path's correlations per step: Gram updates, fresh products, or a cost rule.
+        The torch path's correlations per step: Gram updates, fresh products, or a cost rule
+        (decided once per batch shape and kept: :attr:`plans`).
+    deterministic : bool, default False
+        The torch path's dictionary gradient summed in a fixed order: bitwise the same gradients
+        run to run on any device (also on under ``torch.use_deterministic_algorithms(True)``).
+    capturable : bool, default False
+        The torch path's forward with no host round trip at all (CUDA graphs,
+        ``torch.compile(fullgraph=True)``): every row of a tile is re-checkable on a near tie,
+        which costs more products; by default one read-back per forward checks a smaller
+        re-check buffer sufficed.
 
     Inputs may have any leading shape ``[..., d]`` (a Hugging Face hook's ``[batch, tokens,
     d]``): they are flattened to rows and the outputs shaped back (codes ``[..., c]``).
@@ -301,7 +310,8 @@ class MpSAE(nn.Module):
     """
 
     def __init__(self, input_shape, nb_concepts, k=1, dropout=None, encoder_module=None,
-                 dictionary_params=None, device="cpu", sparse_codes=False, path=None, strategy="auto"):
+                 dictionary_params=None, device="cpu", sparse_codes=False, path=None, strategy="auto",
+                 deterministic=False, capturable=False):
         super().__init__()
         path = _default_path() if path is None else path
         if path not in PATHS:
@@ -310,6 +320,10 @@ class MpSAE(nn.Module):
             raise ValueError(f"invalid strategy '{strategy}': use one of {', '.join(torch_pursuit.STRATEGIES)}")
         self.requested_path = path
         self.strategy = strategy
+        self.deterministic = bool(deterministic)
+        self.capturable = bool(capturable)
+        #: The torch path's plans by batch shape (:class:`mpsae.torch_pursuit.Plan`).
+        self.plans = {}
         self._gram_cache = None
         if not (isinstance(input_shape, int) or len(input_shape) == 1):
             raise ValueError("MpSAE Doesn't handle 3d or 4d data format.")
@@ -440,8 +454,9 @@ class MpSAE(nn.Module):
         xs, dict_c = x.to(compute), dictionary.to(compute)
         m = None if m is None else m.to(compute)
         gram = self._kept_gram(dict_c) if (m is None and not self.training) else None
-        residual, codes, x_hat, atoms = Pursuit.apply(
-            xs, dict_c, m, self.k, not self.sparse_codes, TorchOps(getattr(self, "strategy", "auto"), gram), stats)
+        ops = TorchOps(getattr(self, "strategy", "auto"), gram, self.__dict__.setdefault("plans", {}),
+                       getattr(self, "deterministic", False), getattr(self, "capturable", False))
+        residual, codes, x_hat, atoms = Pursuit.apply(xs, dict_c, m, self.k, not self.sparse_codes, ops, stats)
         out = x.dtype
         if self.sparse_codes:
             return residual.to(out), (atoms, codes.to(out)), x_hat.to(out)
@@ -464,7 +479,7 @@ class MpSAE(nn.Module):
             if torch_pursuit.choose_strategy(4096, c, d, self.k, budget, dictionary.element_size()) != "gram":
                 return None
         with torch.no_grad():
-            gram = dictionary @ dictionary.T
+            gram = torch_pursuit.gram_matrix(dictionary)
         self._gram_cache = (dictionary, dictionary._version, gram)
         return gram
 

@@ -33,7 +33,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 __all__ = ["pursuit", "decode", "matmul_precision", "dense_codes", "summed_codes", "choose_strategy", "memory_budget",
-           "STRATEGIES"]
+           "make_plan", "Plan", "gram_matrix", "backward", "STRATEGIES"]
 
 #: Ways to get each step's correlations: "auto" (cost rule), "gram", "plain".
 STRATEGIES = ("auto", "gram", "plain")
@@ -166,29 +166,85 @@ def product_bound(d: int, dtype: torch.dtype, precision: str) -> float:
     return 2 * u + u * u + (d + 2) * 2.0 ** -24 * (1 + u) ** 2
 
 
+class Plan:
+    """How the pursuit of one shape runs on one device, decided once (by :func:`make_plan`) and
+    kept by the module for every batch of that shape, so the strategy and the tiles never flip
+    mid-run when the device's free memory changes.
+
+    Attributes
+    ----------
+    strategy : "gram" or "plain"
+    tile_rows : int
+        Rows per tile (the correlations of a tile fit the budget).
+    recheck_rows : int
+        Rows per tile and step whose near tie is re-checked with exact products (a fixed-size
+        buffer: no host round trip decides which). After each pursuit it follows the most near
+        ties seen in one step (a tile whose step had more than the buffer is pursued again with
+        every row re-checkable, so the picks never depend on it).
+    budget : int
+        The memory budget the plan was made with (bytes).
+    precision : "ieee", "tf32" or "bf16"
+        How the float32 products run (:func:`matmul_precision`, read when the plan is made).
+    """
+
+    def __init__(self, strategy: str, tile_rows: int, recheck_rows: int, budget: int, precision: str = "ieee") -> None:
+        self.strategy, self.tile_rows, self.recheck_rows, self.budget = strategy, tile_rows, recheck_rows, budget
+        self.precision = precision
+
+    def __repr__(self) -> str:
+        return (f"Plan(strategy={self.strategy!r}, tile_rows={self.tile_rows}, recheck_rows={self.recheck_rows}, "
+                f"budget={self.budget}, precision={self.precision!r})")
+
+
+def make_plan(n: int, c: int, d: int, k: int, device: torch.device, dtype: torch.dtype, strategy: str = "auto",
+              budget: Optional[int] = None, gram_held: bool = False) -> Plan:
+    """The :class:`Plan` of a pursuit of ``n`` rows over ``c`` atoms of width ``d``, ``k`` steps.
+
+    The first re-check buffer holds 1/16 of a tile's rows (float32 products re-check 2-9 % of the
+    picks on real rows) or 1/4 under reduced-precision products; :func:`pursuit` grows it when a
+    step needs more.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"invalid strategy '{strategy}': use one of {', '.join(STRATEGIES)}")
+    item = torch.finfo(dtype).bits // 8
+    budget = memory_budget(device) if budget is None else int(budget)
+    if strategy == "auto":
+        strategy = choose_strategy(n, c, d, k, budget, item)
+    held = c * c * item if strategy == "gram" and not gram_held else 0
+    # Per tile row: the correlations, a gathered Gram row or the next product, the exact products
+    # of a re-checked row (float64 at most), and max/masked-max scratch.
+    per_row = 5 * c * item
+    tile = max(1, min(max(n, 1), max_tile_rows(device), (max(budget - held, per_row)) // per_row))
+    precision = matmul_precision(device) if dtype == torch.float32 else "ieee"
+    share = 4 if precision != "ieee" else 16
+    return Plan(strategy, tile, max(1, min(tile, -(-tile // share))), budget, precision)
+
+
 def _no_nan(a: torch.Tensor) -> torch.Tensor:
     return a.masked_fill_(torch.isnan(a), -float("inf"))
 
 
-def _tile_pursuit(x: torch.Tensor, dm: torch.Tensor, gram: Optional[torch.Tensor], k: int,
-                  precision: str, atom_norm: torch.Tensor,
-                  gram_precision: str) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """Pursuit of one tile of rows: ``(atoms, values, residual, rechecked picks)``."""
+def _tile_pursuit(x: torch.Tensor, dm: torch.Tensor, dm_exact: torch.Tensor, gram: Optional[torch.Tensor], k: int,
+                  precision: str, atom_norm: torch.Tensor, gram_precision: str,
+                  recheck_rows: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pursuit of one tile of rows: ``(atoms, values, residual, counts)``, ``counts`` a device
+    tensor ``[near ties, most near ties in one step]``. Every shape is fixed and nothing is read
+    back to the host: the rows re-checked in a step are the ``recheck_rows`` first near ones (a
+    top-k of a 0/1 flag); the caller checks afterwards that no step had more."""
     n, d = x.shape
     eps = torch.finfo(x.dtype).eps
     gamma = product_bound(d, x.dtype, precision)
     gamma_gram = product_bound(d, x.dtype, gram_precision)
-    # Re-checks in float64 when the products round their operands (a float64 product never uses
-    # TF32 or bf16, whatever torch's setting), else in the products' own dtype.
-    exact_dtype = torch.float64 if precision != "ieee" and x.dtype == torch.float32 else x.dtype
     r = x.clone()
     a = _no_nan(_products(x, dm))
     x_norm = torch.linalg.vector_norm(x, dim=1)
     err = gamma * x_norm * atom_norm  # bound on |a - r·Dm| entry by entry
     atoms = torch.empty(n, k, dtype=torch.int64, device=x.device)
     values = torch.empty(n, k, dtype=x.dtype, device=x.device)
-    rechecks = 0
+    near_total = torch.zeros((), dtype=torch.int64, device=x.device)
+    near_most = torch.zeros((), dtype=torch.int64, device=x.device)
     c = dm.shape[0]
+    m = max(1, min(n, recheck_rows))
     rows_of_g = torch.empty(n, c, dtype=x.dtype, device=x.device) if gram is not None and k > 1 else None
     for t in range(k):
         if c > 1:
@@ -202,17 +258,21 @@ def _tile_pursuit(x: torch.Tensor, dm: torch.Tensor, gram: Optional[torch.Tensor
             best, j = a[:, 0], torch.zeros(n, dtype=torch.int64, device=x.device)
             second = torch.full_like(best, -float("inf"))
         guard = 2 * err
-        # Near ties (and rows with no number at all): the exact pick among the close atoms.
+        # Near ties (and rows with no number at all): the exact pick among the close atoms, for
+        # the first m near rows (a fixed-size buffer: no nonzero, no host round trip).
         near = ~(second < best - guard)
-        rows = torch.nonzero(near).squeeze(1)
-        if rows.numel():
-            rechecks += int(rows.numel())
-            exact = (r[rows].to(exact_dtype) @ dm.to(exact_dtype).T)
-            close = a[rows] >= (best[rows] - guard[rows]).unsqueeze(1)
-            exact = exact.masked_fill_(~close | torch.isnan(exact), -float("inf"))
-            j = j.clone()
-            j[rows] = torch.argmax(exact, dim=1)
-        dj = dm[j]
+        count = near.sum()
+        near_total += count
+        near_most = torch.maximum(near_most, count)
+        rows = torch.topk(near.to(torch.int8), m, sorted=False).indices if m < n else \
+            torch.arange(n, device=x.device)
+        exact = r.index_select(0, rows).to(dm_exact.dtype) @ dm_exact.T
+        floor = (best - guard).index_select(0, rows).unsqueeze(1)
+        close = a.index_select(0, rows) >= floor
+        exact = exact.masked_fill_(~close | torch.isnan(exact), -float("inf"))
+        picked = torch.where(near.index_select(0, rows), torch.argmax(exact, dim=1), j.index_select(0, rows))
+        j = j.index_copy(0, rows, picked)
+        dj = dm.index_select(0, j)
         v = (r * dj).sum(dim=1)
         r.sub_(v.unsqueeze(1) * dj)
         atoms[:, t] = j
@@ -227,11 +287,12 @@ def _tile_pursuit(x: torch.Tensor, dm: torch.Tensor, gram: Optional[torch.Tensor
             else:
                 a = _no_nan(_products(r, dm))
                 err = gamma * torch.linalg.vector_norm(r, dim=1) * atom_norm
-    return atoms, values, r, rechecks
+    return atoms, values, r, torch.stack([near_total, near_most])
 
 
 def pursuit(x: torch.Tensor, dm: torch.Tensor, k: int, strategy: str = "auto",
-            gram: Optional[torch.Tensor] = None, budget: Optional[int] = None, stats=None
+            gram: Optional[torch.Tensor] = None, budget: Optional[int] = None, stats=None,
+            plan: Optional[Plan] = None, capturable: bool = False
             ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``k`` pursuit steps of the rows ``x`` (``n x d``) over the encode dictionary ``dm``
     (``c x d``), without autograd: ``(atoms int64 n x k, values n x k, residual n x d)``.
@@ -241,59 +302,90 @@ def pursuit(x: torch.Tensor, dm: torch.Tensor, k: int, strategy: str = "auto",
     x, dm : tensors of the same device and floating dtype
     k : int
     strategy : "auto", "gram" or "plain"
+        Used when no ``plan`` is given.
     gram : tensor or None
-        ``dm @ dm.T`` when the caller keeps it (an eval-mode dictionary); computed here otherwise.
+        ``dm @ dm.T`` with no NaN or infinite entry (:func:`gram_matrix`), when the caller keeps
+        it (an eval-mode dictionary); computed here otherwise.
     budget : int or None
-        Bytes for the correlations and the Gram matrix (default :func:`memory_budget`).
+        Bytes for the correlations and the Gram matrix (default :func:`memory_budget`); used
+        when no ``plan`` is given.
     stats : mpsae.pursuit.PursuitStats or None
         Filled in with what the pursuit did (strategy, tile rows, re-checked picks).
+    plan : Plan or None
+        The shape's plan (:func:`make_plan`), kept by the caller between batches; grown here when
+        a step had more near ties than its re-check buffer.
+    capturable : bool
+        No host round trip at all (for CUDA graphs and ``torch.compile(fullgraph=True)``): every
+        row of a tile is re-checkable, the plan is not grown, ``stats.rechecks`` stays a tensor.
+        Otherwise one read-back per call checks that the re-check buffer sufficed (a tile whose
+        step had more near ties is pursued again with every row re-checkable).
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"invalid strategy '{strategy}': use one of {', '.join(STRATEGIES)}")
     n, d = x.shape
     c = dm.shape[0]
-    item = x.element_size()
-    budget = memory_budget(x.device) if budget is None else int(budget)
     with torch.no_grad():
-        if strategy == "auto":
-            strategy = choose_strategy(n, c, d, k, budget, item)
-        precision = matmul_precision(x.device) if x.dtype == torch.float32 else "ieee"
+        if plan is None:
+            plan = make_plan(n, c, d, k, x.device, x.dtype, strategy, budget, gram is not None)
+        precision = plan.precision if x.dtype == torch.float32 else "ieee"
         # A Gram matrix made here is exact to float32 whatever the products' precision (float64
         # products when they would round their operands: c²·d once, against k·n·c updates that
         # would otherwise carry the products' error); one the caller kept has the products'.
         gram_precision = precision
-        if strategy == "gram" and gram is None and k > 1:
-            if precision != "ieee":
-                gram = (dm.double() @ dm.double().T).to(dm.dtype)
-                gram_precision = "ieee"
-            else:
-                gram = _products(dm, dm)
-        if strategy != "gram":
+        if plan.strategy == "gram" and gram is None and k > 1:
+            gram = gram_matrix(dm, precision)
+            gram_precision = "ieee"
+        if plan.strategy != "gram":
             gram = None
-        elif gram is not None and not torch.isfinite(gram.sum()):  # a NaN or inf entry makes the sum one
-            # An atom with NaN: its correlations are -inf from the start and, with its Gram
-            # entries 0, stay -inf (never picked, as in the engine); the others are unaffected.
-            gram = torch.nan_to_num(gram, nan=0.0, posinf=0.0, neginf=0.0)
-        held = 0 if gram is None else c * c * item
-        # Per tile row: the correlations, a gathered Gram row or the next product, the exact
-        # products of re-checked rows (at most one more row of c), and top-k scratch.
-        per_row = 4 * c * item
-        tile = max(1, min(n, max_tile_rows(x.device), (max(budget - held, per_row)) // per_row))
+        # Re-checks in float64 when the products round their operands (a float64 product never
+        # uses TF32 or bf16, whatever torch's setting), else in the products' own dtype.
+        exact_dtype = torch.float64 if precision != "ieee" and x.dtype == torch.float32 else x.dtype
+        dm_exact = dm.to(exact_dtype)
         norms = torch.linalg.vector_norm(dm, dim=1)
-        norms = norms[torch.isfinite(norms)]  # an atom with NaN never gets picked: no bound from it
-        atom_norm = norms.max() if norms.numel() else torch.zeros((), dtype=x.dtype, device=x.device)
+        # An atom with NaN never gets picked: no bound from it.
+        finite = torch.where(torch.isfinite(norms), norms, torch.zeros_like(norms))
+        atom_norm = finite.max() if c else torch.zeros((), dtype=x.dtype, device=x.device)
         atoms = torch.empty(n, k, dtype=torch.int64, device=x.device)
         values = torch.empty(n, k, dtype=x.dtype, device=x.device)
         residual = torch.empty_like(x)
-        rechecks = 0
+        tile = plan.tile_rows
+        m = tile if capturable else plan.recheck_rows
+        counts = []
         for s in range(0, n, tile):
             e = min(n, s + tile)
-            a, v, r, rc = _tile_pursuit(x[s:e], dm, gram, k, precision, atom_norm, gram_precision)
+            a, v, r, cnt = _tile_pursuit(x[s:e], dm, dm_exact, gram, k, precision, atom_norm, gram_precision, m)
             atoms[s:e], values[s:e], residual[s:e] = a, v, r
-            rechecks += rc
+            counts.append(cnt)
+        rechecks = torch.stack(counts)[:, 0].sum() if counts else torch.zeros((), dtype=torch.int64)
+        if not capturable and counts:
+            # The one read-back: did every step's near ties fit the re-check buffer?
+            seen = torch.stack(counts).tolist()
+            for i, (_, most) in enumerate(seen):
+                if most > min(m, min(n, (i + 1) * tile) - i * tile):
+                    s, e = i * tile, min(n, (i + 1) * tile)
+                    a, v, r, _ = _tile_pursuit(x[s:e], dm, dm_exact, gram, k, precision, atom_norm,
+                                               gram_precision, e - s)
+                    atoms[s:e], values[s:e], residual[s:e] = a, v, r
+            most = max(p[1] for p in seen)
+            rechecks = sum(p[0] for p in seen)
+            # The next batch's buffer: this one's most near ties in a step and a margin; grown at
+            # once, shrunk halfway (a tile pursued again costs more than a few spare rows).
+            want = min(tile, most + most // 4 + 16)
+            plan.recheck_rows = want if want > plan.recheck_rows else (plan.recheck_rows + want) // 2
     if stats is not None:
-        stats.strategy, stats.tile_rows, stats.rechecks = strategy, tile, rechecks
+        stats.strategy, stats.tile_rows, stats.rechecks = plan.strategy, tile, rechecks
+        stats.recheck_rows = m
     return atoms, values, residual
+
+
+def gram_matrix(dm: torch.Tensor, precision: str = "ieee") -> torch.Tensor:
+    """``dm @ dm.T`` for the Gram updates, exact to the dictionary's dtype (float64 products when
+    the float32 products would round their operands), NaN and infinite entries set to 0: an atom
+    with NaN then keeps correlations of -inf from the first step (never picked, as in the
+    engine) and the others are unaffected. No host round trip."""
+    if precision != "ieee" and dm.dtype == torch.float32:
+        g = (dm.double() @ dm.double().T).to(dm.dtype)
+    else:
+        g = _products(dm, dm)
+    return torch.nan_to_num_(g, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def decode(dictionary: torch.Tensor, atoms: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -306,13 +398,21 @@ def decode(dictionary: torch.Tensor, atoms: torch.Tensor, values: torch.Tensor) 
 
 
 def summed_codes(atoms: torch.Tensor, values: torch.Tensor, c: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The non-empty entries of the dense codes, without an ``n x c`` tensor: ``(keys, sums)``
-    with ``key = row·c + atom`` (sorted) and the float64 sum of that row's picks of that atom."""
+    """The non-empty entries of the dense codes, without an ``n x c`` tensor and with fixed shapes
+    (no host round trip): ``(keys, sums)``, each of ``n·k`` slots; a slot holds a key
+    ``row·c + atom`` (ascending) and the float64 sum of that row's picks of that atom, or is
+    unused (key -1, sum 0) where a row picked an atom more than once."""
     n, k = atoms.shape
-    keys = torch.arange(n, device=atoms.device).repeat_interleave(k) * c + atoms.reshape(-1)
-    uniq, inv = torch.unique(keys, return_inverse=True)
-    sums = torch.zeros(uniq.shape[0], dtype=torch.float64, device=atoms.device)
-    return uniq, sums.index_add_(0, inv, values.reshape(-1).double())
+    keys = (torch.arange(n, device=atoms.device).repeat_interleave(k) * c + atoms.reshape(-1))
+    keys, order = torch.sort(keys, stable=True)
+    start = torch.ones_like(keys, dtype=torch.bool)
+    start[1:] = keys[1:] != keys[:-1]
+    slot = torch.cumsum(start, 0) - 1  # the slot of each pick: its key's rank
+    sums = torch.zeros(n * k, dtype=torch.float64, device=atoms.device)
+    _segment_sum(sums, slot, values.reshape(-1).double()[order])
+    slot_keys = torch.full((n * k,), -1, dtype=keys.dtype, device=atoms.device)
+    slot_keys.scatter_(0, slot, keys)
+    return slot_keys, sums
 
 
 def dense_codes(atoms: torch.Tensor, values: torch.Tensor, c: int) -> torch.Tensor:
@@ -324,15 +424,29 @@ def dense_codes(atoms: torch.Tensor, values: torch.Tensor, c: int) -> torch.Tens
     return codes
 
 
-def backward(residual, dictionary, mask, atoms, values, g_x_hat, g_residual, g_values, input_gradient=True):
-    """The exact sparse backward (see the module docs): ``(dL/dD, dL/dx or None)``."""
+def backward(residual, dictionary, mask, atoms, values, g_x_hat, g_residual, g_values, input_gradient=True,
+             deterministic=False):
+    """The exact sparse backward (see the module docs): ``(dL/dD, dL/dx or None)``.
+
+    With ``deterministic`` (or under ``torch.use_deterministic_algorithms(True)``) the rows'
+    contributions to the dictionary's gradient are kept for all ``k`` steps and summed per atom
+    in one sorted segment sum (torch's ``index_put_`` with ``accumulate=True`` in its
+    deterministic form, which sorts the atom keys and adds each atom's rows in a fixed order):
+    bitwise the same gradient run to run on any device, in two scatter launches instead of
+    ``2·k`` atomic ``index_add_`` ones, for ``2·n·k·d`` more floats held during the backward.
+    """
+    deterministic = deterministic or torch.are_deterministic_algorithms_enabled()
     dm = dictionary if mask is None else dictionary * mask.unsqueeze(1)
     n, k = atoms.shape
+    d = dictionary.shape[1]
     d_dec = torch.zeros_like(dictionary)
     d_enc = torch.zeros_like(dictionary)
     gr = torch.zeros_like(residual) if g_residual is None else g_residual.to(residual.dtype).clone()
     g_x_hat = torch.zeros_like(residual) if g_x_hat is None else g_x_hat.to(residual.dtype)
     r = residual.clone()
+    if deterministic:
+        dec_rows = torch.empty(k, n, d, dtype=residual.dtype, device=residual.device)
+        enc_rows = torch.empty(k, n, d, dtype=residual.dtype, device=residual.device)
     for t in range(k - 1, -1, -1):
         j = atoms[:, t]
         v = values[:, t]
@@ -341,8 +455,30 @@ def backward(residual, dictionary, mask, atoms, values, g_x_hat, g_residual, g_v
         gv = (g_x_hat * dj).sum(dim=1) - (gr * dmj).sum(dim=1)
         if g_values is not None:
             gv = gv + g_values[:, t].to(gv.dtype)
-        d_dec.index_add_(0, j, v.unsqueeze(1) * g_x_hat)
-        d_enc.index_add_(0, j, gv.unsqueeze(1) * r - v.unsqueeze(1) * gr)
+        if deterministic:
+            torch.mul(v.unsqueeze(1), g_x_hat, out=dec_rows[t])
+            torch.sub(gv.unsqueeze(1) * r, v.unsqueeze(1) * gr, out=enc_rows[t])
+        else:
+            d_dec.index_add_(0, j, v.unsqueeze(1) * g_x_hat)
+            d_enc.index_add_(0, j, gv.unsqueeze(1) * r - v.unsqueeze(1) * gr)
         gr.add_(gv.unsqueeze(1) * dmj)
+    if deterministic:
+        keys = atoms.T.reshape(-1)  # step-major, as the rows are kept
+        _segment_sum(d_dec, keys, dec_rows.view(k * n, d))
+        _segment_sum(d_enc, keys, enc_rows.view(k * n, d))
     g_dict = d_dec + (d_enc if mask is None else d_enc * mask.unsqueeze(1))
     return g_dict, (gr if input_gradient else None)
+
+
+def _segment_sum(out: torch.Tensor, keys: torch.Tensor, rows: torch.Tensor) -> None:
+    """``out[key] += rows`` summed in a fixed order whatever the device: torch's deterministic
+    ``index_put_(accumulate=True)`` (keys sorted, each key's rows added in sequence)."""
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    if not before:
+        torch.use_deterministic_algorithms(True)
+    try:
+        out.index_put_((keys,), rows, accumulate=True)
+    finally:
+        if not before:
+            torch.use_deterministic_algorithms(False, warn_only=warn_only)

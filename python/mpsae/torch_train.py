@@ -42,12 +42,16 @@ class Stepper:
         the pursuit always runs in float32.
     strategy : "auto", "gram" or "plain"
         The device path's correlations per step.
+    deterministic : bool
+        Bitwise repeatable gradients on any device (:func:`mpsae.torch_pursuit.backward`).
     """
 
-    def __init__(self, device="cpu", input_dtype: Optional[torch.dtype] = None, strategy: str = "auto"):
+    def __init__(self, device="cpu", input_dtype: Optional[torch.dtype] = None, strategy: str = "auto",
+                 deterministic: bool = False):
         self.device = torch.device(device)
         self.input_dtype = input_dtype
         self.strategy = strategy
+        self.deterministic = deterministic
         self.model: Optional[MpSAE] = None
 
     # -- called by the library ---------------------------------------------------------------
@@ -59,6 +63,7 @@ class Stepper:
         self.d, self.c, self.k = cfg["input_dim"], cfg["nb_concepts"], cfg["k"]
         self.clip = float(opts["clip"])
         m = MpSAE(self.d, self.c, k=self.k, dropout=cfg["dropout"], path="torch", strategy=self.strategy,
+                  deterministic=self.deterministic,
                   dictionary_params={"normalization": cfg["normalization"], "use_multiplier": cfg["use_multiplier"]},
                   sparse_codes=True)
         with torch.no_grad():
@@ -67,30 +72,35 @@ class Stepper:
         self.model = m.to(self.device).train()
         w = self.model.dictionary._weights
         self.params = [w] + ([self.model.dictionary.multiplier] if cfg["use_multiplier"] else [])
-        self.opt = torch.optim.Adam(self.params, lr=float(opts["lr"]), betas=(float(opts["beta1"]), float(opts["beta2"])),
-                                    eps=float(opts["eps"]))
+        adam = dict(lr=float(opts["lr"]), betas=(float(opts["beta1"]), float(opts["beta2"])), eps=float(opts["eps"]))
+        # The fused Adam: one kernel, its step counter on the device (no host read of it).
+        try:
+            self.opt = torch.optim.Adam(self.params, fused=True, **adam)
+        except RuntimeError:  # a device without the fused kernel
+            self.opt = torch.optim.Adam(self.params, **adam)
         step = int(state["adam_step"])
         if step > 0:
             self.opt.state[w] = {
-                "step": torch.tensor(float(step)),
+                "step": torch.tensor(float(step), dtype=torch.float32, device=self.device),
                 "exp_avg": torch.from_numpy(np.asarray(state["exp_avg"])).to(self.device).reshape(w.shape),
                 "exp_avg_sq": torch.from_numpy(np.asarray(state["exp_avg_sq"])).to(self.device).reshape(w.shape),
             }
             if cfg["use_multiplier"]:
                 ma, mas = state["multiplier_moments"]
                 mult = self.model.dictionary.multiplier
-                self.opt.state[mult] = {"step": torch.tensor(float(step)),
+                self.opt.state[mult] = {"step": torch.tensor(float(step), dtype=torch.float32, device=self.device),
                                         "exp_avg": torch.tensor(float(ma), device=self.device),
                                         "exp_avg_sq": torch.tensor(float(mas), device=self.device)}
         self.steps = step
 
     def step(self, batch: np.ndarray, lr: float) -> Tuple[List[float], bool, float]:
         """Forward, MSE, sparse backward, clipping and Adam on ``batch`` (preprocessed rows);
-        returns the batch statistics the library's trainer records."""
-        x = torch.from_numpy(batch.reshape(-1, self.d))
-        if self.input_dtype is not None:
-            x = x.to(self.input_dtype)
-        x = x.to(self.device, non_blocking=True).float()
+        returns the batch statistics the library's trainer records, whether the step was finite
+        and the gradient norm. The engine's non-finite policy: a step whose loss or gradient
+        norm is not finite changes nothing (the library counts it). Host round trips: the
+        pursuit's one (see :func:`mpsae.torch_pursuit.pursuit`) and one read-back of the
+        statistics, the loss and the gradient norm together."""
+        x = self._to_device(batch)
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.opt.zero_grad(set_to_none=True)
@@ -98,13 +108,29 @@ class Stepper:
         loss = (x - x_hat).square().mean()
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip if self.clip > 0 else math.inf)
-        finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
         # Statistics before the update: the dictionary is the one this step used.
-        stats = self._stats(x, x_hat.detach(), atoms, values.detach(), float(loss.detach()))
+        sums = self._stats(x, x_hat.detach(), atoms, values.detach(), loss.detach())
+        head = torch.stack([loss.detach().double(), grad_norm.detach().double()])
+        read = torch.cat([head, sums]).tolist()  # the step's one read-back
+        loss_v, norm_v, sums = read[0], read[1], read[2:]
+        finite = math.isfinite(loss_v) and math.isfinite(norm_v)
         if finite:
             self.opt.step()
             self.steps += 1
-        return stats, finite, float(grad_norm)
+        n = x.shape[0]
+        named = {"loss": loss_v, "rows": float(n), "entries": float(x.numel())}
+        stats = [named[name] if name in named else sums.pop(0) for name in mpsae.STEP_STATISTICS] + sums
+        return stats, finite, norm_v
+
+    def _to_device(self, batch: np.ndarray) -> torch.Tensor:
+        """The batch on the device in float32 (through pinned memory to an accelerator, copied
+        without blocking the host)."""
+        x = torch.from_numpy(batch.reshape(-1, self.d))
+        if self.input_dtype is not None:
+            x = x.to(self.input_dtype)
+        if self.device.type == "cuda":
+            x = x.pin_memory()
+        return x.to(self.device, non_blocking=True).float()
 
     def state(self) -> Dict[str, Any]:
         """The module's parameters and Adam's moments, for the library's checkpoint."""
@@ -124,37 +150,40 @@ class Stepper:
         }
 
     # -- statistics ----------------------------------------------------------------------------
-    def _stats(self, x, x_hat, atoms, values, loss) -> List[float]:
-        """The step's statistics by the library's names (:data:`mpsae.STEP_STATISTICS`), then
-        ``Σ‖r_t‖²`` for t = 1..k, the per-dimension sums of the rows, then alive_1..c: the sums the library's trainer turns into R2,
-        L0, the explained variance per step and the dead ratio (``Trainer::record_external``)."""
+    def _stats(self, x, x_hat, atoms, values, loss) -> torch.Tensor:
+        """The step's statistics on the device (no host round trip), by the library's names
+        (:data:`mpsae.STEP_STATISTICS`) less ``loss``, ``rows`` and ``entries`` (known on the
+        host), then ``Σ‖r_t‖²`` for t = 1..k, the per-dimension sums of the rows, then
+        alive_1..c: the sums the library's trainer turns into R2, L0, the explained variance per
+        step and the dead ratio (``Trainer::record_external``). Sums in float64 of the rows and
+        codes; the atoms' norms in float32 (no float64 copy of the dictionary)."""
         with torch.no_grad():
-            x64, n = x.double(), x.shape[0]
+            x64 = x.double()
             c = self.c
             keys, z = summed_codes(atoms, values, c)
             alive = torch.zeros(c, dtype=torch.float64, device=x.device)
-            alive[keys[z > 0] % c] = 1.0
+            alive.scatter_reduce_(0, keys.clamp(min=0) % c, (z > 0).double(), reduce="amax")
             # Residual energy after each step: ‖r_t‖² = ‖r_{t-1}‖² - 2v² + v²‖Dm_j‖² (v = r_{t-1}·Dm_j).
             # The dictionary of this step (W was normalised by the forward; no second in-place
             # normalisation here).
             d_ = self.model.dictionary
-            norms_sq = (d_._weights.detach().double() * torch.exp(d_.multiplier.detach().double())).square().sum(1)[atoms]
+            norms_sq = (d_._weights.detach() * torch.exp(d_.multiplier.detach())).square().sum(1).double()[atoms]
             v = values.double()
             drop = (v * v * (2.0 - norms_sq)).sum(0)
-            energy = x64.square().sum() - torch.cumsum(drop, 0)
-            scalar = lambda v: torch.tensor(float(v), dtype=torch.float64, device=x.device)  # noqa: E731
+            sum_x2 = x64.square().sum()
+            energy = sum_x2 - torch.cumsum(drop, 0)
             named = {
-                "loss": scalar(loss), "rows": scalar(n), "entries": scalar(x.numel()),
-                "sum_x": x64.sum(), "sum_x2": x64.square().sum(),
+                "sum_x": x64.sum(), "sum_x2": sum_x2,
                 "sum_error2": (x64 - x_hat.double()).square().sum(),
                 "nonzero_codes": (z.abs() >= 1e-6).sum().double(), "sum_codes2": z.square().sum(),
             }
-            head = torch.stack([named[name] for name in mpsae.STEP_STATISTICS])
-            return torch.cat([head, energy, x64.sum(0), alive]).cpu().tolist()
+            head = torch.stack([named[name] for name in mpsae.STEP_STATISTICS if name in named])
+            return torch.cat([head, energy, x64.sum(0), alive])
 
 
 def train(data: Any, nb_concepts: Optional[int] = None, k: Optional[int] = None, *, device=None,
-          input_dtype: Optional[torch.dtype] = None, strategy: str = "auto", **kw: Any):
+          input_dtype: Optional[torch.dtype] = None, strategy: str = "auto", deterministic: bool = False,
+          **kw: Any):
     """:func:`mpsae.train` (same arguments, run folders, resume policy and returns) with each step
     on ``device`` through the device path.
 
@@ -165,6 +194,9 @@ def train(data: Any, nb_concepts: Optional[int] = None, k: Optional[int] = None,
     input_dtype : torch.dtype or None
         Dtype the batches travel to the device in (e.g. ``torch.bfloat16``); pursued in float32.
     strategy : "auto", "gram" or "plain"
+    deterministic : bool
+        Bitwise repeatable gradients (a run trained twice gives the same dictionary on any
+        device).
     **kw
         Everything :func:`mpsae.train` takes (``out``, ``resume``, ``center``, ``lr``, ...).
 
@@ -177,5 +209,5 @@ def train(data: Any, nb_concepts: Optional[int] = None, k: Optional[int] = None,
     """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    stepper = Stepper(device, input_dtype, strategy)
+    stepper = Stepper(device, input_dtype, strategy, deterministic)
     return mpsae.train(data, nb_concepts, k, stepper=stepper, **kw)

@@ -53,7 +53,7 @@ def test_small_memory_budgets_cut_rows_into_tiles_with_the_same_picks():
     x, w = problem(7, 300, 32, 256)
     full = torch_pursuit.pursuit(x, w, 8, "gram")
     stats = PursuitStats()
-    tiled = torch_pursuit.pursuit(x, w, 8, "gram", budget=256 * 256 * 4 + 40 * 4 * 256 * 4, stats=stats)
+    tiled = torch_pursuit.pursuit(x, w, 8, "gram", budget=256 * 256 * 4 + 40 * 5 * 256 * 4, stats=stats)
     assert stats.tile_rows == 40
     assert torch.equal(full[0], tiled[0]) and torch.equal(full[1], tiled[1])
 
