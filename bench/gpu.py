@@ -53,9 +53,13 @@ class Count(TorchDispatchMode):
     def __init__(self):
         super().__init__(); self.n = 0
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if str(func) in SYNCING:
+        out = func(*args, **(kwargs or {}))
+        # A value read on the host, or a tensor copied from the device to the host.
+        to_host = (isinstance(out, torch.Tensor) and out.device.type == "cpu"
+                   and any(isinstance(t, torch.Tensor) and t.device.type != "cpu" for t in args))
+        if str(func) in SYNCING or to_host:
             self.n += 1
-        return func(*args, **(kwargs or {}))
+        return out
 
 def step(x, counter=None):
     opt.zero_grad(set_to_none=True)

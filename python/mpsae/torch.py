@@ -476,7 +476,8 @@ class MpSAE(nn.Module):
             c, d = dictionary.shape
             budget = torch_pursuit.memory_budget(dictionary.device)
             # Planned for a batch of 4096 rows: an eval-mode dictionary serves many batches.
-            if torch_pursuit.choose_strategy(4096, c, d, self.k, budget, dictionary.element_size()) != "gram":
+            plan = torch_pursuit.make_plan(4096, c, d, self.k, dictionary.device, dictionary.dtype, "auto", budget)
+            if plan.strategy != "gram":
                 return None
         with torch.no_grad():
             gram = torch_pursuit.gram_matrix(dictionary)

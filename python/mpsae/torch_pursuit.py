@@ -33,7 +33,7 @@ from typing import Dict, Optional, Tuple
 import torch
 
 __all__ = ["pursuit", "decode", "matmul_precision", "dense_codes", "summed_codes", "choose_strategy", "memory_budget",
-           "make_plan", "Plan", "gram_matrix", "backward", "STRATEGIES"]
+           "make_plan", "Plan", "gram_matrix", "backward", "cost_weight", "COST_WEIGHTS", "STRATEGIES"]
 
 #: Ways to get each step's correlations: "auto" (cost rule), "gram", "plain".
 STRATEGIES = ("auto", "gram", "plain")
@@ -58,15 +58,40 @@ def max_tile_rows(device: torch.device) -> int:
     return 1024 if device.type == "cpu" else 1 << 62
 
 
-def choose_strategy(n: int, c: int, d: int, k: int, budget: int, itemsize: int = 4) -> str:
-    """"gram" when the Gram matrix (``c·c·d`` multiply-adds once, ``c²`` entries held) costs less
-    than the per-step products it replaces (``(k-1)·n·c·d``) and fits half the budget; else
-    "plain". The Gram updates themselves read ``(k-1)·n·c`` entries, weighed as 8 multiply-adds
-    each (a guess for memory-bound work, not measured: the rule only has to tell the cases apart
-    where one side costs several times the other)."""
+#: What one Gram update of a correlation entry (a gathered Gram row and a multiply-add over
+#: ``n x c``: memory-bound) costs, in multiply-adds of a dense product in the same precision
+#: (compute-bound), per device class: the weight of :func:`choose_strategy`. CPU entries measured
+#: with ``python bench/cost_weights.py --device cpu`` (n 1024, c 8192, d 576, best of 5; two
+#: runs on 2026-12-07 gave 35.1 and 34.7 for float32, 39.3 and 43.4 for bf16) on the 2-vCPU AMD
+#: EPYC Zen 4 machine of BENCHMARKS.md. The CUDA entries are estimates from an H100 SXM's data
+#: sheet, not measured (no GPU was lent): 12 bytes an entry at 3.35 TB/s against a multiply-add
+#: at 67 (float32), 495 (TF32) and 990 (bf16) dense TFLOP/s; run the command on a GPU to replace
+#: them. Where the weight exceeds ``d`` the plain products win at any ``n``.
+COST_WEIGHTS = {
+    "cpu/ieee": 35.0,
+    "cpu/tf32": 35.0,  # no TF32 on a CPU: its float32 products
+    "cpu/bf16": 39.0,
+    "cuda/ieee": 120.0,
+    "cuda/tf32": 890.0,
+    "cuda/bf16": 1770.0,
+}
+
+
+def cost_weight(device: torch.device, precision: str) -> float:
+    """The weight of :data:`COST_WEIGHTS` for this device and product precision (other devices:
+    CUDA's)."""
+    kind = device.type if device.type in ("cpu", "cuda") else "cuda"
+    return COST_WEIGHTS.get(f"{kind}/{precision}", COST_WEIGHTS[f"{kind}/ieee"])
+
+
+def choose_strategy(n: int, c: int, d: int, k: int, budget: int, itemsize: int = 4, weight: float = 8.0) -> str:
+    """"gram" when the Gram matrix (``c·c·d`` multiply-adds once, ``c²`` entries held) and its
+    updates (``(k-1)·n·c`` entries, each worth ``weight`` multiply-adds: :data:`COST_WEIGHTS`)
+    cost less than the per-step products they replace (``(k-1)·n·c·d``) and the matrix fits
+    half the budget; else "plain"."""
     if k <= 1:
         return "plain"
-    gram_cost = c * c * d + (k - 1) * n * c * 8
+    gram_cost = c * c * d + (k - 1) * n * c * weight
     plain_cost = (k - 1) * n * c * d
     fits = c * c * itemsize <= budget // 2
     return "gram" if fits and gram_cost < plain_cost else "plain"
@@ -185,15 +210,20 @@ class Plan:
         The memory budget the plan was made with (bytes).
     precision : "ieee", "tf32" or "bf16"
         How the float32 products run (:func:`matmul_precision`, read when the plan is made).
+
+    candidates : int or None
+        Atoms per re-checked row whose exact products are taken (its best by the approximate
+        correlations; None: all atoms).
     """
 
-    def __init__(self, strategy: str, tile_rows: int, recheck_rows: int, budget: int, precision: str = "ieee") -> None:
+    def __init__(self, strategy: str, tile_rows: int, recheck_rows: int, budget: int, precision: str = "ieee",
+                 candidates: Optional[int] = None) -> None:
         self.strategy, self.tile_rows, self.recheck_rows, self.budget = strategy, tile_rows, recheck_rows, budget
-        self.precision = precision
+        self.precision, self.candidates = precision, candidates
 
     def __repr__(self) -> str:
         return (f"Plan(strategy={self.strategy!r}, tile_rows={self.tile_rows}, recheck_rows={self.recheck_rows}, "
-                f"budget={self.budget}, precision={self.precision!r})")
+                f"budget={self.budget}, precision={self.precision!r}, candidates={self.candidates})")
 
 
 def make_plan(n: int, c: int, d: int, k: int, device: torch.device, dtype: torch.dtype, strategy: str = "auto",
@@ -208,16 +238,18 @@ def make_plan(n: int, c: int, d: int, k: int, device: torch.device, dtype: torch
         raise ValueError(f"invalid strategy '{strategy}': use one of {', '.join(STRATEGIES)}")
     item = torch.finfo(dtype).bits // 8
     budget = memory_budget(device) if budget is None else int(budget)
+    precision = matmul_precision(device) if dtype == torch.float32 else "ieee"
     if strategy == "auto":
-        strategy = choose_strategy(n, c, d, k, budget, item)
+        strategy = choose_strategy(n, c, d, k, budget, item, cost_weight(device, precision))
     held = c * c * item if strategy == "gram" and not gram_held else 0
     # Per tile row: the correlations, a gathered Gram row or the next product, the exact products
     # of a re-checked row (float64 at most), and max/masked-max scratch.
     per_row = 5 * c * item
     tile = max(1, min(max(n, 1), max_tile_rows(device), (max(budget - held, per_row)) // per_row))
-    precision = matmul_precision(device) if dtype == torch.float32 else "ieee"
-    share = 4 if precision != "ieee" else 16
-    return Plan(strategy, tile, max(1, min(tile, -(-tile // share))), budget, precision)
+    share = 2 if precision != "ieee" else 4
+    candidates = 8 if precision != "ieee" else 4
+    return Plan(strategy, tile, max(1, min(tile, -(-tile // share))), budget, precision,
+                candidates if c > candidates + 1 else None)
 
 
 def _no_nan(a: torch.Tensor) -> torch.Tensor:
@@ -225,12 +257,14 @@ def _no_nan(a: torch.Tensor) -> torch.Tensor:
 
 
 def _tile_pursuit(x: torch.Tensor, dm: torch.Tensor, dm_exact: torch.Tensor, gram: Optional[torch.Tensor], k: int,
-                  precision: str, atom_norm: torch.Tensor, gram_precision: str,
-                  recheck_rows: int) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                  precision: str, atom_norm: torch.Tensor, gram_precision: str, recheck_rows: int,
+                  candidates: Optional[int] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pursuit of one tile of rows: ``(atoms, values, residual, counts)``, ``counts`` a device
-    tensor ``[near ties, most near ties in one step]``. Every shape is fixed and nothing is read
-    back to the host: the rows re-checked in a step are the ``recheck_rows`` first near ones (a
-    top-k of a 0/1 flag); the caller checks afterwards that no step had more."""
+    tensor ``[near ties, most near ties in one step, near ties missed]``. Every shape is fixed
+    and nothing is read back to the host: the rows re-checked in a step are ``recheck_rows`` near
+    ones (a top-k of a 0/1 flag), each against its ``candidates`` best atoms (None: all atoms);
+    a near tie left out of the buffer, or with more atoms that close, is counted as missed and
+    the caller pursues the tile again with every row and atom re-checkable."""
     n, d = x.shape
     eps = torch.finfo(x.dtype).eps
     gamma = product_bound(d, x.dtype, precision)
@@ -242,6 +276,7 @@ def _tile_pursuit(x: torch.Tensor, dm: torch.Tensor, dm_exact: torch.Tensor, gra
     atoms = torch.empty(n, k, dtype=torch.int64, device=x.device)
     values = torch.empty(n, k, dtype=x.dtype, device=x.device)
     near_total = torch.zeros((), dtype=torch.int64, device=x.device)
+    missed_total = torch.zeros((), dtype=torch.int64, device=x.device)
     near_most = torch.zeros((), dtype=torch.int64, device=x.device)
     c = dm.shape[0]
     m = max(1, min(n, recheck_rows))
@@ -266,11 +301,28 @@ def _tile_pursuit(x: torch.Tensor, dm: torch.Tensor, dm_exact: torch.Tensor, gra
         near_most = torch.maximum(near_most, count)
         rows = torch.topk(near.to(torch.int8), m, sorted=False).indices if m < n else \
             torch.arange(n, device=x.device)
-        exact = r.index_select(0, rows).to(dm_exact.dtype) @ dm_exact.T
         floor = (best - guard).index_select(0, rows).unsqueeze(1)
-        close = a.index_select(0, rows) >= floor
-        exact = exact.masked_fill_(~close | torch.isnan(exact), -float("inf"))
-        picked = torch.where(near.index_select(0, rows), torch.argmax(exact, dim=1), j.index_select(0, rows))
+        a_rows = a.index_select(0, rows)
+        near_rows = near.index_select(0, rows)
+        if candidates is None:
+            # Every atom of a re-checked row: exact products with the whole dictionary.
+            exact = r.index_select(0, rows).to(dm_exact.dtype) @ dm_exact.T
+            exact = exact.masked_fill_(~(a_rows >= floor) | torch.isnan(exact), -float("inf"))
+            found = torch.argmax(exact, dim=1)
+            missed = count - near_rows.sum()
+        else:
+            # The row's `candidates` best atoms only (exact products of m x candidates x d);
+            # a row with one more atom that close is missed (its tile is pursued again).
+            top_v, top_i = torch.topk(a_rows, candidates + 1, dim=1)
+            close = top_v >= floor
+            cand, order = torch.sort(top_i[:, :candidates], dim=1)  # by index: the first on exact ties
+            ok = torch.gather(close[:, :candidates], 1, order)
+            exact = torch.einsum("md,mcd->mc", r.index_select(0, rows).to(dm_exact.dtype), dm_exact[cand])
+            exact = exact.masked_fill_(~ok | torch.isnan(exact), -float("inf"))
+            found = torch.gather(cand, 1, torch.argmax(exact, dim=1, keepdim=True)).squeeze(1)
+            missed = count - near_rows.sum() + (near_rows & close[:, candidates]).sum()
+        missed_total += missed
+        picked = torch.where(near_rows, found, j.index_select(0, rows))
         j = j.index_copy(0, rows, picked)
         dj = dm.index_select(0, j)
         v = (r * dj).sum(dim=1)
@@ -287,7 +339,7 @@ def _tile_pursuit(x: torch.Tensor, dm: torch.Tensor, dm_exact: torch.Tensor, gra
             else:
                 a = _no_nan(_products(r, dm))
                 err = gamma * torch.linalg.vector_norm(r, dim=1) * atom_norm
-    return atoms, values, r, torch.stack([near_total, near_most])
+    return atoms, values, r, torch.stack([near_total, near_most, missed_total])
 
 
 def pursuit(x: torch.Tensor, dm: torch.Tensor, k: int, strategy: str = "auto",
@@ -347,22 +399,25 @@ def pursuit(x: torch.Tensor, dm: torch.Tensor, k: int, strategy: str = "auto",
         values = torch.empty(n, k, dtype=x.dtype, device=x.device)
         residual = torch.empty_like(x)
         tile = plan.tile_rows
+        # Capturable: every row and atom re-checkable (nothing can be pursued again).
         m = tile if capturable else plan.recheck_rows
+        candidates = None if capturable else plan.candidates
         counts = []
         for s in range(0, n, tile):
             e = min(n, s + tile)
-            a, v, r, cnt = _tile_pursuit(x[s:e], dm, dm_exact, gram, k, precision, atom_norm, gram_precision, m)
+            a, v, r, cnt = _tile_pursuit(x[s:e], dm, dm_exact, gram, k, precision, atom_norm, gram_precision, m,
+                                         candidates)
             atoms[s:e], values[s:e], residual[s:e] = a, v, r
             counts.append(cnt)
         rechecks = torch.stack(counts)[:, 0].sum() if counts else torch.zeros((), dtype=torch.int64)
         if not capturable and counts:
-            # The one read-back: did every step's near ties fit the re-check buffer?
+            # The one read-back: was every near tie re-checked among enough atoms?
             seen = torch.stack(counts).tolist()
-            for i, (_, most) in enumerate(seen):
-                if most > min(m, min(n, (i + 1) * tile) - i * tile):
+            for i, (_, _, missed) in enumerate(seen):
+                if missed:
                     s, e = i * tile, min(n, (i + 1) * tile)
                     a, v, r, _ = _tile_pursuit(x[s:e], dm, dm_exact, gram, k, precision, atom_norm,
-                                               gram_precision, e - s)
+                                               gram_precision, e - s, None)
                     atoms[s:e], values[s:e], residual[s:e] = a, v, r
             most = max(p[1] for p in seen)
             rechecks = sum(p[0] for p in seen)
