@@ -53,6 +53,7 @@ class Stepper:
         self.strategy = strategy
         self.deterministic = deterministic
         self.model: Optional[MpSAE] = None
+        self._pending = None
 
     # -- called by the library ---------------------------------------------------------------
     def start(self, state: Dict[str, Any]) -> None:
@@ -76,8 +77,11 @@ class Stepper:
         # The fused Adam: one kernel, its step counter on the device (no host read of it).
         try:
             self.opt = torch.optim.Adam(self.params, fused=True, **adam)
+            self.fused = True
         except RuntimeError:  # a device without the fused kernel
             self.opt = torch.optim.Adam(self.params, **adam)
+            self.fused = False
+        self._pending = None
         step = int(state["adam_step"])
         if step > 0:
             self.opt.state[w] = {
@@ -100,6 +104,27 @@ class Stepper:
         norm is not finite changes nothing (the library counts it). Host round trips: the
         pursuit's one (see :func:`mpsae.torch_pursuit.pursuit`) and one read-back of the
         statistics, the loss and the gradient norm together."""
+        self._launch(batch, lr)
+        return self.drain()
+
+    def step_late(self, batch: np.ndarray, lr: float) -> Optional[Tuple[List[float], bool, float]]:
+        """:meth:`step` pipelined: launches the step on ``batch`` and returns the results of the
+        step launched before it (None at the first), so the library reads and copies the next
+        batch while the device still computes this one; the update of a non-finite step is
+        skipped on the device (the fused Adam's ``found_inf``). :meth:`drain` returns the last."""
+        previous = self._pending
+        self._pending = None
+        self._launch(batch, lr)
+        return None if previous is None else self._collect(previous)
+
+    def drain(self) -> Optional[Tuple[List[float], bool, float]]:
+        """The results of the step launched last, if not returned yet (waits for it)."""
+        previous, self._pending = self._pending, None
+        return None if previous is None else self._collect(previous)
+
+    def _launch(self, batch: np.ndarray, lr: float) -> None:
+        if self._pending is not None:
+            raise RuntimeError("a step's results were not collected (call drain())")
         x = self._to_device(batch)
         for g in self.opt.param_groups:
             g["lr"] = lr
@@ -110,15 +135,36 @@ class Stepper:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip if self.clip > 0 else math.inf)
         # Statistics before the update: the dictionary is the one this step used.
         sums = self._stats(x, x_hat.detach(), atoms, values.detach(), loss.detach())
-        head = torch.stack([loss.detach().double(), grad_norm.detach().double()])
-        read = torch.cat([head, sums]).tolist()  # the step's one read-back
+        packed = torch.cat([torch.stack([loss.detach().double(), grad_norm.detach().double()]), sums])
+        finite = torch.isfinite(packed[0]) & torch.isfinite(packed[1])
+        decided = False
+        if self.fused:
+            # The device skips a non-finite update itself (no host read): Adam's found_inf.
+            self.opt.found_inf = (~finite).float()
+            self.opt.step()
+        else:
+            decided = bool(finite)  # a device without the fused Adam: the host decides now
+            if decided:
+                self.opt.step()
+        if self.device.type == "cuda":
+            host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
+            host.copy_(packed, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        else:
+            host, event = packed, None
+        self._pending = (host, event, x.shape[0], x.numel(), None if self.fused else decided)
+
+    def _collect(self, pending) -> Tuple[List[float], bool, float]:
+        host, event, n, entries, decided = pending
+        if event is not None:
+            event.synchronize()
+        read = host.tolist()  # the step's one read-back
         loss_v, norm_v, sums = read[0], read[1], read[2:]
         finite = math.isfinite(loss_v) and math.isfinite(norm_v)
         if finite:
-            self.opt.step()
             self.steps += 1
-        n = x.shape[0]
-        named = {"loss": loss_v, "rows": float(n), "entries": float(x.numel())}
+        named = {"loss": loss_v, "rows": float(n), "entries": float(entries)}
         stats = [named[name] if name in named else sums.pop(0) for name in mpsae.STEP_STATISTICS] + sums
         return stats, finite, norm_v
 

@@ -3,6 +3,8 @@ loop and at most two per training step (counted with a TorchDispatchMode and by 
 tensor read-backs), a capturable forward that torch.compile(fullgraph=True) traces with the same
 outputs, a re-check buffer of fixed size that never changes the picks, plans decided once per
 shape, and deterministic gradients on request."""
+import json
+
 import numpy as np
 import pytest
 
@@ -205,3 +207,46 @@ def test_deterministic_training_runs_are_bitwise_equal(tmp_path):
         dicts.append(model.get_dictionary())
     assert len(rows) // 128 == 20
     assert np.array_equal(dicts[0], dicts[1])
+
+
+class _Synchronous:
+    """A stepper without step_late/drain: the library takes each step's results at once."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def start(self, state):
+        self.inner.start(state)
+
+    def step(self, batch, lr):
+        return self.inner.step(batch, lr)
+
+    def state(self):
+        return self.inner.state()
+
+
+def test_statistics_one_step_late_change_nothing_but_the_timing(tmp_path):
+    """The library's loop with the device path pipelined (each step's statistics collected at
+    the next step, the last before each epoch's end and each checkpoint): the same weights,
+    Adam state and metrics as the step-by-step loop, steps numbered 1..N, and a non-finite
+    batch skipped on the device (fused Adam's found_inf) and counted as the engine does."""
+    from mpsae.torch_train import Stepper
+
+    rows = np.load(DATA / "smollm2_l15_public.npy").astype(np.float32)[:1280].copy()
+    rows[700] *= 1e25  # one batch (rows 640..767) whose loss overflows float32: a non-finite step
+    runs = {}
+    for name, stepper in (("late", Stepper("cpu")), ("sync", _Synchronous(Stepper("cpu")))):
+        reports = []
+        model, metrics = mpsae.train(rows, 256, 8, epochs=2, batch_size=128, out=tmp_path / name, progress=False,
+                                     stepper=stepper, checkpoint_every=7, seed=5, callback=reports.append)
+        logged = [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        runs[name] = (model.get_dictionary(), metrics, reports + logged)
+    (wl, ml, sl), (ws, ms, ss) = runs["late"], runs["sync"]
+    assert np.array_equal(wl, ws)
+    drop = lambda m: {k: v for k, v in m.items() if "time" not in k and "second" not in k and "rows_per" not in k}  # noqa: E731
+    assert [drop(m) for m in ml] == [drop(m) for m in ms]
+    assert [drop(m) for m in sl] == [drop(m) for m in ss]
+    step_numbers = [s["step"] for s in sl if s.get("kind", "step") == "step" and "epoch_time" not in s][:20]
+    assert step_numbers == list(range(1, 21)), step_numbers
+    assert sum(s["skipped"] for s in sl[:20]) == 2  # the bad batch, once an epoch (shuffled)
+    assert sum(m["skipped_steps"] for m in ml) == 2  # the bad batch, in each epoch

@@ -233,7 +233,8 @@ pub fn train<'py>(
 
 /// The maths of each step done by a Python object (the PyTorch device path,
 /// `mpsae.torch_train`): `start(state)`, `step(batch, lr) -> (stats, finite, grad_norm)`,
-/// `state() -> state` (see `mpsae.torch_train.Stepper`).
+/// `state() -> state`, and where it has them `step_late(batch, lr)` (the step before's results
+/// or None) and `drain()` (see `mpsae.torch_train.Stepper`).
 pub(crate) struct PyStepper {
     pub(crate) obj: PyObject,
     /// The first Python error: the run stops and it is raised.
@@ -280,6 +281,29 @@ impl mpsae::train::ExternalStep for PyStepper {
             py.check_signals()?;
             let out = self.obj.call_method1(py, "step", (x.to_vec().into_pyarray(py), lr))?;
             out.extract(py)
+        });
+        r.map_err(|e| self.fail(e))
+    }
+
+    fn step_late(&mut self, x: &[f32], lr: f64) -> mpsae::Result<Option<(Vec<f64>, bool, f64)>> {
+        let r = Python::with_gil(|py| -> PyResult<Option<(Vec<f64>, bool, f64)>> {
+            py.check_signals()?;
+            if !self.obj.bind(py).hasattr("step_late")? {
+                let out = self.obj.call_method1(py, "step", (x.to_vec().into_pyarray(py), lr))?;
+                return Ok(Some(out.extract(py)?));
+            }
+            let out = self.obj.call_method1(py, "step_late", (x.to_vec().into_pyarray(py), lr))?;
+            out.extract(py)
+        });
+        r.map_err(|e| self.fail(e))
+    }
+
+    fn drain(&mut self) -> mpsae::Result<Option<(Vec<f64>, bool, f64)>> {
+        let r = Python::with_gil(|py| -> PyResult<Option<(Vec<f64>, bool, f64)>> {
+            if !self.obj.bind(py).hasattr("drain")? {
+                return Ok(None);
+            }
+            self.obj.call_method0(py, "drain")?.extract(py)
         });
         r.map_err(|e| self.fail(e))
     }

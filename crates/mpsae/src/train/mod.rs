@@ -420,6 +420,8 @@ impl Trainer {
         let d = data.dim();
         let mut reports = Vec::new();
         let mut batch = Vec::new();
+        // The learning rate of an external step launched and not accounted yet.
+        let mut pending_lr: Option<f64> = None;
         self.model.train();
         let mut epoch_start = Instant::now();
         while self.progress.step < total {
@@ -431,6 +433,7 @@ impl Trainer {
                 if let Err(e) = data.read(&ids[share.rows.clone()], &mut batch) {
                     // The data changed under the run: keep what was learnt from it so far.
                     if rank == 0 && self.progress.step > 0 {
+                        self.drain_external(&mut external, &mut pending_lr, observer, total)?;
                         self.sync_external(&mut external)?;
                         self.write_checkpoint(observer)?;
                     }
@@ -438,28 +441,36 @@ impl Trainer {
                 }
                 self.model.preprocess().apply(&mut batch, d);
                 let lr = self.lr_at(self.progress.step, total);
-                let mut report = match external.as_deref_mut() {
+                match external.as_deref_mut() {
                     Some(ext) => {
-                        let (stats, finite, grad_norm) = ext.step(&batch, lr)?;
-                        self.record_external(stats, finite, lr, grad_norm)?
+                        // The results of the step before (or of this one, when not pipelined).
+                        let late = ext.step_late(&batch, lr)?;
+                        let launched = std::mem::replace(&mut pending_lr, Some(lr));
+                        if let Some(res) = late {
+                            let mut report = match launched {
+                                Some(prev) => self.record_late(res, prev)?,
+                                None => {
+                                    pending_lr = None;
+                                    self.record_external(res.0, res.1, lr, res.2)?
+                                }
+                            };
+                            report.total_steps = total;
+                            observer.on_step(&report);
+                        }
                     }
-                    None => self.step_shared(&batch, &share, ids.len(), criterion.as_ref(), lr, reducer)?,
+                    None => {
+                        let mut report =
+                            self.step_shared(&batch, &share, ids.len(), criterion.as_ref(), lr, reducer)?;
+                        report.total_steps = total;
+                        observer.on_step(&report);
+                    }
                 };
-                report.total_steps = total;
                 self.progress.step += 1;
                 self.progress.batch_in_epoch += 1;
-                observer.on_step(&report);
-                if self.progress.consecutive_bad >= self.options.max_bad_steps {
-                    return Err(Error::Training(format!(
-                        "{} steps in a row had a non-finite loss or gradient (last at step {}); \
-                         the model was left at its last good state{}",
-                        self.progress.consecutive_bad,
-                        self.progress.step,
-                        if self.checkpoint_dir.is_some() { " and the last checkpoint is kept" } else { "" }
-                    )));
-                }
+                self.check_bad_steps()?;
                 if reducer.any(observer.stop_requested())? {
                     let checkpointed = rank == 0 && self.checkpoint_dir.is_some();
+                    self.drain_external(&mut external, &mut pending_lr, observer, total)?;
                     self.sync_external(&mut external)?;
                     if checkpointed {
                         self.write_checkpoint(observer)?;
@@ -469,11 +480,14 @@ impl Trainer {
                 let every = self.options.checkpoint_every;
                 if every > 0 && self.progress.step % every == 0 && self.progress.step < total && rank == 0 {
                     if self.checkpoint_dir.is_some() {
+                        self.drain_external(&mut external, &mut pending_lr, observer, total)?;
                         self.sync_external(&mut external)?;
                     }
                     self.write_checkpoint(observer)?;
                 }
             }
+            // The epoch's last step is accounted in it.
+            self.drain_external(&mut external, &mut pending_lr, observer, total)?;
             if self.progress.batch_in_epoch >= per_epoch {
                 let r = self.finish_epoch(epoch_start.elapsed().as_secs_f64(), false);
                 observer.on_epoch(&r);
@@ -496,6 +510,48 @@ impl Trainer {
             self.write_checkpoint(observer)?;
         }
         Ok(reports)
+    }
+
+    /// Accounts a result that arrived one step late ([`ExternalStep::step_late`]): its report
+    /// is labelled with the step it belongs to, the one before the current count.
+    fn record_late(&mut self, res: (Vec<f64>, bool, f64), lr: f64) -> Result<StepReport> {
+        let mut report = self.record_external(res.0, res.1, lr, res.2)?;
+        report.step -= 1;
+        Ok(report)
+    }
+
+    /// Accounts the external step still pending (before an epoch ends, a checkpoint, a stop).
+    fn drain_external(
+        &mut self,
+        external: &mut Option<&mut dyn ExternalStep>,
+        pending_lr: &mut Option<f64>,
+        observer: &mut dyn Observer,
+        total: u64,
+    ) -> Result<()> {
+        let (Some(ext), Some(lr)) = (external.as_deref_mut(), pending_lr.take()) else {
+            return Ok(());
+        };
+        if let Some(res) = ext.drain()? {
+            let mut report = self.record_late(res, lr)?;
+            report.total_steps = total;
+            observer.on_step(&report);
+            self.check_bad_steps()?;
+        }
+        Ok(())
+    }
+
+    /// The non-finite policy's stop: too many bad steps in a row.
+    fn check_bad_steps(&self) -> Result<()> {
+        if self.progress.consecutive_bad >= self.options.max_bad_steps {
+            return Err(Error::Training(format!(
+                "{} steps in a row had a non-finite loss or gradient (last at step {}); \
+                 the model was left at its last good state{}",
+                self.progress.consecutive_bad,
+                self.progress.step,
+                if self.checkpoint_dir.is_some() { " and the last checkpoint is kept" } else { "" }
+            )));
+        }
+        Ok(())
     }
 
     fn sync_external(&mut self, external: &mut Option<&mut dyn ExternalStep>) -> Result<()> {
@@ -527,6 +583,18 @@ pub trait ExternalStep {
     /// (see [`Trainer::record_external`]), whether the loss and gradients were finite (the update
     /// must be skipped when not) and the gradient norm before clipping.
     fn step(&mut self, x: &[f32], lr: f64) -> Result<(Vec<f64>, bool, f64)>;
+    /// Launches the step on `x` and returns the results of the step launched before it, if one
+    /// is pending: the statistics arrive one step late, so the host reads and copies the next
+    /// batch while the device computes (the device then decides itself to skip a non-finite
+    /// update). The default is [`ExternalStep::step`]'s results at once.
+    fn step_late(&mut self, x: &[f32], lr: f64) -> Result<Option<(Vec<f64>, bool, f64)>> {
+        self.step(x, lr).map(Some)
+    }
+    /// The results of the step launched last and not returned yet by
+    /// [`ExternalStep::step_late`] (none by default).
+    fn drain(&mut self) -> Result<Option<(Vec<f64>, bool, f64)>> {
+        Ok(None)
+    }
     /// Writes the current parameters and optimiser state into `trainer` (before a checkpoint and
     /// at the end).
     fn sync_to(&mut self, trainer: &mut Trainer) -> Result<()>;
