@@ -69,37 +69,57 @@ def parse_sae(text: str) -> Dict[str, Any]:
 class _Sae:
     """One SAE of the stream: its run, the rows waiting for a full batch, its position."""
 
-    def __init__(self, name: str, hook: str, run: "_mpsae.StreamRun", batch_size: int):
+    def __init__(self, name: str, hook: str, run: "_mpsae.StreamRun", batch_size: int, stepper=None):
         self.name, self.hook, self.run, self.batch_size = name, hook, run, batch_size
+        self.stepper = stepper  # the device path's (its rows stay on its device), or None
         self.start = run.rows  # rows of the (shuffled) stream it trained on before this call
-        self.pending: List[np.ndarray] = []
+        self.pending: List[Any] = []
         self.pending_rows = 0
         self.summary: Optional[Dict[str, Any]] = None
 
-    def feed(self, rows: np.ndarray, callback) -> None:
-        """Takes the next rows of the stream; trains on every full batch."""
+    def feed(self, rows, callback) -> None:
+        """Takes the next rows of the stream (numpy, or torch on the device); trains on every
+        full batch."""
         self.pending.append(rows)
         self.pending_rows += len(rows)
         while self.pending_rows >= self.batch_size:
-            block = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+            block = _cat(self.pending)
             batch, rest = block[:self.batch_size], block[self.batch_size:]
             self.pending = [rest] if len(rest) else []
             self.pending_rows = len(rest)
-            self._step(np.ascontiguousarray(batch), callback)
+            self._step(batch, callback)
 
     def finish(self, callback) -> Dict[str, Any]:
         """Trains on the last, shorter batch; ends the run (metrics, checkpoint, model)."""
         if self.pending_rows:
-            self._step(np.ascontiguousarray(np.concatenate(self.pending)), callback)
+            self._step(_cat(self.pending), callback)
             self.pending, self.pending_rows = [], 0
         self.summary = dict(self.run.finish(), name=self.name, hook=self.hook)
         return self.summary
 
-    def _step(self, batch: np.ndarray, callback) -> None:
-        reports = self.run.step(batch)
+    def _step(self, batch, callback) -> None:
+        if isinstance(batch, np.ndarray):
+            reports = self.run.step(np.ascontiguousarray(batch))
+        elif self.run.estimating is not None:
+            # The preprocessing is estimated on the host from the first rows.
+            reports = self.run.step(np.ascontiguousarray(batch.float().cpu().numpy()))
+        else:
+            self.stepper.hold(batch)
+            reports = self.run.step_held(len(batch))
         if callback is not None:
             for r in reports:
                 callback(dict(r, sae=self.name))
+
+
+def _cat(parts: List[Any]):
+    """Rows joined (numpy arrays or torch tensors)."""
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    import torch
+
+    return torch.cat(parts)
 
 
 def _fingerprint(docs: List[Any]) -> str:
@@ -322,13 +342,13 @@ def train_from_model(model, inputs, hooks: Union[str, Sequence[str]], saes, *, o
                                    allow_changes, int(s.get("estimate_rows") or _mpsae.defaults()["estimate_rows"]),
                                    threads, stepper)
             batch_rows = int(options.get("batch_size") or _mpsae.defaults()["batch_size"])
-            runs.append(_Sae(s["name"], s["hook"], run, batch_rows))
+            runs.append(_Sae(s["name"], s["hook"], run, batch_rows, stepper))
             if progress:
                 for note in run.notes:
                     print(f"{s['name']}: {note}", file=sys.stderr)
         return _stream(runs, reader, needed, docs, tokenizer, context, prepend_bos, batch_size, cut, shuffle,
                        shuffle_seed, dtype, max_rows, model_device, progress, cache, resume, overlap, callback,
-                       name, tok_name)
+                       name, tok_name, None if device is None else torch.device(device))
     finally:
         reader.close()
         model.train(was_training)
@@ -338,8 +358,10 @@ def train_from_model(model, inputs, hooks: Union[str, Sequence[str]], saes, *, o
 
 def _stream(runs: List[_Sae], reader: HookReader, hooks: List[str], docs, tokenizer, context, prepend_bos,
             batch_size, cut, shuffle, seed, dtype, max_rows, model_device, progress, cache, resume, overlap,
-            callback, name, tok_name) -> Dict[str, Dict[str, Any]]:
-    """The stream's loop over open runs (see :func:`train_from_model`)."""
+            callback, name, tok_name, sae_device=None) -> Dict[str, Dict[str, Any]]:
+    """The stream's loop over open runs (see :func:`train_from_model`). With ``sae_device`` (the
+    device path) the rows stay torch tensors on that device from the hook to the step (the
+    shuffle buffer too); otherwise numpy arrays for the engine."""
     import torch
 
     np_dtype = np.float16 if dtype == "float16" else np.float32
@@ -371,7 +393,9 @@ def _stream(runs: List[_Sae], reader: HookReader, hooks: List[str], docs, tokeni
     def shuffled_block() -> None:
         nonlocal block_rows, block_index, emitted
         order = np.random.default_rng([seed, block_index]).permutation(block_rows)
-        rows = {h: np.concatenate(blocks[h])[order] for h in hooks}
+        if sae_device is not None:
+            order = torch.as_tensor(order, device=sae_device)
+        rows = {h: _cat(blocks[h])[order] for h in hooks}
         hand_out(rows, emitted)
         emitted += block_rows
         for h in hooks:
@@ -385,11 +409,17 @@ def _stream(runs: List[_Sae], reader: HookReader, hooks: List[str], docs, tokeni
             rows_here = {}
             for i, h in enumerate(hooks):
                 parts = [acts[i][b, keep] for b, (_, keep) in enumerate(spans) if keep]
-                block = (torch.cat(parts) if len(parts) > 1 else parts[0]).float().cpu().numpy()
+                block = torch.cat(parts) if len(parts) > 1 else parts[0]
                 # Rounded to the stream's dtype, as a harvest in that dtype stores them.
-                rows_here[h] = block.astype(np_dtype).astype(np.float32) if np_dtype is np.float16 else block
+                if np_dtype is np.float16:
+                    block = block.to(torch.float16)
+                if sae_device is not None:
+                    rows_here[h] = block.to(sae_device).float()
+                else:
+                    rows_here[h] = block.float().cpu().numpy()
             if caches:
-                _write_cache(caches, batch, spans, rows_here, hooks, tokenizer, source, cut)
+                on_host = {h: r if isinstance(r, np.ndarray) else r.cpu().numpy() for h, r in rows_here.items()}
+                _write_cache(caches, batch, spans, on_host, hooks, tokenizer, source, cut)
             n = len(rows_here[hooks[0]])
             if not shuffle:
                 hand_out(rows_here, emitted)

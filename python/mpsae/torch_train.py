@@ -25,7 +25,7 @@ import torch
 
 import mpsae
 
-from .torch import MpSAE
+from .torch import MpSAE, Preprocess
 from .torch_pursuit import summed_codes
 
 __all__ = ["train", "Stepper"]
@@ -122,10 +122,36 @@ class Stepper:
         previous, self._pending = self._pending, None
         return None if previous is None else self._collect(previous)
 
+    def hold(self, rows: torch.Tensor) -> None:
+        """Keeps the next batch's rows (``n x d``, the data's space) on the device, for
+        :meth:`step_held`: a stream on the same device never copies them to the host."""
+        if rows.dim() != 2:
+            raise ValueError(f"rows must have shape [n, d], got {tuple(rows.shape)}")
+        self._held = rows.to(self.device).float()
+
+    def step_held(self, n: int, lr: float, mean: Optional[np.ndarray], scale: Optional[float]
+                  ) -> Tuple[List[float], bool, float]:
+        """:meth:`step` on the rows given to :meth:`hold` (``n`` of them), preprocessed on the
+        device as the library does (``(x - mean)·scale``, the torch module's
+        :class:`mpsae.torch.Preprocess`)."""
+        rows, self._held = getattr(self, "_held", None), None
+        if rows is None or rows.shape[0] != n:
+            raise ValueError(f"step_held({n}): the stepper holds {0 if rows is None else rows.shape[0]} rows")
+        if rows.shape[1] != self.d:
+            raise ValueError(f"held rows have width {rows.shape[1]}, the SAE's is {self.d}")
+        if not bool(torch.isfinite(rows).all()):
+            raise ValueError("stream: a row of the batch has a NaN or infinite value")
+        pre = Preprocess(None if mean is None else torch.from_numpy(np.asarray(mean, np.float32)),
+                         None if scale is None else float(scale), width=self.d).to(self.device)
+        self._launch_on(pre.apply_to(rows), lr)
+        return self.drain()
+
     def _launch(self, batch: np.ndarray, lr: float) -> None:
+        self._launch_on(self._to_device(batch), lr)
+
+    def _launch_on(self, x: torch.Tensor, lr: float) -> None:
         if self._pending is not None:
             raise RuntimeError("a step's results were not collected (call drain())")
-        x = self._to_device(batch)
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.opt.zero_grad(set_to_none=True)

@@ -167,6 +167,33 @@ def test_the_device_path_trains_from_the_stream(tmp_path):
     np.testing.assert_allclose(weights(tmp_path / "d" / "k4_c32"), weights(tmp_path / "e" / "k4_c32"), atol=2e-3)
 
 
+def test_on_a_device_the_rows_never_come_to_the_host(tmp_path, monkeypatch):
+    """With device=, the rows go from the hook to the stepper as torch tensors (the shuffle
+    buffer included): after the preprocessing's estimate no batch is handed to the library as a
+    numpy array, and the run equals the one whose rows took the host's way bit for bit (the
+    centring and scaling applied on the device are the library's (x - mean)·scale)."""
+    from mpsae import stream as stream_module
+
+    model, docs = tiny()
+    sae = dict(k=4, nb_concepts=32, batch_size=40, center=True, scale=True, estimate_rows=80)
+    held, given = [], []
+    real_step = stream_module._Sae._step
+
+    def spy(self, batch, callback):
+        (given if isinstance(batch, np.ndarray) or self.run.estimating is not None else held).append(len(batch))
+        return real_step(self, batch, callback)
+
+    monkeypatch.setattr(stream_module._Sae, "_step", spy)
+    device = mpsae.train_from_model(model, docs, H1, [sae], out=tmp_path / "d", device="cpu", **STREAM)["k4_c32"]
+    assert sum(given) == 80 and sum(held) == device["rows"] - 80 and len(held) > 3
+    # The host's way: the same stepper fed numpy batches.
+    monkeypatch.setattr(stream_module._Sae, "_step", lambda self, batch, callback: real_step(
+        self, batch.cpu().numpy() if not isinstance(batch, np.ndarray) else batch, callback))
+    host = mpsae.train_from_model(model, docs, H1, [sae], out=tmp_path / "h", device="cpu", **STREAM)["k4_c32"]
+    assert host["steps"] == device["steps"]
+    assert np.array_equal(weights(tmp_path / "d" / "k4_c32"), weights(tmp_path / "h" / "k4_c32"))
+
+
 def test_sae_options_from_the_command_line_and_files(tmp_path):
     assert parse_sae("k=16,c=4096,lr=3e-4,center=true,name=a") == dict(k=16, nb_concepts=4096, lr=3e-4, center=True,
                                                                         name="a")

@@ -160,6 +160,21 @@ impl StreamRun {
         }
     }
 
+    /// Trains on the stream's next `n` rows, held by the stepper on its device (its
+    /// `step_held(n, lr, mean, scale)` takes them from there): they never come to the host.
+    /// Refused without a stepper, or while the preprocessing is being estimated.
+    fn step_held<'py>(&mut self, py: Python<'py>, n: usize) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        self.start_stepper()?;
+        let (inner, pool, stepper) = (self.inner.as_mut(), &self.pool, self.stepper.as_mut());
+        let inner = inner.ok_or_else(|| PyValueError::new_err("the stream run is closed"))?;
+        let stepper = stepper.ok_or_else(|| PyValueError::new_err("step_held needs a device stepper"))?;
+        let result = py.allow_threads(|| run_in(pool, || inner.step_held(n, stepper)));
+        match result {
+            Ok(reports) => reports_list(py, &reports),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
     /// Writes a checkpoint with the stream's position now (False while the preprocessing
     /// estimate holds rows not trained on yet: none is written).
     fn checkpoint(&mut self, py: Python<'_>) -> PyResult<bool> {

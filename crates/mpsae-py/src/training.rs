@@ -298,6 +298,21 @@ impl mpsae::train::ExternalStep for PyStepper {
         r.map_err(|e| self.fail(e))
     }
 
+    fn step_held(
+        &mut self,
+        n: usize,
+        lr: f64,
+        preprocess: &mpsae::model::Preprocess,
+    ) -> mpsae::Result<(Vec<f64>, bool, f64)> {
+        let r = Python::with_gil(|py| -> PyResult<(Vec<f64>, bool, f64)> {
+            py.check_signals()?;
+            let mean = preprocess.mean.as_ref().map(|m| m.clone().into_pyarray(py));
+            let out = self.obj.call_method1(py, "step_held", (n, lr, mean, preprocess.scale))?;
+            out.extract(py)
+        });
+        r.map_err(|e| self.fail(e))
+    }
+
     fn drain(&mut self) -> mpsae::Result<Option<(Vec<f64>, bool, f64)>> {
         let r = Python::with_gil(|py| -> PyResult<Option<(Vec<f64>, bool, f64)>> {
             if !self.obj.bind(py).hasattr("drain")? {

@@ -221,6 +221,19 @@ impl StreamRun {
         Ok(reports)
     }
 
+    /// [`StreamRun::step`] for the stream's next `n` rows, held by `external` on its device
+    /// (they never come to the host); refused while the preprocessing is being estimated.
+    pub fn step_held(&mut self, n: usize, external: &mut dyn ExternalStep) -> Result<Vec<StepReport>> {
+        if self.finished() {
+            return Err(Error::invalid("stream", "the run has read its whole stream already"));
+        }
+        let before = self.stream.trainer.progress.step;
+        let reports = vec![self.stream.step_held(n, &mut *external)?];
+        self.rows += n as u64;
+        self.after_steps(before, &reports, Some(external))?;
+        Ok(reports)
+    }
+
     /// The checks and checkpoints after steps `before..` were taken.
     fn after_steps(
         &mut self,

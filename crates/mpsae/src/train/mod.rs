@@ -132,6 +132,22 @@ impl Trainer {
         Ok(report)
     }
 
+    /// [`Trainer::step_on_rows_with`] for `n` rows held by `external` on its device
+    /// ([`ExternalStep::step_held`]): they never come to the host.
+    pub fn step_on_held_rows(&mut self, n: usize, external: &mut dyn ExternalStep) -> Result<StepReport> {
+        if n == 0 {
+            return Err(Error::Shape("a step needs at least one row".into()));
+        }
+        self.model.train();
+        let total = self.options.steps.unwrap_or(u64::MAX);
+        let lr = self.lr_at(self.progress.step, total);
+        let preprocess = self.model.preprocess().clone();
+        let (stats, finite, grad_norm) = external.step_held(n, lr, &preprocess)?;
+        let report = self.record_external(stats, finite, lr, grad_norm)?;
+        self.progress.step += 1;
+        Ok(report)
+    }
+
     /// Ends the current epoch where it stands (a stream's end): its report, recorded with the
     /// run's epochs; the next step starts a new epoch.
     pub fn end_epoch(&mut self, seconds: f64) -> EpochReport {
@@ -589,6 +605,18 @@ pub trait ExternalStep {
     /// update). The default is [`ExternalStep::step`]'s results at once.
     fn step_late(&mut self, x: &[f32], lr: f64) -> Result<Option<(Vec<f64>, bool, f64)>> {
         self.step(x, lr).map(Some)
+    }
+    /// One step on `n` rows the stepper holds itself (on its device, in the data's space: it
+    /// applies `preprocess` there), so they never travel through the host; the results as
+    /// [`ExternalStep::step`]'s. By default a stepper holds no rows.
+    fn step_held(
+        &mut self,
+        n: usize,
+        lr: f64,
+        preprocess: &crate::model::Preprocess,
+    ) -> Result<(Vec<f64>, bool, f64)> {
+        let _ = (n, lr, preprocess);
+        Err(Error::invalid("stream", "this stepper holds no rows: give them to step()"))
     }
     /// The results of the step launched last and not returned yet by
     /// [`ExternalStep::step_late`] (none by default).

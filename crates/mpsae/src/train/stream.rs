@@ -96,6 +96,18 @@ impl StreamTrainer {
         Ok(vec![self.trainer.step_on_rows_with(x, external)?])
     }
 
+    /// One step on `n` rows held by `external` on its device ([`ExternalStep::step_held`]);
+    /// refused while the preprocessing is being estimated (those rows must be given).
+    pub fn step_held(&mut self, n: usize, external: &mut dyn ExternalStep) -> Result<StepReport> {
+        if let Some((seen, need)) = self.estimating() {
+            return Err(Error::invalid(
+                "stream",
+                format!("the preprocessing is being estimated ({seen} of {need} rows seen): give the rows to step()"),
+            ));
+        }
+        self.trainer.step_on_held_rows(n, external)
+    }
+
     /// Makes the estimate from the rows seen so far (if one is pending) and trains on the kept
     /// batches; returns the reports of the steps taken.
     pub fn flush(&mut self) -> Result<Vec<StepReport>> {
