@@ -44,14 +44,18 @@ class Stepper:
         The device path's correlations per step.
     deterministic : bool
         Bitwise repeatable gradients on any device (:func:`mpsae.torch_pursuit.backward`).
+    capturable : bool
+        The pursuit without its one read-back (:class:`mpsae.torch.MpSAE`'s ``capturable``):
+        launching a step then needs no host round trip at all.
     """
 
     def __init__(self, device="cpu", input_dtype: Optional[torch.dtype] = None, strategy: str = "auto",
-                 deterministic: bool = False):
+                 deterministic: bool = False, capturable: bool = False):
         self.device = torch.device(device)
         self.input_dtype = input_dtype
         self.strategy = strategy
         self.deterministic = deterministic
+        self.capturable = capturable
         self.model: Optional[MpSAE] = None
         self._pending = None
 
@@ -64,7 +68,7 @@ class Stepper:
         self.d, self.c, self.k = cfg["input_dim"], cfg["nb_concepts"], cfg["k"]
         self.clip = float(opts["clip"])
         m = MpSAE(self.d, self.c, k=self.k, dropout=cfg["dropout"], path="torch", strategy=self.strategy,
-                  deterministic=self.deterministic,
+                  deterministic=self.deterministic, capturable=self.capturable,
                   dictionary_params={"normalization": cfg["normalization"], "use_multiplier": cfg["use_multiplier"]},
                   sparse_codes=True)
         with torch.no_grad():
@@ -265,7 +269,7 @@ class Stepper:
 
 def train(data: Any, nb_concepts: Optional[int] = None, k: Optional[int] = None, *, device=None,
           input_dtype: Optional[torch.dtype] = None, strategy: str = "auto", deterministic: bool = False,
-          **kw: Any):
+          capturable: bool = False, **kw: Any):
     """:func:`mpsae.train` (same arguments, run folders, resume policy and returns) with each step
     on ``device`` through the device path.
 
@@ -279,6 +283,9 @@ def train(data: Any, nb_concepts: Optional[int] = None, k: Optional[int] = None,
     deterministic : bool
         Bitwise repeatable gradients (a run trained twice gives the same dictionary on any
         device).
+    capturable : bool
+        No host round trip in a step's launch (the pursuit re-checks every near tie among all
+        atoms instead of reading back whether its buffer sufficed).
     **kw
         Everything :func:`mpsae.train` takes (``out``, ``resume``, ``center``, ``lr``, ...).
 
@@ -291,5 +298,5 @@ def train(data: Any, nb_concepts: Optional[int] = None, k: Optional[int] = None,
     """
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    stepper = Stepper(device, input_dtype, strategy, deterministic)
+    stepper = Stepper(device, input_dtype, strategy, deterministic, capturable)
     return mpsae.train(data, nb_concepts, k, stepper=stepper, **kw)

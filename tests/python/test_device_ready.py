@@ -140,6 +140,26 @@ def test_a_training_step_waits_on_the_host_at_most_twice(monkeypatch, tmp_path):
     assert finite and len(syncs.seen) <= 2, syncs.seen
 
 
+def test_launching_a_capturable_training_step_needs_no_host(monkeypatch, tmp_path):
+    """The whole training step launched (batch to the device, forward with the capturable
+    pursuit, MSE, sparse backward, clipping, the fused Adam deciding a non-finite skip on the
+    device, the statistics): no synchronising op and no read-back; collecting its results is the
+    one read-back. The proof that no op of the step needs the host, where CUDA graphs are absent."""
+    from mpsae.torch_train import Stepper
+
+    x, _, _ = real_problem(n=256)
+    stepper = Stepper("cpu", capturable=True)
+    mpsae.train(x.numpy(), 256, 8, epochs=1, batch_size=128, out=tmp_path / "run", progress=False, stepper=stepper)
+    batch = x.numpy()[:128].copy()
+    syncs = Syncs(monkeypatch)
+    with syncs:
+        stepper._launch(batch, 1e-3)
+    assert syncs.seen == []
+    with syncs:
+        stats, finite, _ = stepper.drain()
+    assert finite and syncs.seen == ["Tensor.tolist"]
+
+
 def test_a_non_finite_step_changes_nothing(tmp_path):
     from mpsae.torch_train import Stepper
 
