@@ -167,6 +167,31 @@ def test_the_device_path_trains_from_the_stream(tmp_path):
     np.testing.assert_allclose(weights(tmp_path / "d" / "k4_c32"), weights(tmp_path / "e" / "k4_c32"), atol=2e-3)
 
 
+def test_a_checkpoint_that_cannot_be_written_loses_nothing_and_the_stream_resumes(tmp_path):
+    """A full disk (or any failed write) at a checkpoint: the stream stops with the error, the
+    checkpoint before it is intact, no temporary file stays, and resuming once the disk has
+    room again gives the uninterrupted run's weights bit for bit."""
+    model, docs = tiny()
+    args = dict(shuffle_buffer=200, context=16, batch_size=4, progress=False)
+    sae = dict(k=4, nb_concepts=32, batch_size=40, checkpoint_every=4)
+    mpsae.train_from_model(model, docs, H1, [sae], out=tmp_path / "whole", **args)
+    run = tmp_path / "cut" / "k4_c32"
+    blocker = run / f".checkpoint.safetensors.tmp{os.getpid()}"
+
+    def fill_disk(report):
+        if report["step"] == 6:  # after the checkpoint of step 4: the next cannot be written
+            blocker.mkdir()
+
+    with pytest.raises(Exception, match="checkpoint"):
+        mpsae.train_from_model(model, docs, H1, [sae], out=tmp_path / "cut", callback=fill_disk, **args)
+    kept = mpsae.load(run / "checkpoint.safetensors") if (run / "checkpoint.safetensors").exists() else None
+    assert kept is not None and not (run / "model.safetensors").exists()
+    blocker.rmdir()
+    assert not [p for p in os.listdir(run) if ".tmp" in p]
+    mpsae.train_from_model(model, docs, H1, [sae], out=tmp_path / "cut", resume=True, **args)
+    np.testing.assert_array_equal(weights(tmp_path / "whole" / "k4_c32"), weights(run))
+
+
 def test_on_a_device_the_rows_never_come_to_the_host(tmp_path, monkeypatch):
     """With device=, the rows go from the hook to the stepper as torch tensors (the shuffle
     buffer included): after the preprocessing's estimate no batch is handed to the library as a
