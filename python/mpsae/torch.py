@@ -474,9 +474,8 @@ class MpSAE(nn.Module):
             return cache[2]
         if strategy == "auto":
             c, d = dictionary.shape
-            budget = torch_pursuit.memory_budget(dictionary.device)
             # Planned for a batch of 4096 rows: an eval-mode dictionary serves many batches.
-            plan = torch_pursuit.make_plan(4096, c, d, self.k, dictionary.device, dictionary.dtype, "auto", budget)
+            plan = torch_pursuit.make_plan(4096, c, d, self.k, dictionary.device, dictionary.dtype)
             if plan.strategy != "gram":
                 return None
         with torch.no_grad():

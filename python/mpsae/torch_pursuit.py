@@ -204,13 +204,12 @@ class Plan:
     recheck_rows : int
         Rows per tile and step whose near tie is re-checked with exact products (a fixed-size
         buffer: no host round trip decides which). After each pursuit it follows the most near
-        ties seen in one step (a tile whose step had more than the buffer is pursued again with
-        every row re-checkable, so the picks never depend on it).
+        ties seen in one step (a tile that missed a near tie is pursued again with every row and
+        atom re-checkable, so the picks never depend on it).
     budget : int
         The memory budget the plan was made with (bytes).
     precision : "ieee", "tf32" or "bf16"
         How the float32 products run (:func:`matmul_precision`, read when the plan is made).
-
     candidates : int or None
         Atoms per re-checked row whose exact products are taken (its best by the approximate
         correlations; None: all atoms).
@@ -230,9 +229,9 @@ def make_plan(n: int, c: int, d: int, k: int, device: torch.device, dtype: torch
               budget: Optional[int] = None, gram_held: bool = False) -> Plan:
     """The :class:`Plan` of a pursuit of ``n`` rows over ``c`` atoms of width ``d``, ``k`` steps.
 
-    The first re-check buffer holds 1/16 of a tile's rows (float32 products re-check 2-9 % of the
-    picks on real rows) or 1/4 under reduced-precision products; :func:`pursuit` grows it when a
-    step needs more.
+    The first re-check buffer holds 1/4 of a tile's rows (float32 products re-check 2-9 % of the
+    picks on real rows) or 1/2 under reduced-precision products, each row against its 4 (or 8)
+    best atoms; :func:`pursuit` resizes the buffer to what the steps needed.
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"invalid strategy '{strategy}': use one of {', '.join(STRATEGIES)}")
@@ -364,13 +363,13 @@ def pursuit(x: torch.Tensor, dm: torch.Tensor, k: int, strategy: str = "auto",
     stats : mpsae.pursuit.PursuitStats or None
         Filled in with what the pursuit did (strategy, tile rows, re-checked picks).
     plan : Plan or None
-        The shape's plan (:func:`make_plan`), kept by the caller between batches; grown here when
-        a step had more near ties than its re-check buffer.
+        The shape's plan (:func:`make_plan`), kept by the caller between batches; its re-check
+        buffer resized here to what the steps needed.
     capturable : bool
         No host round trip at all (for CUDA graphs and ``torch.compile(fullgraph=True)``): every
-        row of a tile is re-checkable, the plan is not grown, ``stats.rechecks`` stays a tensor.
-        Otherwise one read-back per call checks that the re-check buffer sufficed (a tile whose
-        step had more near ties is pursued again with every row re-checkable).
+        row and atom of a tile is re-checkable, the plan is not resized, ``stats.rechecks`` stays
+        a tensor. Otherwise one read-back per call checks that no near tie was missed (a tile
+        that missed one is pursued again with every row and atom re-checkable).
     """
     n, d = x.shape
     c = dm.shape[0]
@@ -409,10 +408,11 @@ def pursuit(x: torch.Tensor, dm: torch.Tensor, k: int, strategy: str = "auto",
                                          candidates)
             atoms[s:e], values[s:e], residual[s:e] = a, v, r
             counts.append(cnt)
-        rechecks = torch.stack(counts)[:, 0].sum() if counts else torch.zeros((), dtype=torch.int64)
+        counted = torch.stack(counts) if counts else torch.zeros(1, 3, dtype=torch.int64, device=x.device)
+        rechecks = counted[:, 0].sum()
         if not capturable and counts:
             # The one read-back: was every near tie re-checked among enough atoms?
-            seen = torch.stack(counts).tolist()
+            seen = counted.tolist()
             for i, (_, _, missed) in enumerate(seen):
                 if missed:
                     s, e = i * tile, min(n, (i + 1) * tile)

@@ -57,7 +57,9 @@ class Stepper:
         self.deterministic = deterministic
         self.capturable = capturable
         self.model: Optional[MpSAE] = None
-        self._pending = None
+        self._pending = None  # the launched step whose results are not collected yet
+        self._held: Optional[torch.Tensor] = None  # the rows given to hold()
+        self._copies = None  # the CUDA stream the batches are copied on (made at the first)
 
     # -- called by the library ---------------------------------------------------------------
     def start(self, state: Dict[str, Any]) -> None:
@@ -138,7 +140,7 @@ class Stepper:
         """:meth:`step` on the rows given to :meth:`hold` (``n`` of them), preprocessed on the
         device as the library does (``(x - mean)·scale``, the torch module's
         :class:`mpsae.torch.Preprocess`)."""
-        rows, self._held = getattr(self, "_held", None), None
+        rows, self._held = self._held, None
         if rows is None or rows.shape[0] != n:
             raise ValueError(f"step_held({n}): the stepper holds {0 if rows is None else rows.shape[0]} rows")
         if rows.shape[1] != self.d:
@@ -167,15 +169,12 @@ class Stepper:
         sums = self._stats(x, x_hat.detach(), atoms, values.detach(), loss.detach())
         packed = torch.cat([torch.stack([loss.detach().double(), grad_norm.detach().double()]), sums])
         finite = torch.isfinite(packed[0]) & torch.isfinite(packed[1])
-        decided = False
         if self.fused:
             # The device skips a non-finite update itself (no host read): Adam's found_inf.
             self.opt.found_inf = (~finite).float()
             self.opt.step()
-        else:
-            decided = bool(finite)  # a device without the fused Adam: the host decides now
-            if decided:
-                self.opt.step()
+        elif bool(finite):  # a device without the fused Adam: the host decides now
+            self.opt.step()
         if self.device.type == "cuda":
             host = torch.empty(packed.shape, dtype=packed.dtype, pin_memory=True)
             host.copy_(packed, non_blocking=True)
@@ -183,10 +182,10 @@ class Stepper:
             event.record()
         else:
             host, event = packed, None
-        self._pending = (host, event, x.shape[0], x.numel(), None if self.fused else decided)
+        self._pending = (host, event, x.shape[0], x.numel())
 
     def _collect(self, pending) -> Tuple[List[float], bool, float]:
-        host, event, n, entries, decided = pending
+        host, event, n, entries = pending
         if event is not None:
             event.synchronize()
         read = host.tolist()  # the step's one read-back
@@ -208,7 +207,7 @@ class Stepper:
             x = x.to(self.input_dtype)
         if self.device.type != "cuda":
             return x.to(self.device).float()
-        if getattr(self, "_copies", None) is None:
+        if self._copies is None:
             self._copies = torch.cuda.Stream(self.device)
         pinned = x.pin_memory()
         compute = torch.cuda.current_stream(self.device)

@@ -112,24 +112,19 @@ impl Trainer {
         x: &[f32],
         external: Option<&mut dyn ExternalStep>,
     ) -> Result<StepReport> {
-        self.model.train();
         let mut xp = x.to_vec();
         self.model.preprocess().apply(&mut xp, self.model.input_dim());
-        let total = self.options.steps.unwrap_or(u64::MAX);
-        let lr = self.lr_at(self.progress.step, total);
-        let report = match external {
+        self.stream_step(|t, lr| match external {
             Some(ext) => {
-                self.model.rows_of(&xp)?;
+                t.model.rows_of(&xp)?;
                 let (stats, finite, grad_norm) = ext.step(&xp, lr)?;
-                self.record_external(stats, finite, lr, grad_norm)?
+                t.record_external(stats, finite, lr, grad_norm)
             }
             None => {
-                let criterion = self.options.criterion.build();
-                self.step(&xp, criterion.as_ref(), lr)?
+                let criterion = t.options.criterion.build();
+                t.step(&xp, criterion.as_ref(), lr)
             }
-        };
-        self.progress.step += 1;
-        Ok(report)
+        })
     }
 
     /// [`Trainer::step_on_rows_with`] for `n` rows held by `external` on its device
@@ -138,12 +133,20 @@ impl Trainer {
         if n == 0 {
             return Err(Error::Shape("a step needs at least one row".into()));
         }
+        self.stream_step(|t, lr| {
+            let preprocess = t.model.preprocess().clone();
+            let (stats, finite, grad_norm) = external.step_held(n, lr, &preprocess)?;
+            t.record_external(stats, finite, lr, grad_norm)
+        })
+    }
+
+    /// One step of a stream (no planned end: the schedule's total is the step budget, if any):
+    /// training mode, the learning rate of this step given to `step`, the step counted.
+    fn stream_step(&mut self, step: impl FnOnce(&mut Self, f64) -> Result<StepReport>) -> Result<StepReport> {
         self.model.train();
         let total = self.options.steps.unwrap_or(u64::MAX);
         let lr = self.lr_at(self.progress.step, total);
-        let preprocess = self.model.preprocess().clone();
-        let (stats, finite, grad_norm) = external.step_held(n, lr, &preprocess)?;
-        let report = self.record_external(stats, finite, lr, grad_norm)?;
+        let report = step(self, lr)?;
         self.progress.step += 1;
         Ok(report)
     }
@@ -459,17 +462,19 @@ impl Trainer {
                 let lr = self.lr_at(self.progress.step, total);
                 match external.as_deref_mut() {
                     Some(ext) => {
-                        // The results of the step before (or of this one, when not pipelined).
-                        let late = ext.step_late(&batch, lr)?;
-                        let launched = std::mem::replace(&mut pending_lr, Some(lr));
-                        if let Some(res) = late {
-                            let mut report = match launched {
-                                Some(prev) => self.record_late(res, prev)?,
-                                None => {
-                                    pending_lr = None;
-                                    self.record_external(res.0, res.1, lr, res.2)?
-                                }
-                            };
+                        let results = ext.step_late(&batch, lr)?;
+                        let report = match (results, pending_lr.replace(lr)) {
+                            // Pipelined: the results of the step before this one.
+                            (Some(res), Some(previous_lr)) => Some(self.record_late(res, previous_lr)?),
+                            // Not pipelined: this step's own results, nothing left pending.
+                            (Some(res), None) => {
+                                pending_lr = None;
+                                Some(self.record_external(res.0, res.1, lr, res.2)?)
+                            }
+                            // The first step of a pipelined stepper: nothing to report yet.
+                            (None, _) => None,
+                        };
+                        if let Some(mut report) = report {
                             report.total_steps = total;
                             observer.on_step(&report);
                         }
